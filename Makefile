@@ -1,0 +1,34 @@
+# The two commands of the README. Both create .venv and install everything on first use.
+#   make demo   synthetic BraTS data -> every pipeline stage that exists, end to end
+#   make test   the pytest suite (what .ci/run runs)
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.mmrobust-installed
+DEMO_DIR ?= demo_data
+DEMO_CASES ?= 20
+DEMO_SHAPE ?= 96,96,96
+
+.PHONY: install demo test clean
+
+$(STAMP): setup.cfg setup.py pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# The CPU build of torch 2.13.0 lies on this machine's disk; never let pip pull a CUDA build.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/mmrobust make-synthetic -o $(DEMO_DIR)/raw/BraTS2018 --layout brats2018 \
+		--cases $(DEMO_CASES) --shape $(DEMO_SHAPE) --seed 0 --preview $(DEMO_DIR)/BraTS2018_first_case.png
+	$(BIN)/mmrobust verify -d BraTS2018 --raw $(DEMO_DIR)/raw
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(DEMO_DIR) build dist *.egg-info

@@ -1,0 +1,211 @@
+"""Write a synthetic BraTS-like dataset in any supported raw layout (DESIGN.md §11)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.data.layouts import (
+    CASE_FOLDER_LAYOUTS, LAYOUT_NAMES, NNUNET_BRATS_CHANNEL_NAMES, NNUNET_BRATS_LABELS,
+    CaseFolderLayout, NnUNetLayout)
+from mmseg_robust.data.labels import NNUNET_BRATS, LabelConvention
+from mmseg_robust.data.modalities import MODALITIES, canonical_modality
+from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
+from mmseg_robust.data.synthetic.phantom import make_phantom
+from mmseg_robust.errors import MMRobustError
+
+logger = logging.getLogger(__name__)
+
+#: Hidden file recording how a synthetic dataset was made; its presence marks a folder as ours.
+MARKER_NAME = ".mmrobust_synthetic.json"
+#: Bumped whenever the generator's output for a given spec changes.
+GENERATOR_VERSION = 1
+#: Every LGG_PERIOD-th case is low grade (BraTS 2018: 75 of 285 cases, about a quarter).
+LGG_PERIOD = 4
+#: Smallest grid: below about 32 mm a side the phantom has no room for a tumour in white matter.
+MIN_VOXELS = 16
+MIN_EXTENT_MM = 32.0
+
+CASE_ID_FORMATS: dict[str, str] = {
+    "brats2018": "Brats18_SYN_{index:04d}_1",
+    "brats2021": "BraTS2021_{index:05d}",
+    "brats2023": "BraTS-GLI-{index:05d}-000",
+    "nnunet": "BraTS2021_{index:05d}",
+}
+
+
+class SyntheticDatasetError(MMRobustError):
+    """The output folder cannot take the synthetic dataset."""
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Everything that determines a synthetic dataset's bytes. Shape and spacing are (D, H, W)."""
+
+    layout: str
+    n_cases: int
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    seed: int = 0
+    incomplete_fraction: float = 0.0
+    generator_version: int = GENERATOR_VERSION
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUT_NAMES:
+            raise SyntheticDatasetError(f"unknown layout {self.layout!r} (one of {', '.join(LAYOUT_NAMES)})")
+        if self.n_cases < 1:
+            raise SyntheticDatasetError(f"--cases must be at least 1, got {self.n_cases}")
+        if len(self.shape) != 3 or min(self.shape) < MIN_VOXELS:
+            raise SyntheticDatasetError(
+                f"--shape must be three sizes of at least {MIN_VOXELS} voxels, got {self.shape}")
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise SyntheticDatasetError(f"--spacing must be three positive values, got {self.spacing}")
+        extent = tuple(n * s for n, s in zip(self.shape, self.spacing))
+        if min(extent) < MIN_EXTENT_MM:
+            raise SyntheticDatasetError(f"--shape x --spacing spans {extent} mm; every axis needs at least "
+                                        f"{MIN_EXTENT_MM:g} mm to hold a brain with a tumour")
+        if not 0.0 <= self.incomplete_fraction <= 1.0:
+            raise SyntheticDatasetError(
+                f"--incomplete-fraction must lie in [0, 1], got {self.incomplete_fraction}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SyntheticSpec":
+        return cls(**{**data, "shape": tuple(data["shape"]), "spacing": tuple(data["spacing"])})
+
+
+def synthetic_layout(name: str) -> CaseFolderLayout | NnUNetLayout:
+    """The layout object the writer uses for ``name`` (nnU-Net: its BraTS channel order)."""
+    if name == "nnunet":
+        channels = {canonical_modality(v): int(k) for k, v in NNUNET_BRATS_CHANNEL_NAMES.items()}
+        return NnUNetLayout(convention=NNUNET_BRATS, channels=channels)
+    return CASE_FOLDER_LAYOUTS[name]
+
+
+def case_geometry(spec: SyntheticSpec) -> ImageGeometry:
+    """BraTS-like header: LPS-identity direction with BraTS's origin, so the NIfTI affine is
+    diag(-sx, -sy, sz) with a translation, not the identity."""
+    size = tuple(int(s) for s in reversed(spec.shape))
+    spacing = tuple(float(s) for s in reversed(spec.spacing))
+    origin = (0.0, -(size[1] - 1) * spacing[1], 0.0)
+    return ImageGeometry(size=size, spacing=spacing, origin=origin,
+                         direction=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0))
+
+
+def incomplete_cases(spec: SyntheticSpec) -> dict[int, str]:
+    """Case index -> the modality it lacks; exactly round(fraction * n) cases, chosen by the seed."""
+    n_incomplete = int(round(spec.incomplete_fraction * spec.n_cases))
+    chooser = np.random.default_rng([spec.seed, spec.n_cases])
+    chosen = sorted(int(i) for i in chooser.choice(spec.n_cases, n_incomplete, replace=False))
+    return {i: MODALITIES[int(np.random.default_rng([spec.seed, i, 1]).integers(len(MODALITIES)))]
+            for i in chosen}
+
+
+def _relabel(label: np.ndarray, convention: LabelConvention) -> np.ndarray:
+    """Phantoms use BraTS 2018 values (1 NCR, 2 ED, 4 ET); map them to ``convention``."""
+    lookup = np.zeros(5, dtype=np.uint8)
+    lookup[1], lookup[2], lookup[4] = convention.ncr, convention.edema, convention.et
+    return lookup[label]
+
+
+def _write_case(index: int, missing: str | None, spec: SyntheticSpec, root: Path) -> str:
+    layout = synthetic_layout(spec.layout)
+    case_id = CASE_ID_FORMATS[spec.layout].format(index=index + 1)
+    grade = "LGG" if index % LGG_PERIOD == LGG_PERIOD - 1 else "HGG"
+    # The case's own seed: its content does not depend on how many cases are generated.
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
+    phantom = make_phantom(spec.shape, spec.spacing, rng, grade)
+    geometry = case_geometry(spec)
+    group = grade if isinstance(layout, CaseFolderLayout) and layout.grouped else None
+    for modality in MODALITIES:
+        if modality != missing:
+            write_image_atomic(phantom.images[modality], geometry,
+                               layout.image_path(root, case_id, modality, group))
+    write_image_atomic(_relabel(phantom.label, layout.convention), geometry,
+                       layout.label_path(root, case_id, group))
+    return case_id
+
+
+def _check_output(output: Path, spec: SyntheticSpec, overwrite: bool) -> bool:
+    """True if ``output`` already holds exactly this dataset; raise if it must not be touched."""
+    if not output.exists():
+        return False
+    if not output.is_dir():
+        raise SyntheticDatasetError(f"{output}: exists and is not a folder")
+    marker = output / MARKER_NAME
+    if not marker.is_file():
+        if any(output.iterdir()):
+            raise SyntheticDatasetError(f"{output}: folder is not empty and was not made by "
+                                        f"make-synthetic; refusing to write into it")
+        return False
+    try:
+        existing = SyntheticSpec.from_dict(json.loads(marker.read_text()))
+    except (ValueError, TypeError, KeyError):
+        existing = None
+    if existing == spec:
+        return True
+    if not overwrite:
+        raise SyntheticDatasetError(f"{output}: holds a synthetic dataset made with other parameters; "
+                                    f"pass --overwrite to replace it")
+    return False
+
+
+def make_synthetic_dataset(output: str | Path, spec: SyntheticSpec, overwrite: bool = False,
+                           num_processes: int = 1, progress: bool = True) -> Path:
+    """Generate ``spec`` into ``output``; returns ``output``.
+
+    The dataset is built in a hidden sibling folder and renamed into place, so ``output`` holds
+    either nothing, the previous dataset, or the complete new one. Rerunning with the same spec is a
+    no-op; a folder not made by this function is never overwritten.
+    """
+    output = Path(output)
+    if _check_output(output, spec, overwrite):
+        logger.info("%s already holds this synthetic dataset; nothing to do", output)
+        return output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        missing = incomplete_cases(spec)
+        write = partial(_write_case, spec=spec, root=staging)
+        indices = list(range(spec.n_cases))
+        bar = partial(tqdm, total=spec.n_cases, desc="make-synthetic", unit="case", disable=not progress)
+        if num_processes > 1:
+            with ProcessPoolExecutor(num_processes) as pool:
+                list(bar(pool.map(write, indices, [missing.get(i) for i in indices])))
+        else:
+            list(bar(write(i, missing.get(i)) for i in indices))
+        if spec.layout == "nnunet":
+            write_json_atomic(staging / "dataset.json", _nnunet_dataset_json(spec))
+        write_json_atomic(staging / MARKER_NAME, spec.to_dict())
+        _swap_into_place(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return output
+
+
+def _nnunet_dataset_json(spec: SyntheticSpec) -> dict:
+    return {"name": "SyntheticBraTS", "description": "synthetic BraTS-like data from mmrobust make-synthetic",
+            "channel_names": NNUNET_BRATS_CHANNEL_NAMES, "labels": NNUNET_BRATS_LABELS,
+            "regions_class_order": [1, 2, 3], "numTraining": spec.n_cases, "file_ending": ".nii.gz"}
+
+
+def _swap_into_place(staging: Path, output: Path) -> None:
+    if output.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        output.rename(trash / output.name)
+        staging.rename(output)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        staging.rename(output)

@@ -1,0 +1,32 @@
+"""The `mmrobust` console script itself: help, version, installed entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from mmseg_robust import __version__
+
+
+def test_version_and_help(run_cli):
+    version = run_cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"mmrobust, version {__version__}"
+    help_text = run_cli("--help").stdout
+    commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
+    # Only commands that work exist: later stages arrive with their issues.
+    assert commands == ["make-synthetic", "verify"]
+
+
+def test_console_script_is_installed_and_runs(tmp_path):
+    script = Path(sys.executable).parent / "mmrobust"
+    result = subprocess.run([str(script), "verify", "--help"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0
+    assert "--allow-incomplete" in result.stdout and "--raw" in result.stdout
+
+
+def test_unknown_command_and_missing_option_are_usage_errors(run_cli):
+    unknown = run_cli("train")
+    assert unknown.returncode == 2 and "No such command 'train'" in unknown.stderr
+    missing = run_cli("verify")
+    assert missing.returncode == 2 and "Missing option '-d' / '--dataset'" in missing.stderr
