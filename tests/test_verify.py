@@ -65,6 +65,10 @@ def four_d(image: sitk.Image) -> sitk.Image:
     return sitk.JoinSeries([image, image])
 
 
+def two_d(image: sitk.Image) -> sitk.Image:
+    return image[:, :, image.GetSize()[2] // 2]
+
+
 def truncate(path: Path) -> Path:
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -87,6 +91,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "NaN voxel": (lambda r: rewrite(case_file(r, "flair"), with_voxel(np.nan)), "1 non-finite voxels (1 NaN, 0 inf)"),
     "inf voxel": (lambda r: rewrite(case_file(r, "t1"), with_voxel(np.inf)), "1 non-finite voxels (0 NaN, 1 inf)"),
     "4D image": (lambda r: rewrite(case_file(r, "t1"), four_d), "4D image"),
+    "2D image": (lambda r: rewrite(case_file(r, "t2"), two_d), "2D image of size (48, 48), expected a 3D volume"),
     "truncated gzip": (lambda r: truncate(case_file(r, "t2")), "truncated or corrupt"),
     "corrupt file": (lambda r: garbage(case_file(r, "flair")), "unreadable image"),
     "label outside convention": (lambda r: rewrite(case_file(r, "seg"), with_label(3)),

@@ -7,6 +7,7 @@ ITK's physical (x, y, z) order, exactly as the file's header gives it.
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,14 +83,15 @@ def strip_nifti_suffix(name: str) -> str:
     return name
 
 
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        # ITK messages start with a file:line location; the description follows on later lines.
-        if line and not line.startswith(("/", "sitk::ERROR: Exception thrown")) and "itk::" not in line:
-            return line
-    return text.splitlines()[0] if text else type(error).__name__
+def _itk_reason(error: Exception) -> str:
+    """The human part of a SimpleITK/ITK exception (its text starts with source locations)."""
+    text = str(error)
+    for marker in ("Description:", "sitk::ERROR:"):
+        if marker in text:
+            reason = text.split(marker, 1)[1].strip().splitlines()[0]
+            # The file is already named at the start of the message.
+            return re.sub(r'\s*(for|from)?\s*"[^"]*"', "", reason).strip() or type(error).__name__
+    return text.strip().splitlines()[-1] if text.strip() else type(error).__name__
 
 
 def _geometry_of(source: sitk.Image | sitk.ImageFileReader) -> ImageGeometry:
@@ -106,31 +108,34 @@ def read_header(path: str | os.PathLike[str]) -> ImageHeader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        raise ImageReadError(f"{path}: unreadable image header ({_first_line(error)})") from None
+        raise ImageReadError(f"{path}: unreadable image header ({_itk_reason(error)})") from None
     return ImageHeader(geometry=_geometry_of(reader),
                        pixel_type=sitk.GetPixelIDValueAsString(reader.GetPixelID()),
                        components=int(reader.GetNumberOfComponents()))
 
 
-def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageGeometry]:
-    """Read voxels (numpy, z-y-x order, file dtype) and geometry; a corrupt file is an ImageReadError."""
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        raise ImageReadError(f"{path}: unreadable image, truncated or corrupt ({_first_line(error)})") from None
-    return sitk.GetArrayFromImage(image), _geometry_of(image)
-
-
-def read_stored_voxels(path: str | os.PathLike[str]) -> np.ndarray:
-    """Voxel values exactly as stored (x-y-z order), read with nibabel.
-
-    SimpleITK's NIfTI reader returns NaN and inf voxels as 0 (seen with SimpleITK 2.5), which
-    would hide them from validation; nibabel returns them unchanged.
-    """
+def _read_voxels(path: str | os.PathLike[str]) -> np.ndarray:
+    """Voxel values exactly as stored, in the file's (i, j, k) order, read with nibabel."""
     try:
         return np.asanyarray(nib.load(str(path)).dataobj)
     except (ImageFileError, OSError, EOFError, ValueError, zlib.error) as error:
         raise ImageReadError(f"{path}: unreadable image, truncated or corrupt ({error})") from None
+
+
+def read_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, ImageGeometry]:
+    """Read voxels (numpy, z-y-x order like SimpleITK's arrays) and geometry (ITK header).
+
+    Voxels come from nibabel because SimpleITK's NIfTI reader (seen with SimpleITK 2.5) returns
+    NaN and inf voxels as 0 and zero-fills a truncated ``.nii.gz`` without an error; nibabel
+    returns stored values unchanged and raises on truncation. Both read the same storage order,
+    so SimpleITK's array is nibabel's transposed.
+    """
+    header = read_header(path)
+    voxels = _read_voxels(path)
+    if voxels.ndim != header.geometry.dimension:
+        raise ImageReadError(f"{path}: header dimension {header.geometry.dimension} disagrees with "
+                             f"the stored {voxels.ndim}D voxel array")
+    return np.ascontiguousarray(voxels.T), header.geometry
 
 
 def write_image_atomic(array: np.ndarray, geometry: ImageGeometry, path: str | os.PathLike[str]) -> Path:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from mmseg_robust.data.case import Case, Problem
 from mmseg_robust.data.discovery import RawDataset
-from mmseg_robust.data.nifti_io import ImageGeometry, ImageReadError, read_header, read_stored_voxels
+from mmseg_robust.data.nifti_io import ImageGeometry, ImageReadError, read_header, read_image
 
 #: Geometry tolerance (mm for spacing and origin, unitless for direction cosines), DESIGN.md §3.
 GEOMETRY_TOLERANCE = 1e-3
@@ -121,7 +121,7 @@ def verify_case(case: Case, allow_incomplete: bool = False, require_label: bool 
     problems += header_problems
     for path in readable:
         try:
-            array = read_stored_voxels(path)
+            array, _ = read_image(path)
         except ImageReadError as error:
             problems.append(Problem(path, str(error).removeprefix(f"{path}: ")))
             continue
