@@ -12,6 +12,8 @@ import click
 
 from mmseg_robust import __version__
 from mmseg_robust.cli.data_commands import make_synthetic_command, verify_command
+from mmseg_robust.cli.plan_commands import (
+    extract_fingerprint_command, plan_and_preprocess_command, plan_command, preprocess_command)
 from mmseg_robust.errors import MMRobustError
 
 
@@ -35,5 +37,6 @@ def main(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s")
 
 
-main.add_command(make_synthetic_command)
-main.add_command(verify_command)
+for command in (make_synthetic_command, verify_command, plan_and_preprocess_command, extract_fingerprint_command,
+                plan_command, preprocess_command):
+    main.add_command(command)

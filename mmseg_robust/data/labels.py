@@ -6,6 +6,8 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from mmseg_robust.errors import DatasetError
 
 #: Training targets: overlapping regions predicted as independent sigmoid channels.
@@ -102,3 +104,49 @@ def convention_from_nnunet_labels(labels: Mapping[str, Any], source: str) -> Lab
             f"{source}: cannot tell necrotic core, edema and enhancing tumour apart from its "
             f"'labels' {dict(labels)} (expected BraTS regions 'whole tumor'/'tumor core'/"
             f"'enhancing tumor' or labels named edema/necrosis/enhancing)") from None
+
+
+#: Sub-region codes of preprocessed label maps, the same whatever the release's convention.
+SUBREGION_CODES: dict[str, int] = {"ncr": 1, "edema": 2, "et": 3}
+
+
+def label_to_subregions(label: np.ndarray, convention: LabelConvention) -> np.ndarray:
+    """Map a label map in ``convention`` to sub-region codes (0 bg, 1 NCR, 2 ED, 3 ET), uint8.
+
+    Values outside the convention raise ValueError (verification reports them first).
+    """
+    codes = np.zeros(label.shape, dtype=np.uint8)
+    known = label == convention.background
+    for name, code in SUBREGION_CODES.items():
+        hit = label == getattr(convention, name)
+        codes[hit] = code
+        known |= hit
+    if not np.all(known):
+        raise ValueError(f"label values {sorted(set(np.unique(label[~known]).tolist()))} outside the "
+                         f"{convention.name} convention")
+    return codes
+
+
+def subregions_to_label(codes: np.ndarray, convention: LabelConvention) -> np.ndarray:
+    """Inverse of :func:`label_to_subregions`: sub-region codes back to the release's values."""
+    lookup = np.zeros(max(SUBREGION_CODES.values()) + 1, dtype=np.uint8)
+    for name, code in SUBREGION_CODES.items():
+        lookup[code] = getattr(convention, name)
+    return lookup[codes]
+
+
+def subregions_to_regions(codes: np.ndarray) -> np.ndarray:
+    """Sub-region codes -> bool array (3, ...) of the overlapping regions WT, TC, ET."""
+    et = codes == SUBREGION_CODES["et"]
+    tc = et | (codes == SUBREGION_CODES["ncr"])
+    return np.stack([codes > 0, tc, et])
+
+
+def regions_to_subregions(regions: np.ndarray) -> np.ndarray:
+    """Bool regions (3, ...) WT, TC, ET -> sub-region codes; later regions overwrite earlier ones
+    (WT -> edema, TC -> NCR, ET -> ET), as BraTS exports do."""
+    codes = np.zeros(regions.shape[1:], dtype=np.uint8)
+    codes[regions[0]] = SUBREGION_CODES["edema"]
+    codes[regions[1]] = SUBREGION_CODES["ncr"]
+    codes[regions[2]] = SUBREGION_CODES["et"]
+    return codes

@@ -58,7 +58,7 @@ EDEMA_KNOT_FRACTION = 0.6    # knot spacing of the edema outline, in edema radii
 CORE_KNOT_FRACTION = 0.8
 FIELD_CLIP = 1.5             # bound of every shape modulation, so radii stay positive and known
 TUMOUR_CENTRE_MAX = 0.55     # centre drawn within this normalised brain radius
-TUMOUR_ATTEMPTS = 100        # placements tried before giving up
+TUMOUR_ATTEMPTS = 200        # placements tried before giving up
 TUMOUR_SHRINK_EVERY = 10     # failed placements before the tumour shrinks (tight brains)
 TUMOUR_SHRINK = 0.8
 
@@ -254,7 +254,8 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
     ``shape`` and ``spacing`` (mm per voxel) are in array order (z, y, x); ``grade`` is "HGG"
     (necrosis + enhancing rim) or "LGG" (non-enhancing core only). The same rng state gives
     identical arrays. Raises ValueError on bad arguments or a grid too small to hold a tumour
-    (under about 32 mm a side).
+    (about 24 mm a side or less). Every sub-region is present from about 32 voxels and 32 mm a
+    side; on coarser grids the tumour is shrunk to fit and a thin sub-region may vanish.
     """
     if grade not in GRADES:
         raise ValueError(f"grade must be one of {GRADES}, got {grade!r}")

@@ -1,0 +1,153 @@
+"""``mmrobust extract_fingerprint | plan | preprocess | plan_and_preprocess`` (nnU-Net's steps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmseg_robust.cli.options import NumberTuple, num_processes_option, raw_option
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES
+
+dataset_option = click.option("-d", "--dataset", required=True, help="Dataset name under the raw folder, or a path.")
+preprocessed_option = click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
+                                   help="Preprocessed base folder (default: $MMROBUST_PREPROCESSED).")
+incomplete_option = click.option("--allow-incomplete", is_flag=True,
+                                 help="Accept cases that lack a sequence; they keep the ones they have.")
+configurations_option = click.option(
+    "-c", "--configurations", type=click.Choice(CONFIGURATION_NAMES), multiple=True,
+    default=CONFIGURATION_NAMES, show_default=True, help="Configurations to plan/preprocess (repeat -c).")
+
+
+def planning_options(command):
+    """Options of ``plan`` and ``plan_and_preprocess``."""
+    for option in reversed([
+        click.option("--gpu-memory-gb", type=click.FloatRange(min=0, min_open=True), default=24.0,
+                     show_default=True, help="GPU memory budget for patch and batch size."),
+        click.option("--patch-size", type=str, default=None, metavar="D,H,W",
+                     help="Override the patch size (D,H,W for 3d_fullres, H,W for 2d; only with one -c)."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
+        click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
+                     show_default=True, help="Stored image dtype."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype):
+    from mmseg_robust.planners.experiment_planner import PlanningRequest
+
+    patch = None
+    if patch_size is not None:
+        if len(configurations) != 1:
+            raise click.UsageError("--patch-size needs exactly one -c configuration")
+        patch = NumberTuple(int, 3 if configurations[0] == "3d_fullres" else 2).convert(patch_size, None, None)
+    return PlanningRequest(gpu_memory_gb=gpu_memory_gb, configurations=tuple(configurations), patch_size=patch,
+                           batch_size=batch_size, image_dtype=image_dtype)
+
+
+def _describe(plans) -> None:
+    click.echo(f"target spacing {plans.target_spacing} (resample: {plans.resample}), median shape "
+               f"{plans.median_shape}, {len(plans.modalities)} modality branches, budget {plans.gpu_memory_gb:g} GB")
+    for config in plans.configurations.values():
+        override = f" (overrides: {config.overrides})" if config.overrides else ""
+        click.echo(f"  {config.name}: patch {config.patch_size}, batch {config.batch_size}, {config.n_stages} "
+                   f"stages, features {config.features_per_stage}, ~{config.estimated_memory_gb:.1f} GB{override}")
+
+
+@click.command("extract_fingerprint")
+@dataset_option
+@raw_option
+@preprocessed_option
+@incomplete_option
+@num_processes_option
+@click.option("--overwrite", is_flag=True, help="Recompute an existing fingerprint.json.")
+def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, num_processes, overwrite):
+    """Verify the raw dataset and write fingerprint.json."""
+    from mmseg_robust.planners import plan_and_preprocess as api
+
+    location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
+    api.run_extract_fingerprint(location, data, num_processes, overwrite)
+    click.echo(location.artifact(api.FINGERPRINT_FILE))
+
+
+@click.command("plan")
+@dataset_option
+@raw_option
+@preprocessed_option
+@configurations_option
+@planning_options
+def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patch_size, batch_size, image_dtype):
+    """Write plans.json from fingerprint.json (patch, batch and network per configuration)."""
+    from mmseg_robust.planners import plan_and_preprocess as api
+
+    location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
+    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype))
+    _describe(plans)
+    click.echo(location.artifact(api.PLANS_FILE))
+
+
+def _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed):
+    summaries = api.run_preprocess(location, data, configurations, num_processes, overwrite)
+    for identifier, summary in summaries.items():
+        click.echo(f"{location.artifact(identifier)}: {summary.n_processed} cases preprocessed, "
+                   f"{summary.n_skipped} already done")
+    splits = api.ensure_splits(location, [c.case_id for c in data.cases], [Path(p) for p in split_files], split_seed)
+    click.echo(f"{location.artifact(api.SPLITS_FILE)}: {splits.n_folds} folds")
+
+
+split_options = [
+    click.option("--split-file", "split_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
+                 help="User split: a JSON file, or list files such as RFNet's train3.txt and test3.txt (repeat)."),
+    click.option("--split-seed", type=int, default=12345, show_default=True, help="Seed of the 5-fold split."),
+]
+
+
+def with_split_options(command):
+    for option in reversed(split_options):
+        command = option(command)
+    return command
+
+
+@click.command("preprocess")
+@dataset_option
+@raw_option
+@preprocessed_option
+@configurations_option
+@incomplete_option
+@num_processes_option
+@click.option("--overwrite", is_flag=True, help="Preprocess finished cases again.")
+@with_split_options
+def preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes, overwrite,
+                       split_files, split_seed):
+    """Crop, normalise, resample and store every case as plans.json says; write splits.json."""
+    from mmseg_robust.planners import plan_and_preprocess as api
+
+    location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
+    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed)
+
+
+@click.command("plan_and_preprocess")
+@dataset_option
+@raw_option
+@preprocessed_option
+@configurations_option
+@incomplete_option
+@num_processes_option
+@planning_options
+@click.option("--overwrite", is_flag=True, help="Recompute the fingerprint and preprocess finished cases again.")
+@with_split_options
+def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes,
+                                gpu_memory_gb, patch_size, batch_size, image_dtype, overwrite, split_files,
+                                split_seed):
+    """Verify, fingerprint, plan and preprocess a raw dataset, and write its splits."""
+    from mmseg_robust.planners import plan_and_preprocess as api
+
+    location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
+    api.run_extract_fingerprint(location, data, num_processes, overwrite)
+    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype))
+    _describe(plans)
+    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed)

@@ -1,0 +1,251 @@
+"""Cross-validation splits (``splits.json``): a seeded k-fold split or a user-supplied one.
+
+K-fold splits start from the sorted case IDs, so file-system order never changes them. User
+splits come from an nnU-Net style JSON file or from list files with one case ID per line, such
+as RFNet's ``train3.txt`` / ``test3.txt`` pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Collection, Iterable, Sequence
+
+import numpy as np
+
+from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.data.nifti_io import strip_nifti_suffix
+from mmseg_robust.errors import MMRobustError
+
+logger = logging.getLogger(__name__)
+
+SPLITS_SCHEMA_VERSION = 1
+SPLITS_FILE_NAME = "splits.json"
+DEFAULT_N_FOLDS = 5
+DEFAULT_SPLIT_SEED = 12345
+#: ``source`` of a split made by :func:`make_kfold_splits`.
+KFOLD_SOURCE = "kfold"
+#: Unknown IDs named in an error message; the rest are only counted, to keep it one line.
+MAX_IDS_SHOWN = 5
+#: List file names: role prefix, then a key pairing train with test files (``train3`` + ``test3``).
+_LIST_FILE = re.compile(r"^(?P<role>train|test|val)(?P<key>.*)$", re.IGNORECASE)
+_VAL_KEYS = ("val", "test")
+
+
+class SplitError(MMRobustError):
+    """A split that cannot be made, read or used."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """One fold: the case IDs to train on and to validate on (each sorted)."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """All folds of a dataset; ``seed`` is None for a user-supplied split."""
+
+    seed: int | None
+    source: str
+    folds: tuple[Split, ...]
+    schema_version: int = SPLITS_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        # Accept a list of folds too, and store a tuple so equal splits compare equal.
+        object.__setattr__(self, "folds", tuple(self.folds))
+
+    @property
+    def n_folds(self) -> int:
+        return len(self.folds)
+
+    def fold(self, index: int) -> Split:
+        if not 0 <= index < len(self.folds):
+            raise SplitError(f"no fold {index}: the split ({self.source}) has {len(self.folds)} "
+                             f"fold(s), numbered 0 to {len(self.folds) - 1}")
+        return self.folds[index]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "seed": self.seed, "source": self.source,
+                "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds]}
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "splits") -> "Splits":
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        if version != SPLITS_SCHEMA_VERSION:
+            raise SplitError(f"{source}: splits schema version {version}, this mmrobust reads "
+                             f"{SPLITS_SCHEMA_VERSION}; delete it to make a new split")
+        try:
+            seed = None if data["seed"] is None else int(data["seed"])
+            folds = _parse_folds(data["folds"], source)
+            return cls(seed=seed, source=str(data["source"]), folds=folds, schema_version=version)
+        except (KeyError, TypeError, ValueError) as error:
+            raise SplitError(f"{source}: malformed splits ({type(error).__name__}: {error})") from None
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically to ``path`` (a folder gets ``splits.json`` inside it)."""
+        path = Path(path)
+        target = path / SPLITS_FILE_NAME if path.is_dir() else path
+        write_json_atomic(target, self.to_dict())
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Splits":
+        path = Path(path)
+        path = path / SPLITS_FILE_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise SplitError(f"{path}: no splits file")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise SplitError(f"{path}: unreadable splits ({error})") from None
+        return cls.from_dict(data, str(path))
+
+
+def _checked_fold(train: Iterable[str], val: Iterable[str], source: str, index: int) -> Split:
+    """A fold with sorted, de-duplicated IDs; both sets non-empty and disjoint."""
+    train_ids, val_ids = sorted(set(train)), sorted(set(val))
+    if not train_ids or not val_ids:
+        empty = "train" if not train_ids else "val"
+        raise SplitError(f"{source}: fold {index} has an empty {empty} set")
+    both = sorted(set(train_ids) & set(val_ids))
+    if both:
+        raise SplitError(f"{source}: fold {index} has {len(both)} case(s) in both train and val: "
+                         f"{_preview(both)}")
+    return Split(train=tuple(train_ids), val=tuple(val_ids))
+
+
+def _parse_folds(entries: Any, source: str) -> tuple[Split, ...]:
+    """Folds from a JSON list of ``{"train": [...], "val": [...]}`` (``"test"`` accepted for val)."""
+    if not isinstance(entries, list) or not entries:
+        raise SplitError(f"{source}: expected a non-empty list of folds, got {type(entries).__name__}")
+    folds = []
+    for index, entry in enumerate(entries):
+        val_key = next((k for k in _VAL_KEYS if isinstance(entry, dict) and k in entry), None)
+        if not isinstance(entry, dict) or "train" not in entry or val_key is None:
+            raise SplitError(f"{source}: fold {index} is not an object with 'train' and 'val' lists")
+        if not all(isinstance(v, list) for v in (entry["train"], entry[val_key])):
+            raise SplitError(f"{source}: fold {index}: 'train' and '{val_key}' must be lists of case IDs")
+        folds.append(_checked_fold(map(str, entry["train"]), map(str, entry[val_key]), source, index))
+    return tuple(folds)
+
+
+def _preview(ids: Sequence[str]) -> str:
+    shown = ", ".join(ids[:MAX_IDS_SHOWN])
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > MAX_IDS_SHOWN else "")
+
+
+def make_kfold_splits(case_ids: Iterable[str], n_folds: int = DEFAULT_N_FOLDS,
+                      seed: int = DEFAULT_SPLIT_SEED) -> Splits:
+    """Shuffle the sorted case IDs with ``seed`` and deal them into ``n_folds`` near-equal folds."""
+    ids = sorted(case_ids)
+    duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
+    if duplicates:
+        raise SplitError(f"k-fold split: duplicate case IDs {_preview(duplicates)}")
+    if n_folds < 2:
+        raise SplitError(f"k-fold split: needs at least 2 folds, got {n_folds}")
+    if len(ids) < n_folds:
+        raise SplitError(f"k-fold split: {len(ids)} case(s) cannot fill {n_folds} folds "
+                         f"(need at least one validation case per fold)")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    chunks = [[ids[i] for i in chunk] for chunk in np.array_split(order, n_folds)]
+    folds = tuple(Split(train=tuple(sorted(c for j, chunk in enumerate(chunks) if j != k for c in chunk)),
+                        val=tuple(sorted(chunks[k])))
+                  for k in range(n_folds))
+    return Splits(seed=int(seed), source=KFOLD_SOURCE, folds=folds)
+
+
+def case_id_of_entry(entry: str) -> str:
+    """``"HGG/Brats18_X_1"`` or ``"Brats18_X_1.nii.gz"`` -> ``"Brats18_X_1"``."""
+    base = re.split(r"[\\/]", entry.strip().rstrip("/\\"))[-1]
+    return strip_nifti_suffix(base)
+
+
+def _read_list_file(path: Path) -> list[str]:
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise SplitError(f"{path}: unreadable split list ({error})") from None
+    entries = (line.split("#", 1)[0].strip() for line in lines)
+    return [case_id_of_entry(e) for e in entries if e]
+
+
+def _check_known(ids: Iterable[str], case_ids: Collection[str], path: Path) -> None:
+    unknown = sorted(set(ids) - set(case_ids))
+    if unknown:
+        raise SplitError(f"{path}: {len(unknown)} case ID(s) not in the dataset: {_preview(unknown)}")
+
+
+def _key_order(key: str) -> tuple[int, int, str]:
+    """Order pairs by the number in their key (train2 before train10); unnumbered first."""
+    number = re.search(r"\d+", key)
+    return (0, 0, key) if number is None else (1, int(number.group()), key)
+
+
+def _load_json_split(path: Path, case_ids: Collection[str]) -> Splits:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SplitError(f"{path}: unreadable split file ({error})") from None
+    entries = data.get("folds") if isinstance(data, dict) else data
+    folds = tuple(Split(train=tuple(case_id_of_entry(i) for i in f.train),
+                        val=tuple(case_id_of_entry(i) for i in f.val))
+                  for f in _parse_folds(entries, str(path)))
+    folds = tuple(_checked_fold(f.train, f.val, str(path), k) for k, f in enumerate(folds))
+    _check_known([i for f in folds for i in f.train + f.val], case_ids, path)
+    return Splits(seed=None, source=path.name, folds=folds)
+
+
+def _load_list_splits(paths: Sequence[Path], case_ids: Collection[str]) -> Splits:
+    pairs: dict[str, dict[str, Path]] = {}
+    for path in paths:
+        match = _LIST_FILE.match(path.name.split(".", 1)[0])
+        if match is None:
+            raise SplitError(f"{path}: split list names must start with 'train', 'test' or 'val' "
+                             f"(e.g. train3.txt and test3.txt)")
+        role = "train" if match["role"].lower() == "train" else "val"
+        pair = pairs.setdefault(match["key"].lower(), {})
+        if role in pair:
+            raise SplitError(f"{path}: second {role} list for the same fold (also {pair[role].name})")
+        pair[role] = path
+    folds = []
+    for index, key in enumerate(sorted(pairs, key=_key_order)):
+        pair = pairs[key]
+        if len(pair) != 2:
+            (lonely,) = pair.values()
+            wanted = "test/val" if "train" in pair else "train"
+            raise SplitError(f"{lonely}: no matching {wanted} list (expected pairs such as "
+                             f"train3.txt and test3.txt)")
+        train, val = _read_list_file(pair["train"]), _read_list_file(pair["val"])
+        _check_known(train, case_ids, pair["train"])
+        _check_known(val, case_ids, pair["val"])
+        folds.append(_checked_fold(train, val, f"{pair['train']} + {pair['val'].name}", index))
+    ordered = [pairs[k][r].name for k in sorted(pairs, key=_key_order) for r in ("train", "val")]
+    return Splits(seed=None, source=", ".join(ordered), folds=tuple(folds))
+
+
+def load_user_splits(paths: Sequence[str | Path], case_ids: Collection[str]) -> Splits:
+    """Read a user split: one JSON file (a list of folds, or ``{"folds": [...]}``) or pairs of
+    list files (``train*`` + ``test*``/``val*``, one fold per pair ordered by number).
+
+    Entries may be paths or file names; they are reduced to case IDs, which must all be in
+    ``case_ids``.
+    """
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise SplitError("user split: no split file given")
+    for path in paths:
+        if not path.is_file():
+            raise SplitError(f"{path}: split file does not exist")
+    json_files = [p for p in paths if p.suffix.lower() == ".json"]
+    if json_files and len(paths) > 1:
+        raise SplitError(f"{json_files[0]}: a JSON split must be given alone, not with other split files")
+    splits = _load_json_split(paths[0], case_ids) if json_files else _load_list_splits(paths, case_ids)
+    logger.info("user split from %s: %d fold(s)", splits.source, splits.n_folds)
+    return splits

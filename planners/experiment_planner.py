@@ -1,0 +1,183 @@
+"""Experiment planning: target spacing, normalisation, and per configuration the U-Net topology
+and the patch/batch that fit a GPU-memory budget (DESIGN.md §4.2)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from math import prod
+from typing import Sequence
+
+import numpy as np
+
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.planners.fingerprint import DatasetFingerprint
+from mmseg_robust.planners.memory_model import estimate_training_memory_bytes, topology_for
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES, ConfigurationPlan, Plans
+
+logger = logging.getLogger(__name__)
+
+GIB = 1024**3
+#: Smallest edge of the bottleneck feature map (nnU-Net's choice).
+MIN_FEATURE_MAP = 4
+BASE_FEATURES = 32
+MAX_FEATURES = {3: 320, 2: 512}
+MAX_STAGES = {3: 6, 2: 7}
+#: An axis whose spacing exceeds this multiple of the finest one is neither pooled nor convolved
+#: across (kernel 1) until pooling the others has caught up.
+ANISOTROPY_THRESHOLD = 2.0
+#: nnU-Net's floor: fewer than two samples make the foreground oversampling and the batch Dice noisy.
+MIN_BATCH_SIZE = 2
+#: A batch should not cover more than this fraction of all training voxels (nnU-Net's cap).
+MAX_BATCH_FRACTION_OF_DATASET = 0.05
+#: 2D patches never exceed this many pixels a side.
+MAX_PATCH_2D = 512
+
+
+class PlanningError(MMRobustError):
+    """No plan satisfies the constraints (budget too small, bad override)."""
+
+
+@dataclass(frozen=True)
+class PlanningRequest:
+    """User choices that shape a plan; overrides are recorded in the plan."""
+
+    gpu_memory_gb: float = 24.0
+    configurations: tuple[str, ...] = CONFIGURATION_NAMES
+    patch_size: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    image_dtype: str = "float32"
+
+
+def _topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int,
+              max_features: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], tuple[int, ...]]:
+    """Strides, kernels and features for ``patch``: pool an axis while it stays >= 2 *
+    MIN_FEATURE_MAP and is not much coarser than the finest axis (nnU-Net's rule)."""
+    dims = len(patch)
+    shape, current = list(patch), list(spacing)
+    strides: list[tuple[int, ...]] = [(1,) * dims]
+    kernels: list[tuple[int, ...]] = []
+    while True:
+        finest = min(current)
+        kernels.append(tuple(3 if s <= ANISOTROPY_THRESHOLD * finest else 1 for s in current))
+        pool = [a for a in range(dims)
+                if shape[a] >= 2 * MIN_FEATURE_MAP and current[a] <= ANISOTROPY_THRESHOLD * finest]
+        if not pool or len(strides) == max_stages:
+            break
+        strides.append(tuple(2 if a in pool else 1 for a in range(dims)))
+        for a in pool:
+            shape[a] //= 2
+            current[a] *= 2
+    features = tuple(min(BASE_FEATURES * 2**i, max_features) for i in range(len(strides)))
+    return tuple(strides), tuple(kernels), features
+
+
+def _divisor(strides: Sequence[Sequence[int]], axis: int) -> int:
+    return int(prod(s[axis] for s in strides))
+
+
+def _make_divisible(patch: Sequence[int], spacing: Sequence[float], dims: int, round_up: bool = False) -> list[int]:
+    """Round every axis to a multiple of its total pooling factor: down (at least one multiple),
+    or up when starting from the median shape, so the patch covers it (nnU-Net pads likewise)."""
+    current = list(patch)
+    for _ in range(MAX_STAGES[dims]):  # the pooling factors depend on the patch: iterate to a fixed point
+        strides, _, _ = _topology(current, spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
+        divisors = [_divisor(strides, a) for a in range(dims)]
+        if round_up:
+            rounded = [-(-p // d) * d for p, d in zip(current, divisors)]
+        else:
+            rounded = [max(d, p // d * d) for p, d in zip(current, divisors)]
+        if rounded == current:
+            break
+        current = rounded
+    return current
+
+
+def _memory_gb(patch: Sequence[int], spacing: Sequence[float], batch: int, n_modalities: int, dims: int) -> float:
+    strides, kernels, features = _topology(patch, spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
+    topology = topology_for(patch, features, strides, kernels)
+    return estimate_training_memory_bytes(topology, batch, n_modalities) / GIB
+
+
+def _fit_patch(median: Sequence[int], spacing: Sequence[float], budget_gb: float, n_modalities: int,
+               dims: int, batch: int) -> list[int]:
+    """Start from the median shape; shrink the axis longest relative to the median until
+    ``batch`` samples of all modalities' branches fit the budget."""
+    patch = _make_divisible(median, spacing, dims, round_up=True)
+    while _memory_gb(patch, spacing, batch, n_modalities, dims) > budget_gb:
+        strides, _, _ = _topology(patch, spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
+        shrinkable = [a for a in range(dims) if patch[a] > _divisor(strides, a)]
+        if not shrinkable:
+            raise PlanningError(f"--gpu-memory-gb {budget_gb:g} is too small for even the smallest "
+                                f"{dims}D patch with {n_modalities} modality branches")
+        axis = max(shrinkable, key=lambda a: (patch[a] / median[a], patch[a]))
+        patch[axis] -= _divisor(strides, axis)
+        patch = _make_divisible(patch, spacing, dims)
+    return patch
+
+
+def _largest_batch(patch: Sequence[int], spacing: Sequence[float], budget_gb: float, n_modalities: int,
+                   dims: int, dataset_voxels: float) -> int:
+    cap = max(MIN_BATCH_SIZE, int(MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels / prod(patch)))
+    batch = MIN_BATCH_SIZE
+    while batch < cap and _memory_gb(patch, spacing, batch + 1, n_modalities, dims) <= budget_gb:
+        batch += 1
+    return batch
+
+
+def plan_configuration(name: str, median_shape: Sequence[int], spacing: Sequence[float], n_modalities: int,
+                       request: PlanningRequest, dataset_voxels: float, data_identifier: str) -> ConfigurationPlan:
+    """Plan one configuration; ``2d`` works on axial (y, x) slices of the 3D median shape."""
+    dims = 3 if name == "3d_fullres" else 2
+    median = list(median_shape) if dims == 3 else [min(s, MAX_PATCH_2D) for s in median_shape[1:]]
+    plane_spacing = list(spacing) if dims == 3 else list(spacing[1:])
+    overrides: dict = {}
+    if request.patch_size is not None:
+        if len(request.patch_size) != dims:
+            raise PlanningError(f"--patch-size {request.patch_size} has {len(request.patch_size)} values; "
+                                f"configuration {name} needs {dims}")
+        patch = _make_divisible(request.patch_size, plane_spacing, dims)
+        overrides["patch_size"] = list(request.patch_size)
+    else:
+        patch = _fit_patch(median, plane_spacing, request.gpu_memory_gb, n_modalities, dims,
+                           request.batch_size or MIN_BATCH_SIZE)
+    if request.batch_size is not None:
+        batch = request.batch_size
+        overrides["batch_size"] = request.batch_size
+    else:
+        batch = _largest_batch(patch, plane_spacing, request.gpu_memory_gb, n_modalities, dims, dataset_voxels)
+    strides, kernels, features = _topology(patch, plane_spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
+    memory = _memory_gb(patch, plane_spacing, batch, n_modalities, dims)
+    if memory > request.gpu_memory_gb:
+        logger.warning("%s: the chosen patch %s and batch %d need about %.1f GB, over the %.1f GB budget",
+                       name, patch, batch, memory, request.gpu_memory_gb)
+    return ConfigurationPlan(name=name, spatial_dims=dims, patch_size=tuple(patch), batch_size=batch,
+                             features_per_stage=features, kernel_sizes=kernels, strides=strides,
+                             data_identifier=data_identifier, estimated_memory_gb=round(memory, 3),
+                             overrides=overrides)
+
+
+def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = PlanningRequest()) -> Plans:
+    """Turn a dataset fingerprint into plans for the requested configurations."""
+    unknown = set(request.configurations) - set(CONFIGURATION_NAMES)
+    if unknown:
+        raise PlanningError(f"unknown configuration(s) {sorted(unknown)} (one of {', '.join(CONFIGURATION_NAMES)})")
+    if request.image_dtype not in IMAGE_DTYPES:
+        raise PlanningError(f"--dtype {request.image_dtype} is not one of {', '.join(IMAGE_DTYPES)}")
+    if request.batch_size is not None and request.batch_size < 1:
+        raise PlanningError(f"--batch-size must be at least 1, got {request.batch_size}")
+    target = tuple(float(s) for s in fingerprint.median_spacing)
+    resample = not fingerprint.spacings_identical
+    shapes = np.array([np.round(np.array(c.cropped_shape) * np.array(c.spacing) / np.array(target))
+                       for c in fingerprint.cases])
+    median_shape = tuple(int(s) for s in np.median(shapes, axis=0))
+    dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
+    data_identifier = "data_" + "x".join(f"{s:g}" for s in target)
+    configurations = {name: plan_configuration(name, median_shape, target, len(fingerprint.modalities), request,
+                                               dataset_voxels, data_identifier)
+                      for name in request.configurations}
+    return Plans(dataset_name=fingerprint.dataset_name, modalities=tuple(fingerprint.modalities),
+                 label_convention=fingerprint.label_convention, target_spacing=target, resample=resample,
+                 normalization={m: "zscore_brain" for m in fingerprint.modalities},
+                 image_dtype=request.image_dtype, median_shape=median_shape,
+                 gpu_memory_gb=request.gpu_memory_gb, configurations=configurations)
