@@ -22,10 +22,14 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 
 install: $(STAMP)
 
+# The demo keeps all its data under $(DEMO_DIR); the variables point mmrobust there.
+demo: export MMROBUST_RAW := $(abspath $(DEMO_DIR))/raw
+demo: export MMROBUST_PREPROCESSED := $(abspath $(DEMO_DIR))/preprocessed
 demo: $(STAMP)
 	$(BIN)/mmrobust make-synthetic -o $(DEMO_DIR)/raw/BraTS2018 --layout brats2018 \
 		--cases $(DEMO_CASES) --shape $(DEMO_SHAPE) --seed 0 --preview $(DEMO_DIR)/BraTS2018_first_case.png
-	$(BIN)/mmrobust verify -d BraTS2018 --raw $(DEMO_DIR)/raw
+	$(BIN)/mmrobust verify -d BraTS2018
+	$(BIN)/mmrobust plan_and_preprocess -d BraTS2018 -np 2
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mmseg_robust.data.discovery import RawDataset, discover_dataset
-from mmseg_robust.data.splits import Splits, load_user_splits, make_kfold_splits
+from mmseg_robust.data.splits import Splits, make_kfold_splits
 from mmseg_robust.data.verify import verify_dataset
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.paths import data_folder, resolve_raw_dataset
@@ -87,16 +87,21 @@ def run_plan(location: DatasetLocation, request: PlanningRequest) -> Plans:
     return plans
 
 
-def ensure_splits(location: DatasetLocation, case_ids: Sequence[str], split_files: Sequence[Path] = (),
+def ensure_splits(location: DatasetLocation, case_ids: Sequence[str], user_splits: Splits | None = None,
                   seed: int = DEFAULT_SPLIT_SEED) -> Splits:
-    """Write ``splits.json`` from user files, else keep an existing one, else make 5 folds."""
+    """Write ``splits.json`` from the user's splits (see :func:`load_user_splits`), else keep an
+    existing one, else make 5 folds (one per case when there are fewer than five)."""
     path = location.artifact(SPLITS_FILE)
-    if split_files:
-        splits = load_user_splits(split_files, case_ids)
+    if user_splits is not None:
+        splits = user_splits
     elif path.is_file():
         return Splits.load(path)
     else:
-        splits = make_kfold_splits(case_ids, DEFAULT_FOLDS, seed)
+        n_folds = min(DEFAULT_FOLDS, len(case_ids))
+        if n_folds < DEFAULT_FOLDS:
+            logger.warning("only %d cases: splitting into %d folds instead of %d", len(case_ids), n_folds,
+                           DEFAULT_FOLDS)
+        splits = make_kfold_splits(case_ids, n_folds, seed)
     splits.save(path)
     logger.info("wrote %s", path)
     return splits

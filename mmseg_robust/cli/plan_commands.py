@@ -88,12 +88,19 @@ def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patc
     click.echo(location.artifact(api.PLANS_FILE))
 
 
-def _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed):
+def _user_splits(data, split_files):
+    """Check user split files against the cases before any heavy work."""
+    from mmseg_robust.data.splits import load_user_splits
+
+    return load_user_splits([Path(p) for p in split_files], [c.case_id for c in data.cases]) if split_files else None
+
+
+def _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed):
     summaries = api.run_preprocess(location, data, configurations, num_processes, overwrite)
     for identifier, summary in summaries.items():
         click.echo(f"{location.artifact(identifier)}: {summary.n_processed} cases preprocessed, "
                    f"{summary.n_skipped} already done")
-    splits = api.ensure_splits(location, [c.case_id for c in data.cases], [Path(p) for p in split_files], split_seed)
+    splits = api.ensure_splits(location, [c.case_id for c in data.cases], user_splits, split_seed)
     click.echo(f"{location.artifact(api.SPLITS_FILE)}: {splits.n_folds} folds")
 
 
@@ -126,7 +133,8 @@ def preprocess_command(dataset, raw, preprocessed, configurations, allow_incompl
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
-    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed)
+    user_splits = _user_splits(data, split_files)
+    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed)
 
 
 @click.command("plan_and_preprocess")
@@ -146,8 +154,10 @@ def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allo
     from mmseg_robust.planners import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
+    request = _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
+    user_splits = _user_splits(data, split_files)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)
-    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype))
+    plans = api.run_plan(location, request)
     _describe(plans)
-    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, split_files, split_seed)
+    _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed)

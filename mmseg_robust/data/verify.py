@@ -98,6 +98,16 @@ def _check_image_voxels(path: Path, array: np.ndarray) -> Iterator[Problem]:
             yield Problem(path, f"{n_bad} non-finite voxels ({n_nan} NaN, {n_bad - n_nan} inf)")
 
 
+def _distinct_values(array: np.ndarray) -> np.ndarray:
+    """Distinct values; a bincount for small non-negative integers (labels), several times faster
+    than sorting the whole volume."""
+    if np.issubdtype(array.dtype, np.integer) and array.size:
+        low, high = int(array.min()), int(array.max())
+        if low >= 0 and high < 1 << 16:
+            return np.flatnonzero(np.bincount(array.ravel(), minlength=high + 1))
+    return np.unique(array)
+
+
 def _check_label_voxels(path: Path, array: np.ndarray, case: Case) -> Iterator[Problem]:
     if np.issubdtype(array.dtype, np.floating):
         if not np.all(np.isfinite(array)):
@@ -106,7 +116,7 @@ def _check_label_voxels(path: Path, array: np.ndarray, case: Case) -> Iterator[P
         if np.any(array != np.round(array)):
             yield Problem(path, "non-integer values in the segmentation")
             return
-    values = np.unique(array)
+    values = _distinct_values(array)
     allowed = case.convention.allowed_values
     bad = [int(v) for v in values if int(v) not in allowed]
     if bad:
