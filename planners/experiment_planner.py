@@ -9,11 +9,11 @@ from math import prod
 from typing import Sequence
 
 import numpy as np
-
-from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.fingerprint import DatasetFingerprint
 from mmseg_robust.planners.memory_model import estimate_training_memory_bytes, topology_for
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES, ConfigurationPlan, Plans
+
+from mmseg_robust.errors import MMRobustError
 
 logger = logging.getLogger(__name__)
 

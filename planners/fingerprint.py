@@ -12,7 +12,6 @@ number of worker processes.
 
 from __future__ import annotations
 
-import json
 import logging
 import zlib
 from concurrent.futures import ProcessPoolExecutor
@@ -22,8 +21,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from mmseg_robust.preprocessing.cropping import nonzero_bounding_box, union_nonzero_mask
 from tqdm import tqdm
 
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.data.case import Case
 from mmseg_robust.data.discovery import RawDataset
@@ -31,7 +32,6 @@ from mmseg_robust.data.labels import REGIONS, LabelConvention
 from mmseg_robust.data.modalities import MODALITIES, sort_modalities
 from mmseg_robust.data.nifti_io import ImageGeometry, read_image
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.preprocessing.cropping import nonzero_bounding_box, union_nonzero_mask
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +154,8 @@ class DatasetFingerprint:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "fingerprint") -> "DatasetFingerprint":
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != FINGERPRINT_SCHEMA_VERSION:
-            raise FingerprintError(f"{source}: fingerprint schema version {version}, this mmrobust reads "
-                                   f"{FINGERPRINT_SCHEMA_VERSION}; run mmrobust plan_and_preprocess again")
+        version = require_schema_version(data, FINGERPRINT_SCHEMA_VERSION, source, "fingerprint", FingerprintError,
+                                         "run mmrobust plan_and_preprocess again")
         try:
             return cls(dataset_name=str(data["dataset_name"]), layout=str(data["layout"]),
                        modalities=tuple(data["modalities"]),
@@ -179,13 +177,7 @@ class DatasetFingerprint:
 
     @classmethod
     def load(cls, path: str | Path) -> "DatasetFingerprint":
-        path = Path(path)
-        if not path.is_file():
-            raise FingerprintError(f"{path}: no fingerprint file (run mmrobust plan_and_preprocess first)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise FingerprintError(f"{path}: unreadable fingerprint ({error})") from None
+        data = read_json_artifact(path, "fingerprint", FingerprintError, "run mmrobust plan_and_preprocess first")
         return cls.from_dict(data, str(path))
 
 

@@ -11,15 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from mmseg_robust.planners.experiment_planner import PlanningRequest, plan_experiment
+from mmseg_robust.planners.fingerprint import DatasetFingerprint, extract_fingerprint
+from mmseg_robust.planners.plans import Plans
+from mmseg_robust.preprocessing.preprocessor import PreprocessingSummary, preprocess_dataset
+
 from mmseg_robust.data.discovery import RawDataset, discover_dataset
 from mmseg_robust.data.splits import Splits, make_kfold_splits
 from mmseg_robust.data.verify import verify_dataset
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.paths import data_folder, resolve_raw_dataset
-from mmseg_robust.planners.experiment_planner import PlanningRequest, plan_experiment
-from mmseg_robust.planners.fingerprint import DatasetFingerprint, extract_fingerprint
-from mmseg_robust.planners.plans import Plans
-from mmseg_robust.preprocessing.preprocessor import PreprocessingSummary, preprocess_dataset
 
 logger = logging.getLogger(__name__)
 

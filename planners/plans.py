@@ -6,11 +6,11 @@ Spatial quantities (spacing, shapes, patch sizes, kernels, strides) are in array
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.data.labels import LabelConvention
 from mmseg_robust.errors import MMRobustError
@@ -92,10 +92,7 @@ class Plans:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "plans") -> "Plans":
-        version = data.get("schema_version")
-        if version != PLANS_SCHEMA_VERSION:
-            raise PlansError(f"{source}: plans schema version {version}, this mmrobust reads "
-                             f"{PLANS_SCHEMA_VERSION}; run mmrobust plan again")
+        require_schema_version(data, PLANS_SCHEMA_VERSION, source, "plans", PlansError, "run mmrobust plan again")
         try:
             return cls(**{**data,
                           "modalities": tuple(data["modalities"]),
@@ -113,11 +110,5 @@ class Plans:
 
     @classmethod
     def load(cls, path: str | Path) -> "Plans":
-        path = Path(path)
-        if not path.is_file():
-            raise PlansError(f"{path}: no plans file (run mmrobust plan_and_preprocess first)")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise PlansError(f"{path}: unreadable plans ({error})") from None
+        data = read_json_artifact(path, "plans", PlansError, "run mmrobust plan_and_preprocess first")
         return cls.from_dict(data, str(path))

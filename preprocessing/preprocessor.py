@@ -13,21 +13,28 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from mmseg_robust.planners.plans import Plans
+from mmseg_robust.preprocessing.cropping import box_shape, crop, nonzero_bounding_box, union_nonzero_mask
+from mmseg_robust.preprocessing.normalization import ZSCORE_BRAIN, zscore_in_mask
+from mmseg_robust.preprocessing.resampling import (
+    compute_new_shape,
+    needs_resampling,
+    resample_image,
+    resample_mask,
+    resample_regions,
+)
+from mmseg_robust.preprocessing.storage import (
+    PreprocessedCaseProperties,
+    is_finished,
+    sample_foreground,
+    write_preprocessed_case,
+)
 from tqdm import tqdm
 
 from mmseg_robust.data.case import Case
-from mmseg_robust.data.labels import (
-    REGIONS, label_to_subregions, regions_to_subregions, subregions_to_regions)
+from mmseg_robust.data.labels import REGIONS, label_to_subregions, regions_to_subregions, subregions_to_regions
 from mmseg_robust.data.nifti_io import ImageGeometry, read_image
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.planners.plans import Plans
-from mmseg_robust.preprocessing.cropping import (
-    box_shape, crop, nonzero_bounding_box, union_nonzero_mask)
-from mmseg_robust.preprocessing.normalization import ZSCORE_BRAIN, zscore_in_mask
-from mmseg_robust.preprocessing.resampling import (
-    compute_new_shape, needs_resampling, resample_image, resample_mask, resample_regions)
-from mmseg_robust.preprocessing.storage import (
-    PreprocessedCaseProperties, is_finished, sample_foreground, write_preprocessed_case)
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import atomic_output, write_json_atomic
 from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.errors import MMRobustError
@@ -84,10 +85,8 @@ class PreprocessedCaseProperties:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any],
                   source: str = PROPERTIES_FILE) -> "PreprocessedCaseProperties":
-        version = data.get("schema_version")
-        if version != PROPERTIES_SCHEMA_VERSION:
-            raise PreprocessedCaseError(f"{source}: properties schema version {version}, this mmrobust "
-                                        f"reads {PROPERTIES_SCHEMA_VERSION}; preprocess again")
+        require_schema_version(data, PROPERTIES_SCHEMA_VERSION, source, "properties", PreprocessedCaseError,
+                               "preprocess again")
         try:
             geometry = data["itk_geometry"]
             return cls(**{
@@ -180,12 +179,7 @@ def write_preprocessed_case(folder: str | Path, images: np.ndarray, seg: np.ndar
 def read_properties(folder: str | Path) -> PreprocessedCaseProperties:
     """Read ``properties.json`` of a case folder."""
     path = Path(folder) / PROPERTIES_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PreprocessedCaseError(f"{path}: missing (case not preprocessed or interrupted)") from None
-    except (OSError, ValueError) as error:
-        raise PreprocessedCaseError(f"{path}: unreadable properties ({error})") from None
+    data = read_json_artifact(path, "properties", PreprocessedCaseError, "case not preprocessed or interrupted")
     return PreprocessedCaseProperties.from_dict(data, str(path))
 
 

@@ -11,14 +11,18 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from mmseg_robust.planners.fingerprint import (
+    FINGERPRINT_SCHEMA_VERSION,
+    DatasetFingerprint,
+    FingerprintError,
+    extract_fingerprint,
+    fingerprint_case,
+)
 
 from mmseg_robust.data.discovery import RawDataset, discover_dataset
 from mmseg_robust.data.labels import NNUNET_BRATS
 from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
-from mmseg_robust.planners.fingerprint import (
-    FINGERPRINT_SCHEMA_VERSION, DatasetFingerprint, FingerprintError, extract_fingerprint,
-    fingerprint_case)
 
 #: Anisotropic on purpose: a z/x mix-up in shape or spacing order shows.
 SHAPE = (20, 48, 48)

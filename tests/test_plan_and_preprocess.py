@@ -13,17 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 from mmseg_robust.planners.plans import Plans
 from mmseg_robust.preprocessing.storage import load_preprocessed_case
 
+from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
+
 KILL_SHAPE = (64, 96, 96)
 KILL_CASES = 10
-
-
-def outputs(root: Path, digest) -> dict[str, str]:
-    return digest(root)
 
 
 @pytest.mark.parametrize("layout, name", [("brats2018", "BraTS2018"), ("nnunet", "Dataset137_BraTS2021")])
@@ -57,7 +53,8 @@ def test_artifacts_on_brats_and_nnunet_layouts_and_rerun_does_nothing(layout, na
 def test_sigkill_midway_then_rerun_gives_identical_bytes(tmp_path, digest):
     raw = make_synthetic_dataset(tmp_path / "raw" / "Kill", SyntheticSpec("brats2021", KILL_CASES, KILL_SHAPE, seed=2),
                                  progress=False)
-    command = [sys.executable, "-m", "mmseg_robust", "-q", "plan_and_preprocess", "-d", "Kill", "--raw", str(raw.parent)]
+    command = [sys.executable, "-m", "mmseg_robust", "-q", "plan_and_preprocess", "-d", "Kill",
+               "--raw", str(raw.parent)]
 
     def env(pre: Path) -> dict[str, str]:
         return {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},

@@ -9,14 +9,18 @@ import sys
 from math import prod
 
 import pytest
-
-from mmseg_robust.data.labels import BRATS_2018
-from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.planners.experiment_planner import PlanningError, PlanningRequest, plan_experiment
 from mmseg_robust.planners.fingerprint import CaseFingerprint, DatasetFingerprint, IntensityStatistics
 from mmseg_robust.planners.memory_model import (
-    BYTES_PER_ELEMENT_FP32, MEMORY_ESTIMATE_FACTOR, estimate_training_memory_bytes, topology_for)
+    BYTES_PER_ELEMENT_FP32,
+    MEMORY_ESTIMATE_FACTOR,
+    estimate_training_memory_bytes,
+    topology_for,
+)
 from mmseg_robust.planners.plans import Plans, PlansError
+
+from mmseg_robust.data.labels import BRATS_2018
+from mmseg_robust.data.modalities import MODALITIES
 
 BRATS_CROPPED = (140, 170, 140)
 

@@ -7,21 +7,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mmseg_robust.planners.plans import Plans
+from mmseg_robust.preprocessing.cropping import crop, uncrop
+from mmseg_robust.preprocessing.normalization import zscore_in_mask
+from mmseg_robust.preprocessing.preprocessor import PreprocessingError, preprocess_case, preprocess_dataset
+from mmseg_robust.preprocessing.resampling import (
+    compute_new_shape,
+    needs_resampling,
+    resample_image,
+    resample_mask,
+    resample_regions,
+)
+from mmseg_robust.preprocessing.storage import (
+    MAX_FOREGROUND_SAMPLES,
+    PROPERTIES_FILE,
+    PreprocessedCaseProperties,
+    is_finished,
+    load_preprocessed_case,
+    sample_foreground,
+)
 
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.labels import BRATS_2018, REGIONS, label_to_subregions, subregions_to_regions
 from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.nifti_io import read_image, write_image_atomic
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
-from mmseg_robust.planners.plans import Plans
-from mmseg_robust.preprocessing.cropping import crop, uncrop
-from mmseg_robust.preprocessing.normalization import zscore_in_mask
-from mmseg_robust.preprocessing.preprocessor import PreprocessingError, preprocess_case, preprocess_dataset
-from mmseg_robust.preprocessing.resampling import (
-    compute_new_shape, needs_resampling, resample_image, resample_mask, resample_regions)
-from mmseg_robust.preprocessing.storage import (
-    MAX_FOREGROUND_SAMPLES, PROPERTIES_FILE, PreprocessedCaseProperties, is_finished,
-    load_preprocessed_case, sample_foreground)
 
 LAYOUT = "brats2021"
 #: Extra datasets made by single tests stay small (the writer needs >= 32 mm per axis).

@@ -10,8 +10,14 @@ import pytest
 
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.splits import (
-    SPLITS_FILE_NAME, SPLITS_SCHEMA_VERSION, Split, SplitError, Splits, load_user_splits,
-    make_kfold_splits)
+    SPLITS_FILE_NAME,
+    SPLITS_SCHEMA_VERSION,
+    Split,
+    SplitError,
+    Splits,
+    load_user_splits,
+    make_kfold_splits,
+)
 
 CASE_IDS = [f"BraTS2021_{i:05d}" for i in range(1, 24)]  # 23: folds of 5 and 4 cases
 

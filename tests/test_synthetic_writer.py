@@ -10,8 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from mmseg_robust.data import discover_dataset, verify_dataset
-from mmseg_robust.data.synthetic.writer import (
-    MARKER_NAME, SyntheticDatasetError, SyntheticSpec, make_synthetic_dataset)
+from mmseg_robust.data.synthetic.writer import MARKER_NAME, SyntheticDatasetError, SyntheticSpec, make_synthetic_dataset
 
 SHAPE = (40, 48, 48)
 

@@ -191,7 +191,8 @@ def test_empty_dataset_folder(tmp_path, run_cli):
     result = run_cli("verify", "-d", "Empty", "--raw", tmp_path)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr.strip() == f"Error: {tmp_path / 'Empty'}: empty dataset folder (no case folders, HGG/LGG or imagesTr found)"
+    assert result.stderr.strip() == (f"Error: {tmp_path / 'Empty'}: empty dataset folder "
+                                     "(no case folders, HGG/LGG or imagesTr found)")
 
 
 def test_unknown_dataset_name(tmp_path, run_cli):

@@ -13,7 +13,11 @@ import click
 from mmseg_robust import __version__
 from mmseg_robust.cli.data_commands import make_synthetic_command, verify_command
 from mmseg_robust.cli.plan_commands import (
-    extract_fingerprint_command, plan_and_preprocess_command, plan_command, preprocess_command)
+    extract_fingerprint_command,
+    plan_and_preprocess_command,
+    plan_command,
+    preprocess_command,
+)
 from mmseg_robust.errors import MMRobustError
 
 

@@ -11,8 +11,14 @@ from typing import Iterable, Union
 from mmseg_robust.data.case import Case, Problem
 from mmseg_robust.data.labels import convention_from_nnunet_labels
 from mmseg_robust.data.layouts import (
-    BRATS2018_LAYOUT, BRATS2021_LAYOUT, BRATS2023_LAYOUT, BRATS_GRADES, SEGMENTATION_TOKEN,
-    CaseFolderLayout, NnUNetLayout)
+    BRATS2018_LAYOUT,
+    BRATS2021_LAYOUT,
+    BRATS2023_LAYOUT,
+    BRATS_GRADES,
+    SEGMENTATION_TOKEN,
+    CaseFolderLayout,
+    NnUNetLayout,
+)
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
 from mmseg_robust.errors import DatasetError

@@ -17,6 +17,7 @@ from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.data.nifti_io import strip_nifti_suffix
 from mmseg_robust.errors import MMRobustError
@@ -77,10 +78,8 @@ class Splits:
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "splits") -> "Splits":
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != SPLITS_SCHEMA_VERSION:
-            raise SplitError(f"{source}: splits schema version {version}, this mmrobust reads "
-                             f"{SPLITS_SCHEMA_VERSION}; delete it to make a new split")
+        version = require_schema_version(data, SPLITS_SCHEMA_VERSION, source, "splits", SplitError,
+                                         "delete it to make a new split")
         try:
             seed = None if data["seed"] is None else int(data["seed"])
             folds = _parse_folds(data["folds"], source)
@@ -99,12 +98,7 @@ class Splits:
     def load(cls, path: str | Path) -> "Splits":
         path = Path(path)
         path = path / SPLITS_FILE_NAME if path.is_dir() else path
-        if not path.is_file():
-            raise SplitError(f"{path}: no splits file")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise SplitError(f"{path}: unreadable splits ({error})") from None
+        data = read_json_artifact(path, "splits", SplitError, "run mmrobust plan_and_preprocess first")
         return cls.from_dict(data, str(path))
 
 

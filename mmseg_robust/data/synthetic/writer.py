@@ -15,10 +15,15 @@ import numpy as np
 from tqdm import tqdm
 
 from mmseg_robust.atomic import write_json_atomic
-from mmseg_robust.data.layouts import (
-    CASE_FOLDER_LAYOUTS, LAYOUT_NAMES, NNUNET_BRATS_CHANNEL_NAMES, NNUNET_BRATS_LABELS,
-    CaseFolderLayout, NnUNetLayout)
 from mmseg_robust.data.labels import NNUNET_BRATS, LabelConvention
+from mmseg_robust.data.layouts import (
+    CASE_FOLDER_LAYOUTS,
+    LAYOUT_NAMES,
+    NNUNET_BRATS_CHANNEL_NAMES,
+    NNUNET_BRATS_LABELS,
+    CaseFolderLayout,
+    NnUNetLayout,
+)
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
 from mmseg_robust.data.synthetic.phantom import make_phantom
