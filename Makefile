@@ -22,14 +22,21 @@ $(STAMP): setup.cfg setup.py pyproject.toml
 
 install: $(STAMP)
 
-# The demo keeps all its data under $(DEMO_DIR); the variables point mmrobust there.
+# The demo keeps all its data under $(DEMO_DIR); the variables point mmrobust there. Training is
+# sized for a CPU: the GPU plan that plan_and_preprocess prints is replaced by a smaller one.
 demo: export MMROBUST_RAW := $(abspath $(DEMO_DIR))/raw
 demo: export MMROBUST_PREPROCESSED := $(abspath $(DEMO_DIR))/preprocessed
+demo: export MMROBUST_RESULTS := $(abspath $(DEMO_DIR))/results
 demo: $(STAMP)
 	$(BIN)/mmrobust make-synthetic -o $(DEMO_DIR)/raw/BraTS2018 --layout brats2018 \
 		--cases $(DEMO_CASES) --shape $(DEMO_SHAPE) --seed 0 --preview $(DEMO_DIR)/BraTS2018_first_case.png
 	$(BIN)/mmrobust verify -d BraTS2018
 	$(BIN)/mmrobust plan_and_preprocess -d BraTS2018 -np 2
+	$(BIN)/mmrobust plan -d BraTS2018 -c 3d_fullres --patch-size 48,48,48 --batch-size 2 --base-features 8
+	$(BIN)/mmrobust plan -d BraTS2018 -c 2d --patch-size 80,80 --batch-size 16 --base-features 8
+	rm -rf $(DEMO_DIR)/results
+	$(BIN)/mmrobust train -d BraTS2018 -c 3d_fullres -f 0 --epochs 3 --iters-per-epoch 20 --num-workers 1
+	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 4 --iters-per-epoch 25 --num-workers 1
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -47,10 +47,12 @@ class PlanningRequest:
     patch_size: tuple[int, ...] | None = None
     batch_size: int | None = None
     image_dtype: str = "float32"
+    base_features: int = BASE_FEATURES
 
 
-def _topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int,
-              max_features: int) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...], tuple[int, ...]]:
+def _topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int, max_features: int,
+              base_features: int = BASE_FEATURES) -> tuple[tuple[tuple[int, ...], ...], tuple[tuple[int, ...], ...],
+                                                           tuple[int, ...]]:
     """Strides, kernels and features for ``patch``: pool an axis while it stays >= 2 *
     MIN_FEATURE_MAP and is not much coarser than the finest axis (nnU-Net's rule)."""
     dims = len(patch)
@@ -68,7 +70,9 @@ def _topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int,
         for a in pool:
             shape[a] //= 2
             current[a] *= 2
-    features = tuple(min(BASE_FEATURES * 2**i, max_features) for i in range(len(strides)))
+    # Features double per stage up to a cap that scales with the base (320 for nnU-Net's 32 in 3D).
+    cap = max_features * base_features // BASE_FEATURES
+    features = tuple(min(base_features * 2**i, cap) for i in range(len(strides)))
     return tuple(strides), tuple(kernels), features
 
 
@@ -93,18 +97,19 @@ def _make_divisible(patch: Sequence[int], spacing: Sequence[float], dims: int, r
     return current
 
 
-def _memory_gb(patch: Sequence[int], spacing: Sequence[float], batch: int, n_modalities: int, dims: int) -> float:
-    strides, kernels, features = _topology(patch, spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
+def _memory_gb(patch: Sequence[int], spacing: Sequence[float], batch: int, n_modalities: int, dims: int,
+               base_features: int = BASE_FEATURES) -> float:
+    strides, kernels, features = _topology(patch, spacing, MAX_STAGES[dims], MAX_FEATURES[dims], base_features)
     topology = topology_for(patch, features, strides, kernels)
     return estimate_training_memory_bytes(topology, batch, n_modalities) / GIB
 
 
 def _fit_patch(median: Sequence[int], spacing: Sequence[float], budget_gb: float, n_modalities: int,
-               dims: int, batch: int) -> list[int]:
+               dims: int, batch: int, base_features: int) -> list[int]:
     """Start from the median shape; shrink the axis longest relative to the median until
     ``batch`` samples of all modalities' branches fit the budget."""
     patch = _make_divisible(median, spacing, dims, round_up=True)
-    while _memory_gb(patch, spacing, batch, n_modalities, dims) > budget_gb:
+    while _memory_gb(patch, spacing, batch, n_modalities, dims, base_features) > budget_gb:
         strides, _, _ = _topology(patch, spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
         shrinkable = [a for a in range(dims) if patch[a] > _divisor(strides, a)]
         if not shrinkable:
@@ -117,10 +122,10 @@ def _fit_patch(median: Sequence[int], spacing: Sequence[float], budget_gb: float
 
 
 def _largest_batch(patch: Sequence[int], spacing: Sequence[float], budget_gb: float, n_modalities: int,
-                   dims: int, dataset_voxels: float) -> int:
+                   dims: int, dataset_voxels: float, base_features: int) -> int:
     cap = max(MIN_BATCH_SIZE, int(MAX_BATCH_FRACTION_OF_DATASET * dataset_voxels / prod(patch)))
     batch = MIN_BATCH_SIZE
-    while batch < cap and _memory_gb(patch, spacing, batch + 1, n_modalities, dims) <= budget_gb:
+    while batch < cap and _memory_gb(patch, spacing, batch + 1, n_modalities, dims, base_features) <= budget_gb:
         batch += 1
     return batch
 
@@ -140,14 +145,18 @@ def plan_configuration(name: str, median_shape: Sequence[int], spacing: Sequence
         overrides["patch_size"] = list(request.patch_size)
     else:
         patch = _fit_patch(median, plane_spacing, request.gpu_memory_gb, n_modalities, dims,
-                           request.batch_size or MIN_BATCH_SIZE)
+                           request.batch_size or MIN_BATCH_SIZE, request.base_features)
     if request.batch_size is not None:
         batch = request.batch_size
         overrides["batch_size"] = request.batch_size
     else:
-        batch = _largest_batch(patch, plane_spacing, request.gpu_memory_gb, n_modalities, dims, dataset_voxels)
-    strides, kernels, features = _topology(patch, plane_spacing, MAX_STAGES[dims], MAX_FEATURES[dims])
-    memory = _memory_gb(patch, plane_spacing, batch, n_modalities, dims)
+        batch = _largest_batch(patch, plane_spacing, request.gpu_memory_gb, n_modalities, dims, dataset_voxels,
+                               request.base_features)
+    if request.base_features != BASE_FEATURES:
+        overrides["base_features"] = request.base_features
+    strides, kernels, features = _topology(patch, plane_spacing, MAX_STAGES[dims], MAX_FEATURES[dims],
+                                           request.base_features)
+    memory = _memory_gb(patch, plane_spacing, batch, n_modalities, dims, request.base_features)
     if memory > request.gpu_memory_gb:
         logger.warning("%s: the chosen patch %s and batch %d need about %.1f GB, over the %.1f GB budget",
                        name, patch, batch, memory, request.gpu_memory_gb)
@@ -164,6 +173,8 @@ def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = 
         raise PlanningError(f"unknown configuration(s) {sorted(unknown)} (one of {', '.join(CONFIGURATION_NAMES)})")
     if request.image_dtype not in IMAGE_DTYPES:
         raise PlanningError(f"--dtype {request.image_dtype} is not one of {', '.join(IMAGE_DTYPES)}")
+    if request.base_features < 1:
+        raise PlanningError(f"--base-features must be at least 1, got {request.base_features}")
     if request.batch_size is not None and request.batch_size < 1:
         raise PlanningError(f"--batch-size must be at least 1, got {request.batch_size}")
     target = tuple(float(s) for s in fingerprint.median_spacing)

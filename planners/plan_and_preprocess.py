@@ -7,7 +7,7 @@ Artifacts of a dataset live in ``$MMROBUST_PREPROCESSED/<name>/``: ``fingerprint
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -81,9 +81,19 @@ def run_extract_fingerprint(location: DatasetLocation, dataset: RawDataset, num_
 
 
 def run_plan(location: DatasetLocation, request: PlanningRequest) -> Plans:
-    """Plan from the stored fingerprint and write ``plans.json``."""
+    """Plan from the stored fingerprint and write ``plans.json``.
+
+    Configurations not in ``request`` are kept from an existing plans file made from the same
+    fingerprint and preprocessing, so ``plan -c 2d --patch-size ...`` changes only ``2d``.
+    """
     plans = plan_experiment(DatasetFingerprint.load(location.artifact(FINGERPRINT_FILE)), request)
-    plans.save(location.artifact(PLANS_FILE))
+    path = location.artifact(PLANS_FILE)
+    if path.is_file():
+        previous = Plans.load(path)
+        if previous.preprocessing_signature() == plans.preprocessing_signature():
+            kept = {k: v for k, v in previous.configurations.items() if k not in plans.configurations}
+            plans = replace(plans, configurations={**kept, **plans.configurations})
+    plans.save(path)
     logger.info("wrote %s", location.artifact(PLANS_FILE))
     return plans
 

@@ -156,3 +156,17 @@ def test_separate_steps_match_plan_and_preprocess(copy_dataset, run_cli, tmp_pat
     assert digest(tmp_path / "a") == digest(tmp_path / "b")
     missing = run_cli("plan", *common, "--preprocessed", tmp_path / "c")
     assert missing.returncode == 1 and "fingerprint.json" in missing.stderr
+
+
+def test_replanning_one_configuration_keeps_the_others(copy_dataset, run_cli, tmp_path):
+    raw = copy_dataset("brats2021")
+    common = ("-d", "BraTS", "--raw", str(raw.parent), "--preprocessed", str(tmp_path / "pre"))
+    assert run_cli("plan_and_preprocess", *common).returncode == 0
+    before = Plans.load(tmp_path / "pre" / "BraTS" / "plans.json")
+    result = run_cli("plan", *common, "-c", "2d", "--patch-size", "32,32", "--base-features", "8")
+    assert result.returncode == 0, result.stderr
+    after = Plans.load(tmp_path / "pre" / "BraTS" / "plans.json")
+    assert after.configuration("3d_fullres") == before.configuration("3d_fullres")
+    assert after.configuration("2d").patch_size == (32, 32)
+    assert after.configuration("2d").features_per_stage[0] == 8
+    assert after.configuration("2d").overrides == {"patch_size": [32, 32], "base_features": 8}

@@ -29,12 +29,15 @@ def planning_options(command):
         click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
         click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
                      show_default=True, help="Stored image dtype."),
+        click.option("--base-features", type=click.IntRange(min=1), default=32, show_default=True,
+                     help="Features of the first stage (doubling per stage, capped at 10x in 3D, 16x in 2D); "
+                          "smaller for CPU runs."),
     ]):
         command = option(command)
     return command
 
 
-def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype):
+def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features):
     from mmseg_robust.planners.experiment_planner import PlanningRequest
 
     patch = None
@@ -43,7 +46,7 @@ def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype)
             raise click.UsageError("--patch-size needs exactly one -c configuration")
         patch = NumberTuple(int, 3 if configurations[0] == "3d_fullres" else 2).convert(patch_size, None, None)
     return PlanningRequest(gpu_memory_gb=gpu_memory_gb, configurations=tuple(configurations), patch_size=patch,
-                           batch_size=batch_size, image_dtype=image_dtype)
+                           batch_size=batch_size, image_dtype=image_dtype, base_features=base_features)
 
 
 def _describe(plans) -> None:
@@ -78,12 +81,14 @@ def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, nu
 @preprocessed_option
 @configurations_option
 @planning_options
-def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patch_size, batch_size, image_dtype):
+def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
+                 base_features):
     """Write plans.json from fingerprint.json (patch, batch and network per configuration)."""
     from mmseg_robust.planners import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
-    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype))
+    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
+                                            base_features))
     _describe(plans)
     click.echo(location.artifact(api.PLANS_FILE))
 
@@ -148,13 +153,13 @@ def preprocess_command(dataset, raw, preprocessed, configurations, allow_incompl
 @click.option("--overwrite", is_flag=True, help="Recompute the fingerprint and preprocess finished cases again.")
 @with_split_options
 def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes,
-                                gpu_memory_gb, patch_size, batch_size, image_dtype, overwrite, split_files,
-                                split_seed):
+                                gpu_memory_gb, patch_size, batch_size, image_dtype, base_features, overwrite,
+                                split_files, split_seed):
     """Verify, fingerprint, plan and preprocess a raw dataset, and write its splits."""
     from mmseg_robust.planners import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
-    request = _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype)
+    request = _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
     user_splits = _user_splits(data, split_files)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)

@@ -1,0 +1,84 @@
+"""``mmrobust train``."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import click
+
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES
+from mmseg_robust.training.config import AMP_MODES, MODEL_KINDS, OPTIMIZERS
+
+#: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
+HYPERPARAMETERS = {
+    "model": "model", "strategy": "strategy", "subsets": "subsets", "epochs": "epochs",
+    "iters_per_epoch": "iters_per_epoch", "optimizer": "optimizer", "lr": "learning_rate",
+    "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "deep_supervision": "deep_supervision",
+    "seed": "seed", "oversample_foreground": "oversample_foreground", "val_patches_per_case": "val_patches_per_case",
+}
+
+
+@click.command("train")
+@click.option("-d", "--dataset", required=True, help="Dataset name (its folder under the preprocessed folder).")
+@click.option("-c", "--configuration", type=click.Choice(CONFIGURATION_NAMES), default="3d_fullres", show_default=True)
+@click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--model", type=click.Choice(MODEL_KINDS), default="ds", show_default=True,
+              help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
+@click.option("--strategy", type=click.Choice(["plain"]), default="plain", show_default=True,
+              help="Gradient strategy (plain: mean of the subset losses, one backward).")
+@click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
+@click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--iters-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=3e-5, show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True)
+@click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+              help="auto: bf16 on CUDA if supported else fp16 + GradScaler; off on the CPU.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
+@click.option("--deep-supervision/--no-deep-supervision", default=True, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Data-augmentation worker processes (0: in the main process).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--oversample-foreground", type=click.FloatRange(0, 1), default=0.33, show_default=True)
+@click.option("--val-patches-per-case", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in the results folder exactly where it stopped.")
+@click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
+              help="Preprocessed base folder (default: $MMROBUST_PREPROCESSED).")
+@click.option("--results", type=click.Path(file_okay=False), default=None,
+              help="Results base folder (default: $MMROBUST_RESULTS).")
+@click.pass_context
+def train_command(ctx: click.Context, dataset, configuration, fold, model, strategy, subsets, epochs, iters_per_epoch,
+                  optimizer, lr, weight_decay, grad_clip, amp, device, compile_model, deep_supervision, num_workers,
+                  seed, oversample_foreground, val_patches_per_case, resume, preprocessed, results):
+    """Train the DS U-Net (or the early-fusion baseline) on one fold.
+
+    Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. Multi-GPU or
+    multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
+    """
+    from mmseg_robust.paths import data_folder
+    from mmseg_robust.training.config import TrainingConfig, TrainingConfigError, load_run_config
+    from mmseg_robust.training.subsets import check_subset_spec
+    from mmseg_robust.training.trainer import train
+
+    config = TrainingConfig(
+        dataset=dataset, configuration=configuration, fold=fold, model=model, strategy=strategy,
+        subsets=check_subset_spec(subsets), epochs=epochs, iters_per_epoch=iters_per_epoch, optimizer=optimizer,
+        learning_rate=lr, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp, device=device,
+        compile=compile_model, deep_supervision=deep_supervision, num_workers=num_workers, seed=seed,
+        oversample_foreground=oversample_foreground, val_patches_per_case=val_patches_per_case)
+    results_root = data_folder("results", results)
+    if resume:
+        stored, _ = load_run_config(config.output_dir(results_root))
+        for option, field in HYPERPARAMETERS.items():
+            explicit = ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
+            if explicit and getattr(config, field) != getattr(stored, field):
+                raise TrainingConfigError(f"--{option.replace('_', '-')} {getattr(config, field)} differs from the "
+                                          f"run being resumed ({getattr(stored, field)}); drop it or start a new run")
+        keep = {"device": device, "num_workers": num_workers, "compile": compile_model}
+        config = TrainingConfig(**{**{f.name: getattr(stored, f.name) for f in fields(stored)}, **keep})
+    result = train(config, data_folder("preprocessed", preprocessed) / dataset, results_root, resume=resume)
+    full = result.last_val.get("Full", {})
+    click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best EMA mean Dice {result.best_ema:.4f}; "
+               f"last validation, all modalities: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))

@@ -1,0 +1,300 @@
+"""The Dynamic Sharing (DS) U-Net (DESIGN §5; GMD paper, "Dynamic Sharing").
+
+Per modality ``m`` a **stem** ``f_m`` (the first conv block of stage 0: conv 1 -> F0, its own affine
+instance norm, LeakyReLU) maps that modality's single channel to ``F0`` features. A **shared U-Net
+backbone** ``T`` processes every available modality's features separately; all its conv weights are
+shared, all its norms are :class:`~mmseg_robust.networks.blocks.ModalityNorm` (per-modality affine).
+The branch logits ``z_m = T(f_m(x_m))`` are fused by a mean over the available modalities of a
+subset; an absent modality is never zero-filled and its branch is never run.
+
+Two ways to run the branches, equal to float tolerance:
+
+* ``batched=True``: every available (sample, modality) pair is one row of one tensor through the
+  backbone (rows modality-major); each ModalityNorm gathers its affine parameters per row. Fastest
+  forward, but one autograd graph: a backward through any subset's loss runs through all rows.
+* ``batched=False``: one pass, with its own autograd graph, per modality present in the batch. The
+  branch logits are assembled into the ``(B, M, R, ...)`` tensor by a custom autograd function whose
+  backward hands a branch **no gradient at all** (None) when its slice of the incoming gradient is
+  exactly zero, so a backward through a subset's fused loss only runs the branches of that subset
+  (the exact GMD needs k subset gradients; DESIGN §6.2). That check costs one reduction and one
+  device sync per backward. Edge case: a branch whose forward produced inf/NaN would otherwise have
+  back-propagated NaN (0 * inf); skipping it gives 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from mmseg_robust.data.modalities import parse_modality_list
+from mmseg_robust.planners.plans import ConfigurationPlan
+
+from .blocks import (
+    ConvNormAct,
+    ModalityNorm,
+    NetworkError,
+    UNetBackbone,
+    as_tuple,
+    check_spatial_shape,
+    cumulative_strides,
+    init_weights,
+)
+
+
+@dataclass
+class BranchOutput:
+    """What :meth:`DynamicSharingUNet.forward_branches` returns.
+
+    ``logits[k]``: ``(B, M, R, *spatial_k)`` at scale ``k`` (0 = full resolution); rows of
+    unavailable (sample, modality) pairs are exactly 0 and were never computed. ``available``:
+    ``(B, M)`` bool as given. ``features``: ``(B, M, F0, *spatial)`` last decoder features before
+    the output conv (only with ``return_features=True``), zeros for unavailable pairs.
+    """
+
+    logits: list[Tensor]
+    available: Tensor
+    features: Tensor | None = None
+
+
+class _AssembleRows(torch.autograd.Function):
+    """Place row tensors into a zero ``(B, M, *rest)`` tensor at (sample, modality) positions.
+
+    ``parts[i]`` has rows for positions ``(samples[i][r], modalities[i][r])``. With
+    ``skip_zero_grads`` the backward returns None (no gradient: autograd does not run that part's
+    graph) for a part whose gradient slice is exactly zero; the check syncs the device once.
+    """
+
+    @staticmethod
+    def forward(ctx, batch: int, n_modalities: int, samples: list[Tensor], modalities: list[Tensor],
+                skip_zero_grads: bool, *parts: Tensor) -> Tensor:
+        ctx.samples, ctx.modalities, ctx.skip_zero_grads = samples, modalities, skip_zero_grads
+        out = parts[0].new_zeros((batch, n_modalities) + tuple(parts[0].shape[1:]))
+        for b, m, part in zip(samples, modalities, parts):
+            out[b, m] = part
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grads: list[Tensor | None] = [grad[b, m] if need else None for b, m, need
+                                      in zip(ctx.samples, ctx.modalities, ctx.needs_input_grad[5:])]
+        if ctx.skip_zero_grads:
+            computed = [i for i, g in enumerate(grads) if g is not None]
+            if computed:
+                nonzero = torch.stack([grads[i].ne(0).any() for i in computed]).tolist()
+                for i, keep in zip(computed, nonzero):
+                    if not keep:
+                        grads[i] = None
+        return (None, None, None, None, None, *grads)
+
+
+def fuse_branches(branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """Mean of ``branch_logits[:, m]`` over ``m`` in ``subset`` ∩ available, per sample.
+
+    Returns ``(fused (B, R, *s), valid (B,) bool)``; a sample with no modality of the subset is
+    invalid and its fused logits are 0. Absent modalities are left out of the mean, not zero-filled.
+    """
+    if branch_logits.dim() < 3:
+        raise NetworkError(f"branch logits must be (B, M, R, ...), got shape {tuple(branch_logits.shape)}")
+    batch, n_modalities = branch_logits.shape[:2]
+    available = _check_available(available, batch, n_modalities, branch_logits.device)
+    indices = _check_subset(subset, n_modalities)
+    weights = available[:, indices].to(branch_logits.dtype)  # (B, k)
+    count = weights.sum(1)
+    valid = count > 0
+    weights = weights / count.clamp(min=1).unsqueeze(1)
+    view = (batch,) + (1,) * (branch_logits.dim() - 2)
+    fused = None
+    for j, m in enumerate(indices):
+        term = branch_logits[:, m] * weights[:, j].view(view)
+        fused = term if fused is None else fused + term
+    return fused, valid
+
+
+def _check_subset(subset: Sequence[int], n_modalities: int) -> list[int]:
+    indices = [int(m) for m in subset]
+    if not indices:
+        raise NetworkError("a modality subset must not be empty")
+    if len(set(indices)) != len(indices) or any(not 0 <= m < n_modalities for m in indices):
+        raise NetworkError(f"subset {tuple(indices)} must hold distinct modality indices in [0, {n_modalities})")
+    return indices
+
+
+def _check_available(available: Tensor, batch: int, n_modalities: int, device: torch.device) -> Tensor:
+    available = torch.as_tensor(available, device=device)
+    if tuple(available.shape) != (batch, n_modalities):
+        raise NetworkError(f"available must have shape (B, M) = ({batch}, {n_modalities}), "
+                           f"got {tuple(available.shape)}")
+    return available.bool()
+
+
+def _modality_names(modalities: Sequence[str]) -> tuple[str, ...]:
+    names = parse_modality_list(list(modalities), "network modalities")
+    if len(names) != len(list(modalities)):
+        raise NetworkError(f"network modalities {tuple(modalities)} name a modality twice")
+    return names
+
+
+def _topology(config: ConfigurationPlan) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
+    dims = config.spatial_dims
+    kernels = [as_tuple(k, dims, f"{config.name}: kernel_sizes[{s}]") for s, k in enumerate(config.kernel_sizes)]
+    strides = [as_tuple(k, dims, f"{config.name}: strides[{s}]") for s, k in enumerate(config.strides)]
+    return kernels, strides
+
+
+class DynamicSharingUNet(nn.Module):
+    """DS U-Net: per-modality stems, shared backbone with per-modality norms, mean fusion of logits.
+
+    ``modalities`` are put in canonical order (``flair, t1, t1ce, t2``); the modality axis of the
+    images and of ``available`` follows that order.
+    """
+
+    kind = "ds"
+
+    def __init__(self, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
+                 deep_supervision: bool = False):
+        super().__init__()
+        self.config = config
+        self.modalities: tuple[str, ...] = _modality_names(modalities)
+        self.n_modalities = len(self.modalities)
+        self.n_regions = n_regions
+        self.deep_supervision = deep_supervision
+        self.spatial_dims = config.spatial_dims
+        kernels, strides = _topology(config)
+        self._strides = strides
+        features = tuple(config.features_per_stage)
+        self.stems = nn.ModuleDict({m: ConvNormAct(config.spatial_dims, 1, features[0], kernels[0], strides[0],
+                                                   norm="instance") for m in self.modalities})
+        self.backbone = UNetBackbone(config.spatial_dims, features[0], features, kernels, strides,
+                                     config.n_conv_per_stage, n_regions, deep_supervision, norm="modality",
+                                     n_modalities=self.n_modalities, include_stem=False)
+        self.apply(init_weights)
+
+    # ----------------------------------------------------------------- structure
+    @property
+    def output_layer(self) -> nn.Module:
+        """The full-resolution 1x1 conv producing the R region logits (CGGM's W_F)."""
+        return self.backbone.output_layer
+
+    @property
+    def n_scales(self) -> int:
+        return self.backbone.n_scales
+
+    @property
+    def output_strides(self) -> list[tuple[int, ...]]:
+        """Downsampling factor of every output scale relative to the input (scale 0: all ones)."""
+        factors = cumulative_strides(self._strides)
+        return [factors[k] for k in range(self.n_scales)]
+
+    def parameter_modalities(self) -> dict[str, str]:
+        """Every named parameter -> its modality name or ``"shared"``, read off the module structure:
+        the parameters of ``stems.<m>`` belong to ``m``; ``weight.<i>`` / ``bias.<i>`` of every
+        ModalityNorm belong to ``modalities[i]``; everything else is shared."""
+        owners: dict[str, str] = {}
+        for modality, stem in self.stems.items():
+            for name, _ in stem.named_parameters():
+                owners[f"stems.{modality}.{name}"] = modality
+        for prefix, module in self.named_modules():
+            if isinstance(module, ModalityNorm):
+                for local, index in module.owned_parameters():
+                    owners[f"{prefix}.{local}"] = self.modalities[index]
+        return {name: owners.get(name, "shared") for name, _ in self.named_parameters()}
+
+    def head_parameter_names(self) -> list[str]:
+        """Names of the parameters of the last (full-resolution) decoder stage and of every output
+        layer: what ``--gmd-scope head`` builds its Gram matrix from (DESIGN §6.2)."""
+        prefixes = (f"backbone.decoder.{len(self.backbone.decoder) - 1}.", "backbone.output_layer.",
+                    "backbone.ds_layers.")
+        return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
+
+    # ----------------------------------------------------------------- forward
+    def _check_inputs(self, images: Tensor, available: Tensor | None) -> Tensor:
+        if images.dim() != 2 + self.spatial_dims or images.shape[1] != self.n_modalities:
+            raise NetworkError(f"images must be (B, M={self.n_modalities}, {self.spatial_dims} spatial axes), "
+                               f"got shape {tuple(images.shape)}")
+        check_spatial_shape(images.shape[2:], self._strides, "images")
+        if available is None:
+            return torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
+        return _check_available(available, images.shape[0], self.n_modalities, images.device)
+
+    def forward_branches(self, images: Tensor, available: Tensor, batched: bool = True,
+                         return_features: bool = False) -> BranchOutput:
+        """Run the branch of every available (sample, modality) pair; see the module docstring."""
+        available = self._check_inputs(images, available)
+        return self._branches(images, available, batched, return_features, all_scales=True)
+
+    def _branches(self, images: Tensor, available: Tensor, batched: bool, return_features: bool,
+                  all_scales: bool) -> BranchOutput:
+        batch, device = images.shape[0], images.device
+        mask = available.cpu()
+        per_modality = [mask[:, m].nonzero(as_tuple=True)[0] for m in range(self.n_modalities)]
+        present = [m for m in range(self.n_modalities) if len(per_modality[m])]
+        if not present:
+            return self._empty_output(images, available, return_features, all_scales)
+        samples = {m: per_modality[m].to(device, non_blocking=True) for m in present}
+        stems = list(self.stems.values())
+
+        def stem(m: int) -> Tensor:
+            return stems[m](images[samples[m], m].unsqueeze(1))
+
+        if batched:
+            features_in = torch.cat([stem(m) for m in present]) if len(present) > 1 else stem(present[0])
+            row_modality = torch.cat([torch.full((len(per_modality[m]),), m, dtype=torch.long)
+                                      for m in present]).to(device, non_blocking=True)
+            logits, last = self.backbone(features_in, row_modality, all_scales)
+            row_samples = [torch.cat([samples[m] for m in present])]
+            row_modalities = [row_modality]
+            outputs = [[scale] for scale in logits], [last]
+            skip = False
+        else:
+            runs = [self.backbone(stem(m), m, all_scales) for m in present]
+            row_samples = [samples[m] for m in present]
+            row_modalities = [torch.full_like(samples[m], m) for m in present]
+            outputs = [[run[0][k] for run in runs] for k in range(len(runs[0][0]))], [run[1] for run in runs]
+            skip = True
+        scale_parts, feature_parts = outputs
+        assembled = [_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *parts)
+                     for parts in scale_parts]
+        features = (_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *feature_parts)
+                    if return_features else None)
+        return BranchOutput(logits=assembled, available=available, features=features)
+
+    def _empty_output(self, images: Tensor, available: Tensor, return_features: bool,
+                      all_scales: bool) -> BranchOutput:
+        batch, spatial = images.shape[0], images.shape[2:]
+        shapes = [tuple(s // f for s, f in zip(spatial, factor))
+                  for factor in (self.output_strides if all_scales else self.output_strides[:1])]
+        logits = [images.new_zeros((batch, self.n_modalities, self.n_regions) + shape) for shape in shapes]
+        features = (images.new_zeros((batch, self.n_modalities, self.config.features_per_stage[0]) + tuple(spatial))
+                    if return_features else None)
+        return BranchOutput(logits=logits, available=available, features=features)
+
+    def fuse(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Mean of the branch logits over ``subset`` ∩ available: ``(fused (B, R, *s), valid (B,))``."""
+        if branch_logits.dim() < 3 or branch_logits.shape[1] != self.n_modalities:
+            raise NetworkError(f"branch logits must be (B, M={self.n_modalities}, R, ...), "
+                               f"got shape {tuple(branch_logits.shape)}")
+        return fuse_branches(branch_logits, available, subset)
+
+    def subset_logits(self, images: Tensor, available: Tensor, subsets: Sequence[Sequence[int]],
+                      batched: bool = True) -> list[tuple[list[Tensor], Tensor]]:
+        """For each subset: (fused logits per scale, valid). One :meth:`forward_branches`, then a
+        cheap fusion per subset."""
+        branches = self.forward_branches(images, available, batched=batched)
+        results = []
+        for subset in subsets:
+            fused = [self.fuse(scale, branches.available, subset) for scale in branches.logits]
+            results.append(([f for f, _ in fused], fused[0][1]))
+        return results
+
+    def forward(self, images: Tensor, available: Tensor | None = None) -> Tensor:
+        """Inference: fused logits over all available modalities at full resolution, ``(B, R, *spatial)``.
+
+        ``available`` defaults to all modalities; a sample with none gets zeros.
+        """
+        available = self._check_inputs(images, available)
+        branches = self._branches(images, available, batched=True, return_features=False, all_scales=False)
+        fused, _ = fuse_branches(branches.logits[0], available, range(self.n_modalities))
+        return fused

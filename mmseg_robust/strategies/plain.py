@@ -1,0 +1,45 @@
+"""``plain``: the mean of the per-subset losses, one backward, no conflict removal (DESIGN §6.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mmseg_robust.losses import DeepSupervisionLoss
+from mmseg_robust.strategies.base import GradientStrategy, StepOutcome
+from mmseg_robust.training.precision import Precision
+from mmseg_robust.training.subsets import SubsetSampler, random_modality_dropout, subset_name
+
+
+class PlainStrategy(GradientStrategy):
+    """DS model: L = mean over the step's subsets S of loss(mean_{m in S} z_m, y).
+
+    Early-fusion model: the classic baseline, one forward on inputs with random modality dropout
+    (each sample keeps a random non-empty subset of its modalities, the rest zero-filled).
+    """
+
+    name = "plain"
+
+    def __init__(self, subsets: SubsetSampler, loss: DeepSupervisionLoss | None = None, seed: int = 0) -> None:
+        self.sampler = subsets
+        self.loss = loss or DeepSupervisionLoss()
+        self.seed = seed
+
+    def backward(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
+                 precision: Precision) -> StepOutcome:
+        images, available, target = batch["images"], batch["available"], batch["target"]
+        if model.kind == "early_fusion":
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            available = random_modality_dropout(available.cpu(), generator).to(available.device)
+            subsets = [tuple(range(len(model.modalities)))]
+        else:
+            present = torch.nonzero(available.any(0)).flatten().tolist()
+            subsets = self.sampler.subsets(present, step)
+        with precision.autocast():
+            results = model.subset_logits(images, available, subsets)
+            losses = [self.loss(scales, target, valid) for scales, valid in results]
+            total = torch.stack(losses).mean()
+        precision.scale(total).backward()
+        names = ["dropout"] if model.kind == "early_fusion" else [subset_name(s, model.modalities) for s in subsets]
+        return StepOutcome(loss=float(total.detach()),
+                           subset_losses={n: float(v.detach()) for n, v in zip(names, losses)})

@@ -1,0 +1,1 @@
+"""Training: data loading, subsets, precision, checkpoints, validation, the training loop."""

@@ -1,0 +1,93 @@
+"""The training configuration (``config.json`` of a results folder) and where results go."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from mmseg_robust import __version__
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
+from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.planners.plans import Plans
+
+TRAINING_CONFIG_SCHEMA_VERSION = 1
+CONFIG_FILE = "config.json"
+MODEL_KINDS: tuple[str, ...] = ("ds", "early_fusion")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
+
+
+class TrainingConfigError(MMRobustError):
+    """An inconsistent training setting or results folder."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Every hyper-parameter of a run; defaults follow DESIGN.md §7 (nnU-Net's)."""
+
+    dataset: str
+    configuration: str
+    fold: int
+    model: str = "ds"
+    strategy: str = "plain"
+    subsets: str = "all"
+    epochs: int = 1000
+    iters_per_epoch: int = 250
+    optimizer: str = "sgd"
+    learning_rate: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    amp: str = "auto"
+    device: str = "auto"
+    compile: bool = False
+    deep_supervision: bool = True
+    num_workers: int = 2
+    seed: int = 0
+    oversample_foreground: float = 0.33
+    val_patches_per_case: int = 2
+    ema_momentum: float = 0.9
+    schema_version: int = TRAINING_CONFIG_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise TrainingConfigError(f"--model {self.model!r}: one of {', '.join(MODEL_KINDS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise TrainingConfigError(f"--optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
+        if self.epochs < 1 or self.iters_per_epoch < 1:
+            raise TrainingConfigError("--epochs and --iters-per-epoch must be at least 1")
+
+    @property
+    def run_name(self) -> str:
+        """``<config>__<strategy>`` for the DS model (DESIGN §4), ``<config>__early_fusion`` else."""
+        return f"{self.configuration}__{self.strategy if self.model == 'ds' else self.model}"
+
+    def output_dir(self, results: Path) -> Path:
+        return Path(results) / self.dataset / self.run_name / f"fold_{self.fold}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = CONFIG_FILE) -> "TrainingConfig":
+        require_schema_version(data, TRAINING_CONFIG_SCHEMA_VERSION, source, "training config",
+                               TrainingConfigError, "train again")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def save_run_config(output_dir: Path, config: TrainingConfig, plans: Plans) -> Path:
+    """``config.json``: the training config, the plans and the code version, enough to rebuild the model."""
+    path = Path(output_dir) / CONFIG_FILE
+    write_json_atomic(path, {"training": config.to_dict(), "plans": plans.to_dict(), "mmrobust_version": __version__})
+    return path
+
+
+def load_run_config(output_dir: Path) -> tuple[TrainingConfig, Plans]:
+    """Read back :func:`save_run_config`'s file."""
+    path = Path(output_dir) / CONFIG_FILE
+    data = read_json_artifact(path, "training config", TrainingConfigError, "not a results folder of mmrobust train")
+    return TrainingConfig.from_dict(data["training"], str(path)), Plans.from_dict(data["plans"], str(path))

@@ -1,0 +1,91 @@
+"""Modality subsets (DESIGN.md §6.1): which modality combinations a training step and the
+evaluation use, their names in the papers' tables, and modality dropout for early fusion."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from mmseg_robust.data.modalities import MODALITY_SHORT_NAMES
+from mmseg_robust.errors import MMRobustError
+
+#: Accepted ``--subsets`` values besides ``k=N``.
+SUBSET_FAMILIES: tuple[str, ...] = ("all", "full", "missing-1", "missing-2", "missing-3")
+_SAMPLED = re.compile(r"^k=(\d+)$")
+
+
+class SubsetSpecError(MMRobustError):
+    """An unknown ``--subsets`` value."""
+
+
+def nonempty_subsets(indices: Sequence[int]) -> list[tuple[int, ...]]:
+    """Every non-empty subset of ``indices``, smallest first, each in ascending order."""
+    items = sorted(indices)
+    return [c for size in range(1, len(items) + 1) for c in combinations(items, size)]
+
+
+def subset_name(subset: Sequence[int], modalities: Sequence[str]) -> str:
+    """Name as in GMD's Table 2: ``Full``, ``~T1`` (all but one), else ``T1c,T2``."""
+    if len(subset) == len(modalities):
+        return "Full"
+    short = [MODALITY_SHORT_NAMES.get(m, m) for m in modalities]
+    if len(modalities) > 2 and len(subset) == len(modalities) - 1:
+        (missing,) = set(range(len(modalities))) - set(subset)
+        return f"~{short[missing]}"
+    return ",".join(short[i] for i in subset)
+
+
+def check_subset_spec(spec: str) -> str:
+    """Validate a ``--subsets`` value (``all``, ``full``, ``missing-K`` or ``k=N``)."""
+    if spec in SUBSET_FAMILIES or (_SAMPLED.match(spec) and int(spec[2:]) >= 1):
+        return spec
+    raise SubsetSpecError(f"--subsets {spec!r}: expected one of {', '.join(SUBSET_FAMILIES)} or k=N (N >= 1)")
+
+
+@dataclass(frozen=True)
+class SubsetSampler:
+    """Chooses the subsets of one training step from the modalities present in its batch.
+
+    ``all``: every non-empty subset; ``k=N``: N of them uniformly without replacement (the
+    paper's complexity fix); ``full``: only the full set; ``missing-K``: the subsets lacking
+    exactly K of the present modalities (paper Table 5). Draws are a function of (seed, step).
+    """
+
+    spec: str
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_subset_spec(self.spec)
+
+    def subsets(self, present: Sequence[int], step: int) -> list[tuple[int, ...]]:
+        present = sorted(present)
+        candidates = nonempty_subsets(present)
+        if self.spec == "all":
+            return candidates
+        if self.spec == "full":
+            return [tuple(present)]
+        if self.spec.startswith("missing-"):
+            size = len(present) - int(self.spec.split("-")[1])
+            chosen = [s for s in candidates if len(s) == size]
+            return chosen or [tuple(present)]
+        k = min(int(self.spec[2:]), len(candidates))
+        rng = np.random.default_rng([self.seed, step])
+        picked = rng.choice(len(candidates), size=k, replace=False)
+        return [candidates[i] for i in sorted(picked)]
+
+
+def random_modality_dropout(available: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Keep, per sample, a uniformly random non-empty subset of its available modalities
+    (early fusion's training; the subsets are those the evaluation scores)."""
+    kept = torch.zeros_like(available)
+    for row in range(available.shape[0]):
+        present = torch.nonzero(available[row]).flatten().tolist()
+        options = nonempty_subsets(present)
+        choice = options[int(torch.randint(len(options), (1,), generator=generator))]
+        kept[row, list(choice)] = True
+    return kept

@@ -1,0 +1,396 @@
+"""DS U-Net and early-fusion U-Net: shapes, batched == per-modality branches, fusion, ownership."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+import pytest
+import torch
+from mmseg_robust.planners.plans import ConfigurationPlan
+
+from mmseg_robust.networks import (
+    BranchOutput,
+    DynamicSharingUNet,
+    EarlyFusionUNet,
+    ModalityNorm,
+    NetworkError,
+    build_network,
+)
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+ALL_SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(range(4), k)]
+
+
+def plan(dims: int, n_conv: int = 2) -> ConfigurationPlan:
+    if dims == 3:
+        return ConfigurationPlan(name="3d_fullres", spatial_dims=3, patch_size=(16, 16, 16), batch_size=2,
+                                 features_per_stage=(4, 8, 16), kernel_sizes=((3, 3, 3),) * 3,
+                                 strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)), data_identifier="test",
+                                 estimated_memory_gb=0.1, n_conv_per_stage=n_conv)
+    return ConfigurationPlan(name="2d", spatial_dims=2, patch_size=(32, 32), batch_size=2,
+                             features_per_stage=(4, 8, 16, 32), kernel_sizes=((3, 3),) * 4,
+                             strides=((1, 1), (2, 2), (2, 2), (2, 2)), data_identifier="test",
+                             estimated_memory_gb=0.1, n_conv_per_stage=n_conv)
+
+
+def make_ds(dims: int, deep_supervision: bool = False, seed: int = 0, **kwargs) -> DynamicSharingUNet:
+    torch.manual_seed(seed)
+    net = build_network("ds", plan(dims, **kwargs), MODALITIES, deep_supervision=deep_supervision)
+    _randomize_affine(net)
+    return net
+
+
+def _randomize_affine(net: torch.nn.Module) -> None:
+    """Norm affine parameters start at 1/0; make them modality-specific so that mixing them up shows."""
+    with torch.no_grad():
+        for name, param in net.named_parameters():
+            if "norm" in name:
+                param.add_(0.2 * torch.randn_like(param))
+
+
+def images_for(dims: int, batch: int = 4, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    spatial = (16, 16, 16) if dims == 3 else (32, 32)
+    return torch.randn((batch, 4) + spatial, generator=generator)
+
+
+#: Mixed availability; t1 (index 1) is absent from the whole batch.
+MIXED = torch.tensor([[1, 0, 1, 1],
+                      [1, 0, 0, 0],
+                      [0, 0, 1, 1],
+                      [1, 0, 1, 0]], dtype=torch.bool)
+
+
+def _weighted_subset_loss(net: DynamicSharingUNet, out: BranchOutput, available: torch.Tensor) -> torch.Tensor:
+    loss = torch.zeros(())
+    for i, subset in enumerate(ALL_SUBSETS):
+        for k, scale in enumerate(out.logits):
+            fused, _ = net.fuse(scale, available, subset)
+            loss = loss + (1 + 0.1 * i) / (k + 1) * (fused.tanh() * torch.linspace(-1, 1, fused.numel())
+                                                     .view_as(fused)).mean()
+    if out.features is not None:
+        loss = loss + 0.01 * out.features.square().mean()
+    return loss
+
+
+def _gradients(net: torch.nn.Module, loss: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    net.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: (None if p.grad is None else p.grad.clone()) for name, p in net.named_parameters()}
+
+
+def _is_zero(grad: torch.Tensor | None) -> bool:
+    return grad is None or not bool(grad.ne(0).any())
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
+    actual, expected = actual.detach(), expected.detach()
+    scale = max(float(expected.abs().max()), 1e-3)
+    assert float((actual - expected).abs().max()) <= rel * scale, \
+        f"max diff {float((actual - expected).abs().max()):.3g} vs scale {scale:.3g}"
+
+
+# --------------------------------------------------------------------------- shapes and building
+
+@pytest.mark.parametrize("dims", [3, 2])
+@pytest.mark.parametrize("kind", ["ds", "early_fusion"])
+def test_output_shapes(dims: int, kind: str) -> None:
+    net = build_network(kind, plan(dims), MODALITIES, n_regions=3)
+    assert net.kind == kind and net.modalities == MODALITIES
+    images = images_for(dims, batch=2)
+    out = net(images, torch.ones(2, 4, dtype=torch.bool))
+    assert out.shape == (2, 3) + images.shape[2:]
+    assert net.output_layer.weight.shape[:2] == (3, 4)
+    assert net.output_layer is net.backbone.output_layer
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+@pytest.mark.parametrize("kind", ["ds", "early_fusion"])
+def test_deep_supervision_scales(dims: int, kind: str) -> None:
+    config = plan(dims)
+    net = build_network(kind, config, MODALITIES, deep_supervision=True)
+    images = images_for(dims, batch=2)
+    expected_scales = config.n_stages - 1  # one per decoder stage; the bottleneck has none
+    assert net.n_scales == expected_scales
+    spatial = images.shape[2:]
+    expected_shapes = [tuple(s // f for s, f in zip(spatial, factor)) for factor in net.output_strides]
+    assert net.output_strides[0] == (1,) * dims and net.output_strides[1] == (2,) * dims
+    available = torch.ones(2, 4, dtype=torch.bool)
+    if kind == "ds":
+        out = net.forward_branches(images, available)
+        assert [tuple(t.shape) for t in out.logits] == [(2, 4, 3) + s for s in expected_shapes]
+    results = net.subset_logits(images, available, [[0, 1]])
+    assert [tuple(t.shape) for t in results[0][0]] == [(2, 3) + s for s in expected_shapes]
+    assert net(images, available).shape == (2, 3) + spatial  # inference: full resolution only
+    flat = build_network(kind, config, MODALITIES, deep_supervision=False)
+    assert flat.n_scales == 1 and len(flat.subset_logits(images, available, [[0]])[0][0]) == 1
+
+
+def test_build_network_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="unknown network kind"):
+        build_network("unet++", plan(3), MODALITIES)
+    with pytest.raises(NetworkError):
+        build_network("ds", plan(3), ["flair", "t2f"])  # the same modality twice
+    net = build_network("ds", plan(3), MODALITIES)
+    with pytest.raises(NetworkError, match="divisible"):
+        net(torch.zeros(1, 4, 14, 16, 16))
+    with pytest.raises(NetworkError, match="M=4"):
+        net(torch.zeros(1, 3, 16, 16, 16))
+    with pytest.raises(NetworkError, match="available"):
+        net(torch.zeros(1, 4, 16, 16, 16), torch.ones(1, 3, dtype=torch.bool))
+
+
+def test_modalities_in_canonical_order() -> None:
+    net = build_network("ds", plan(2), ["T2", "flair"])
+    assert net.modalities == ("flair", "t2") and list(net.stems) == ["flair", "t2"]
+    assert net(torch.randn(1, 2, 32, 32)).shape == (1, 3, 32, 32)
+
+
+def test_single_conv_per_stage() -> None:
+    """n_conv_per_stage = 1: stage 0 of the backbone is just the stems."""
+    net = make_ds(3, n_conv=1)
+    out = net.forward_branches(images_for(3), MIXED)
+    assert out.logits[0].shape == (4, 4, 3, 16, 16, 16)
+
+
+# --------------------------------------------------------------------------- DS: batched == per-modality
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_batched_equals_per_modality_loop(dims: int) -> None:
+    net = make_ds(dims, deep_supervision=True)
+    images = images_for(dims)
+    batched = net.forward_branches(images, MIXED, batched=True, return_features=True)
+    looped = net.forward_branches(images, MIXED, batched=False, return_features=True)
+    assert len(batched.logits) == len(looped.logits) == plan(dims).n_stages - 1
+    for a, b in zip(batched.logits, looped.logits):
+        assert_close(a, b)
+    assert_close(batched.features, looped.features)
+    assert torch.equal(batched.available, MIXED)
+
+    grads_batched = _gradients(net, _weighted_subset_loss(net, batched, MIXED))
+    grads_looped = _gradients(net, _weighted_subset_loss(net, net.forward_branches(
+        images, MIXED, batched=False, return_features=True), MIXED))
+    owners = net.parameter_modalities()
+    for name in grads_batched:
+        a, b = grads_batched[name], grads_looped[name]
+        if owners[name] == "t1":  # absent from the whole batch
+            assert _is_zero(a) and _is_zero(b), name
+            continue
+        assert a is not None and b is not None, name
+        assert_close(a, b, rel=1e-4)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_unavailable_rows_are_zero_and_ignored(batched: bool) -> None:
+    net = make_ds(3)
+    images = images_for(3)
+    out = net.forward_branches(images, MIXED, batched=batched, return_features=True)
+    for b, m in zip(*torch.nonzero(~MIXED, as_tuple=True)):
+        assert not out.logits[0][b, m].any() and not out.features[b, m].any()
+    for b, m in zip(*torch.nonzero(MIXED, as_tuple=True)):
+        assert out.logits[0][b, m].abs().sum() > 0
+    garbage = images.clone()
+    garbage[~MIXED] = float("nan")  # unavailable channels may hold anything
+    again = net.forward_branches(garbage, MIXED, batched=batched)
+    assert torch.equal(again.logits[0], out.logits[0])
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_absent_modality_branch_not_executed(batched: bool) -> None:
+    net = make_ds(3)
+    calls: Counter[str] = Counter()
+    rows: Counter[str] = Counter()
+    for modality, stem in net.stems.items():
+        def hook(module, inputs, output, modality=modality):
+            calls[modality] += 1
+            rows[modality] += inputs[0].shape[0]
+        stem.register_forward_hook(hook)
+    out = net.forward_branches(images_for(3), MIXED, batched=batched)
+    assert calls["t1"] == 0 and rows["t1"] == 0
+    assert {m: rows[m] for m in ("flair", "t1ce", "t2")} == {"flair": 3, "t1ce": 3, "t2": 2}
+    assert all(calls[m] == 1 for m in ("flair", "t1ce", "t2"))
+
+    grads = _gradients(net, _weighted_subset_loss(net, out, MIXED))
+    owners = net.parameter_modalities()
+    t1_params = [n for n, o in owners.items() if o == "t1"]
+    assert any(n.startswith("stems.t1.") for n in t1_params) and any(".norm.weight.1" in n for n in t1_params)
+    for name in t1_params:
+        assert _is_zero(grads[name]), name
+    for name, owner in owners.items():
+        if owner in ("flair", "t1ce", "t2") and name.endswith("weight"):
+            assert not _is_zero(grads[name]), name
+
+
+def test_per_modality_subset_backward_runs_only_subset_branches() -> None:
+    """batched=False: a backward through a subset's fused loss gives the other modalities no gradient
+    (their graphs are not run) and the same gradients as the batched path."""
+    net = make_ds(2)
+    images = images_for(2)
+    available = torch.ones(4, 4, dtype=torch.bool)
+    available[0, 0] = False
+    for subset in ([0], [1, 3], [0, 2, 3]):
+        losses = {}
+        for batched in (True, False):
+            out = net.forward_branches(images, available, batched=batched)
+            fused, valid = net.fuse(out.logits[0], available, subset)
+            losses[batched] = _gradients(net, fused[valid].sin().mean())
+        owners = net.parameter_modalities()
+        for name, owner in owners.items():
+            if owner != "shared" and MODALITIES.index(owner) not in subset:
+                assert losses[False][name] is None, name  # not run at all
+                assert _is_zero(losses[True][name]), name  # run, but zero
+            else:
+                assert_close(losses[False][name], losses[True][name], rel=1e-4)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_second_order_through_output_layer(batched: bool) -> None:
+    """CGGM differentiates the output layer's gradient (create_graph=True) through the fusion."""
+    net = make_ds(2)
+    out = net.forward_branches(images_for(2), MIXED, batched=batched)
+    fused, _ = net.fuse(out.logits[0], MIXED, [0, 2, 3])
+    (grad_w,) = torch.autograd.grad(fused.square().mean(), net.output_layer.weight, create_graph=True)
+    net.zero_grad(set_to_none=True)
+    grad_w.square().sum().backward()
+    assert not _is_zero(net.stems["flair"].conv.weight.grad)
+    assert _is_zero(net.stems["t1"].conv.weight.grad)
+
+
+def test_changing_one_modality_changes_only_its_branch() -> None:
+    net = make_ds(2)
+    images = images_for(2)
+    available = torch.ones(4, 4, dtype=torch.bool)
+    before = net.forward_branches(images, available).logits[0]
+    changed = images.clone()
+    changed[:, 2] += 1.0
+    after = net.forward_branches(changed, available).logits[0]
+    differs = (after - before).flatten(2).abs().amax(2) > 0  # (B, M)
+    assert differs[:, 2].all() and not differs[:, [0, 1, 3]].any()
+
+
+def test_sample_without_modalities() -> None:
+    net = make_ds(3, deep_supervision=True)
+    available = MIXED.clone()
+    available[1] = False
+    out = net(images_for(3), available)
+    assert not out[1].any() and out[0].abs().sum() > 0
+    none = net.forward_branches(images_for(3), torch.zeros(4, 4, dtype=torch.bool), return_features=True)
+    assert [t.shape for t in none.logits] == [(4, 4, 3, 16, 16, 16), (4, 4, 3, 8, 8, 8)]
+    assert not none.logits[0].any() and none.features.shape == (4, 4, 4, 16, 16, 16)
+
+
+# --------------------------------------------------------------------------- fusion
+
+def test_fuse_is_mean_over_available_subset() -> None:
+    net = make_ds(2)
+    torch.manual_seed(3)
+    logits = torch.randn(4, 4, 3, 8, 8)
+    logits[~MIXED] = 0.0  # as forward_branches leaves them
+    for subset in ALL_SUBSETS:
+        fused, valid = net.fuse(logits, MIXED, subset)
+        assert fused.shape == (4, 3, 8, 8) and valid.dtype == torch.bool
+        for b in range(4):
+            present = [m for m in subset if MIXED[b, m]]
+            assert bool(valid[b]) == bool(present)
+            if present:
+                expected = sum(logits[b, m] for m in present) / len(present)
+                assert torch.allclose(fused[b], expected, atol=1e-6)
+            else:
+                assert not fused[b].any()
+    # t1 (index 1) is nowhere available: the subset {t1} is invalid everywhere
+    fused, valid = net.fuse(logits, MIXED, [1])
+    assert not valid.any() and not fused.any()
+    # absent modalities are not zero-filled into the mean
+    fused, _ = net.fuse(logits, MIXED, [0, 1, 2, 3])
+    assert torch.allclose(fused[1], logits[1, 0])
+
+
+def test_fuse_rejects_bad_subsets() -> None:
+    net = make_ds(2)
+    logits = torch.zeros(4, 4, 3, 8, 8)
+    for bad in ([], [0, 0], [4], [-1]):
+        with pytest.raises(NetworkError):
+            net.fuse(logits, MIXED, bad)
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_ds_subset_logits_equals_fuse(dims: int) -> None:
+    net = make_ds(dims, deep_supervision=True)
+    images = images_for(dims)
+    out = net.forward_branches(images, MIXED)
+    results = net.subset_logits(images, MIXED, ALL_SUBSETS)
+    assert len(results) == 15
+    for subset, (scales, valid) in zip(ALL_SUBSETS, results):
+        assert len(scales) == net.n_scales
+        for k, fused in enumerate(scales):
+            expected, expected_valid = net.fuse(out.logits[k], MIXED, subset)
+            assert torch.equal(valid, expected_valid)
+            assert torch.allclose(fused, expected, atol=1e-6)
+    full, _ = net.fuse(out.logits[0], MIXED, [0, 1, 2, 3])
+    assert torch.allclose(net(images, MIXED), full, atol=1e-6)
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_early_fusion_subset_logits_equals_zeroed_forward(dims: int) -> None:
+    torch.manual_seed(0)
+    net = build_network("early_fusion", plan(dims), MODALITIES, deep_supervision=True)
+    assert isinstance(net, EarlyFusionUNet)
+    images = images_for(dims)
+    garbage = images.clone()
+    garbage[~MIXED] = float("nan")  # unavailable channels are zero-filled, whatever they hold
+    results = net.subset_logits(garbage, MIXED, ALL_SUBSETS)
+    assert len(results) == 15
+    for subset, (scales, valid) in zip(ALL_SUBSETS, results):
+        keep = MIXED.clone()
+        keep[:, [m for m in range(4) if m not in subset]] = False
+        zeroed = images * keep.view(4, 4, *([1] * dims))
+        expected = net(zeroed, torch.ones(4, 4, dtype=torch.bool))
+        assert torch.equal(valid, keep.any(1))
+        assert len(scales) == net.n_scales and scales[1].shape[2:] == tuple(s // 2 for s in images.shape[2:])
+        assert torch.allclose(scales[0][valid], expected[valid], atol=1e-5)
+        assert not scales[0][~valid].any()
+    assert torch.allclose(net(garbage, MIXED), net(images * MIXED.view(4, 4, *([1] * dims))), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- parameter ownership
+
+def test_parameter_modalities_ds() -> None:
+    net = make_ds(3, deep_supervision=True)
+    owners = net.parameter_modalities()
+    assert set(owners) == {name for name, _ in net.named_parameters()}
+    assert set(owners.values()) == set(MODALITIES) | {"shared"}
+    for name, owner in owners.items():
+        if name.startswith("stems."):
+            assert owner == name.split(".")[1]
+        elif ".norm." in name:
+            assert owner == MODALITIES[int(name.rsplit(".", 1)[1])]
+        else:
+            assert owner == "shared", name
+    norms = [m for m in net.modules() if isinstance(m, ModalityNorm)]
+    # every norm after the stems is modality-specific: 2 blocks per stage, minus the stem, plus the decoder
+    assert len(norms) == 2 * 3 - 1 + 2 * 2
+    per_modality = Counter(owners.values())
+    assert len({per_modality[m] for m in MODALITIES}) == 1  # same structure for every modality
+    assert owners["backbone.output_layer.weight"] == "shared"
+    # every parameter is owned once: ModalityNorm parameters are separate tensors per modality
+    params = dict(net.named_parameters())
+    assert params["backbone.encoder.1.blocks.0.norm.weight.2"].shape == (8,)
+
+
+def test_head_parameter_names() -> None:
+    net = make_ds(3, deep_supervision=True)
+    names = net.head_parameter_names()
+    owners = net.parameter_modalities()
+    assert "backbone.output_layer.weight" in names and "backbone.ds_layers.0.weight" in names
+    assert "backbone.decoder.1.blocks.1.conv.weight" in names
+    assert not any(n.startswith(("stems.", "backbone.encoder.", "backbone.decoder.0.")) for n in names)
+    assert {owners[n] for n in names} == set(MODALITIES) | {"shared"}  # the last stage's norms
+
+
+def test_parameter_modalities_early_fusion() -> None:
+    net = build_network("early_fusion", plan(2), MODALITIES)
+    owners = net.parameter_modalities()
+    assert set(owners) == {name for name, _ in net.named_parameters()}
+    assert set(owners.values()) == {"shared"}
+    assert net.backbone.encoder[0].blocks[0].conv.in_channels == 4

@@ -1,0 +1,150 @@
+"""`mmrobust train` on tiny preprocessed synthetic data: artifacts, exact resume after SIGKILL,
+two-process gloo training, bf16 autocast on the CPU, and refusals with one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmseg_robust.data.discovery import discover_dataset
+from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
+from mmseg_robust.planners.experiment_planner import PlanningRequest
+from mmseg_robust.planners.plan_and_preprocess import (
+    DatasetLocation, ensure_splits, run_extract_fingerprint, run_plan, run_preprocess)
+
+DATASET = "Tiny"
+FAST = ("--epochs", "2", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",
+        "--val-patches-per-case", "1")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, str]:
+    """Six small cases, planned with 4 base features so a CPU step takes milliseconds."""
+    root = tmp_path_factory.mktemp("tiny")
+    raw = make_synthetic_dataset(root / "raw" / DATASET, SyntheticSpec("brats2021", 6, (32, 40, 40), seed=1),
+                                 progress=False)
+    location = DatasetLocation(DATASET, raw, root / "pre" / DATASET)
+    dataset = discover_dataset(raw)
+    run_extract_fingerprint(location, dataset, progress=False)
+    run_plan(location, PlanningRequest(base_features=4))
+    run_preprocess(location, dataset, ("3d_fullres", "2d"), progress=False)
+    ensure_splits(location, [c.case_id for c in dataset.cases])
+    return {"MMROBUST_PREPROCESSED": str(root / "pre"), "MMROBUST_RESULTS": str(root / "results")}
+
+
+def run_dir(env: dict[str, str], name: str, fold: int = 0) -> Path:
+    return Path(env["MMROBUST_RESULTS"]) / DATASET / name / f"fold_{fold}"
+
+
+def log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in (path / "training_log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
+def test_training_writes_every_artifact(tiny, run_cli, configuration):
+    result = run_cli("train", "-d", DATASET, "-c", configuration, "-f", "0", *FAST, env=tiny)
+    assert result.returncode == 0, result.stderr
+    out = run_dir(tiny, f"{configuration}__plain")
+    assert {p.name for p in out.iterdir()} >= {"checkpoint_latest.pt", "checkpoint_best.pt", "training_log.jsonl",
+                                               "progress.png", "config.json"}
+    records = log(out)
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert len(records[-1]["val_dice"]) == 15 and set(records[-1]["val_dice"]["Full"]) == {"WT", "TC", "ET"}
+    assert all(0 <= v <= 1 for per in records[-1]["val_dice"].values() for v in per.values())
+    assert records[1]["learning_rate"] < records[0]["learning_rate"] == pytest.approx(1e-2)
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["configuration"] == configuration and "plans" in config
+    assert f"{out}: 2 epochs" in result.stdout
+
+
+def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path):
+    args = [sys.executable, "-m", "mmseg_robust", "train", "-d", DATASET, "-c", "3d_fullres", "--epochs", "3",
+            "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1"]
+
+    def env(results: Path) -> dict[str, str]:
+        return {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
+                "MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"], "MMROBUST_RESULTS": str(results)}
+
+    whole = subprocess.run(args, env=env(tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    killed_log = tmp_path / "killed" / DATASET / "3d_fullres__plain" / "fold_0" / "checkpoint_latest.pt"
+    process = subprocess.Popen(args, env=env(tmp_path / "killed"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not killed_log.exists():
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    interrupted_at = torch.load(killed_log, weights_only=False)["epoch"]
+    assert 1 <= interrupted_at < 3
+    resumed = subprocess.run(args + ["--resume"], env=env(tmp_path / "killed"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "whole" / DATASET / "3d_fullres__plain" / "fold_0" / "checkpoint_latest.pt",
+                   weights_only=False)
+    b = torch.load(killed_log, weights_only=False)
+    assert a["epoch"] == b["epoch"] == 3
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [r["train_loss"] for r in log(tmp_path / "whole" / DATASET / "3d_fullres__plain" / "fold_0")] == \
+        [r["train_loss"] for r in log(killed_log.parent)]
+
+
+def test_two_gloo_processes_stay_in_sync(tiny, tmp_path):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
+           "MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"], "MMROBUST_RESULTS": str(tmp_path),
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "mmseg_robust", "train", "-d", DATASET, "-c", "3d_fullres", "--epochs", "1",
+               "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = log(tmp_path / DATASET / "3d_fullres__plain" / "fold_0")
+    assert record["world_size"] == 2 and record["ranks_in_sync"] is True
+
+
+def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
+    bf16 = run_cli("train", "-d", DATASET, "-c", "2d", "-f", "1", *FAST, "--amp", "bf16", env=tiny)
+    assert bf16.returncode == 0, bf16.stderr
+    records = log(run_dir(tiny, "2d__plain", fold=1))
+    assert records[-1]["precision"] == "bf16" and all(r["train_loss"] == r["train_loss"] for r in records)
+    early = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "1", *FAST, "--model", "early_fusion", env=tiny)
+    assert early.returncode == 0, early.stderr
+    assert len(log(run_dir(tiny, "3d_fullres__early_fusion", fold=1))[-1]["val_dice"]) == 15
+
+
+def test_refusals_are_one_line(tiny, run_cli, tmp_path):
+    first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, env=tiny)
+    assert first.returncode == 0, first.stderr
+    out = run_dir(tiny, "3d_fullres__plain", fold=2)
+    again = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, env=tiny)
+    assert again.returncode == 1 and again.stderr.strip() == (
+        f"Error: {out}: holds a run already; pass --resume to continue it")
+    changed = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, "--resume", "--lr", "0.1",
+                      env=tiny)
+    assert changed.returncode == 1 and "--lr 0.1 differs from the run being resumed (0.01)" in changed.stderr
+    missing_fold = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "9", *FAST, env=tiny)
+    assert missing_fold.returncode == 1 and "no fold 9" in missing_fold.stderr
+    unset = run_cli("train", "-d", DATASET, *FAST, env={"MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"]})
+    assert unset.returncode == 1 and "MMROBUST_RESULTS is not set" in unset.stderr
+    # A checkpoint trained with other plans (another topology) is refused on resume.
+    plans_path = Path(tiny["MMROBUST_PREPROCESSED"]) / DATASET / "plans.json"
+    original = plans_path.read_text()
+    plans = json.loads(original)
+    plans["configurations"]["3d_fullres"]["features_per_stage"] = [
+        2 * f for f in plans["configurations"]["3d_fullres"]["features_per_stage"]]
+    try:
+        plans_path.write_text(json.dumps(plans))
+        other = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, "--resume", env=tiny)
+    finally:
+        plans_path.write_text(original)
+    assert other.returncode == 1 and "Traceback" not in other.stderr
+    assert other.stderr.strip().splitlines()[-1] == (
+        f"Error: {out / 'checkpoint_latest.pt'}: checkpoint was trained with other plans (different "
+        f"features_per_stage); train again or use its own plans")
