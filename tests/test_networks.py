@@ -22,6 +22,16 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 ALL_SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(range(4), k)]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models are tiny: one thread is as fast, and immune to oversubscription when other test
+    suites share the cores (OpenMP workers spin while they wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def plan(dims: int, n_conv: int = 2) -> ConfigurationPlan:
     if dims == 3:
         return ConfigurationPlan(name="3d_fullres", spatial_dims=3, patch_size=(16, 16, 16), batch_size=2,

@@ -246,15 +246,15 @@ class DynamicSharingUNet(nn.Module):
             logits, last = self.backbone(features_in, row_modality, all_scales)
             row_samples = [torch.cat([samples[m] for m in present])]
             row_modalities = [row_modality]
-            outputs = [[scale] for scale in logits], [last]
-            skip = False
+            scale_parts, feature_parts = [[scale] for scale in logits], [last]
+            skip = False  # one graph: nothing to skip
         else:
             runs = [self.backbone(stem(m), m, all_scales) for m in present]
             row_samples = [samples[m] for m in present]
             row_modalities = [torch.full_like(samples[m], m) for m in present]
-            outputs = [[run[0][k] for run in runs] for k in range(len(runs[0][0]))], [run[1] for run in runs]
-            skip = True
-        scale_parts, feature_parts = outputs
+            scale_parts = [[run[0][k] for run in runs] for k in range(len(runs[0][0]))]
+            feature_parts = [run[1] for run in runs]
+            skip = True  # a branch whose gradient slice is all zero is not run backwards
         assembled = [_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *parts)
                      for parts in scale_parts]
         features = (_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *feature_parts)

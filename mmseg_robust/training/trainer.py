@@ -108,8 +108,6 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
-    if device.type == "cpu":
-        logger.info("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
     output_dir = config.output_dir(results)
     latest = output_dir / ckpt.LATEST
     if latest.exists() and not resume:
@@ -117,6 +115,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     if resume and not latest.exists():
         raise TrainingError(f"{latest}: nothing to resume")
 
+    if device.type == "cpu":
+        logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
     _seed_everything(config.seed)
     model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision).to(device)
     optimizer = _make_optimizer(config, model)
