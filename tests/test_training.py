@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmseg_robust.planners.experiment_planner import PlanningRequest
+from mmseg_robust.planners.plan_and_preprocess import (
+    DatasetLocation,
+    ensure_splits,
+    run_extract_fingerprint,
+    run_plan,
+    run_preprocess,
+)
 
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
-from mmseg_robust.planners.experiment_planner import PlanningRequest
-from mmseg_robust.planners.plan_and_preprocess import (
-    DatasetLocation, ensure_splits, run_extract_fingerprint, run_plan, run_preprocess)
 
 DATASET = "Tiny"
 FAST = ("--epochs", "2", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",

@@ -27,7 +27,12 @@ from mmseg_robust.training import checkpoint as ckpt
 from mmseg_robust.training.config import TrainingConfig, save_run_config
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
-    average_gradients, broadcast_parameters, check_in_sync, init_distributed, shutdown)
+    average_gradients,
+    broadcast_parameters,
+    check_in_sync,
+    init_distributed,
+    shutdown,
+)
 from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
 from mmseg_robust.training.subsets import SubsetSampler, nonempty_subsets
