@@ -29,17 +29,14 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.data.modalities import parse_modality_list
 from mmseg_robust.planners.plans import ConfigurationPlan
 
+from .base import RegionNetwork, _check_available
 from .blocks import (
     ConvNormAct,
     ModalityNorm,
     NetworkError,
     UNetBackbone,
-    as_tuple,
-    check_spatial_shape,
-    cumulative_strides,
     init_weights,
 )
 
@@ -122,29 +119,7 @@ def _check_subset(subset: Sequence[int], n_modalities: int) -> list[int]:
     return indices
 
 
-def _check_available(available: Tensor, batch: int, n_modalities: int, device: torch.device) -> Tensor:
-    available = torch.as_tensor(available, device=device)
-    if tuple(available.shape) != (batch, n_modalities):
-        raise NetworkError(f"available must have shape (B, M) = ({batch}, {n_modalities}), "
-                           f"got {tuple(available.shape)}")
-    return available.bool()
-
-
-def _modality_names(modalities: Sequence[str]) -> tuple[str, ...]:
-    names = parse_modality_list(list(modalities), "network modalities")
-    if len(names) != len(list(modalities)):
-        raise NetworkError(f"network modalities {tuple(modalities)} name a modality twice")
-    return names
-
-
-def _topology(config: ConfigurationPlan) -> tuple[list[tuple[int, ...]], list[tuple[int, ...]]]:
-    dims = config.spatial_dims
-    kernels = [as_tuple(k, dims, f"{config.name}: kernel_sizes[{s}]") for s, k in enumerate(config.kernel_sizes)]
-    strides = [as_tuple(k, dims, f"{config.name}: strides[{s}]") for s, k in enumerate(config.strides)]
-    return kernels, strides
-
-
-class DynamicSharingUNet(nn.Module):
+class DynamicSharingUNet(RegionNetwork):
     """DS U-Net: per-modality stems, shared backbone with per-modality norms, mean fusion of logits.
 
     ``modalities`` are put in canonical order (``flair, t1, t1ce, t2``); the modality axis of the
@@ -155,15 +130,8 @@ class DynamicSharingUNet(nn.Module):
 
     def __init__(self, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
                  deep_supervision: bool = False):
-        super().__init__()
-        self.config = config
-        self.modalities: tuple[str, ...] = _modality_names(modalities)
-        self.n_modalities = len(self.modalities)
-        self.n_regions = n_regions
-        self.deep_supervision = deep_supervision
-        self.spatial_dims = config.spatial_dims
-        kernels, strides = _topology(config)
-        self._strides = strides
+        super().__init__(config, modalities, n_regions, deep_supervision)
+        kernels, strides = self._kernels, self._strides
         features = tuple(config.features_per_stage)
         self.stems = nn.ModuleDict({m: ConvNormAct(config.spatial_dims, 1, features[0], kernels[0], strides[0],
                                                    norm="instance") for m in self.modalities})
@@ -173,21 +141,6 @@ class DynamicSharingUNet(nn.Module):
         self.apply(init_weights)
 
     # ----------------------------------------------------------------- structure
-    @property
-    def output_layer(self) -> nn.Module:
-        """The full-resolution 1x1 conv producing the R region logits (CGGM's W_F)."""
-        return self.backbone.output_layer
-
-    @property
-    def n_scales(self) -> int:
-        return self.backbone.n_scales
-
-    @property
-    def output_strides(self) -> list[tuple[int, ...]]:
-        """Downsampling factor of every output scale relative to the input (scale 0: all ones)."""
-        factors = cumulative_strides(self._strides)
-        return [factors[k] for k in range(self.n_scales)]
-
     def parameter_modalities(self) -> dict[str, str]:
         """Every named parameter -> its modality name or ``"shared"``, read off the module structure:
         the parameters of ``stems.<m>`` belong to ``m``; ``weight.<i>`` / ``bias.<i>`` of every
@@ -210,15 +163,6 @@ class DynamicSharingUNet(nn.Module):
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
 
     # ----------------------------------------------------------------- forward
-    def _check_inputs(self, images: Tensor, available: Tensor | None) -> Tensor:
-        if images.dim() != 2 + self.spatial_dims or images.shape[1] != self.n_modalities:
-            raise NetworkError(f"images must be (B, M={self.n_modalities}, {self.spatial_dims} spatial axes), "
-                               f"got shape {tuple(images.shape)}")
-        check_spatial_shape(images.shape[2:], self._strides, "images")
-        if available is None:
-            return torch.ones(images.shape[:2], dtype=torch.bool, device=images.device)
-        return _check_available(available, images.shape[0], self.n_modalities, images.device)
-
     def forward_branches(self, images: Tensor, available: Tensor, batched: bool = True,
                          return_features: bool = False) -> BranchOutput:
         """Run the branch of every available (sample, modality) pair; see the module docstring."""
