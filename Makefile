@@ -33,10 +33,10 @@ demo: $(STAMP)
 	$(BIN)/mmrobust verify -d BraTS2018
 	$(BIN)/mmrobust plan_and_preprocess -d BraTS2018 -np 2
 	$(BIN)/mmrobust plan -d BraTS2018 -c 3d_fullres --patch-size 48,48,48 --batch-size 2 --base-features 8
-	$(BIN)/mmrobust plan -d BraTS2018 -c 2d --patch-size 80,80 --batch-size 16 --base-features 8
+	$(BIN)/mmrobust plan -d BraTS2018 -c 2d --patch-size 80,80 --batch-size 8 --base-features 8
 	rm -rf $(DEMO_DIR)/results
 	$(BIN)/mmrobust train -d BraTS2018 -c 3d_fullres -f 0 --epochs 3 --iters-per-epoch 20 --num-workers 1
-	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 4 --iters-per-epoch 25 --num-workers 1
+	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 6 --iters-per-epoch 30 --num-workers 1
 
 test: $(STAMP)
 	$(BIN)/pytest
