@@ -19,22 +19,27 @@ configurations_option = click.option(
     default=CONFIGURATION_NAMES, show_default=True, help="Configurations to plan/preprocess (repeat -c).")
 
 
-def planning_options(command):
-    """Options of ``plan`` and ``plan_and_preprocess``."""
-    for option in reversed([
-        click.option("--gpu-memory-gb", type=click.FloatRange(min=0, min_open=True), default=24.0,
-                     show_default=True, help="GPU memory budget for patch and batch size."),
-        click.option("--patch-size", type=str, default=None, metavar="D,H,W",
-                     help="Override the patch size (D,H,W for 3d_fullres, H,W for 2d; only with one -c)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
-        click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
-                     show_default=True, help="Stored image dtype."),
-        click.option("--base-features", type=click.IntRange(min=1), default=32, show_default=True,
-                     help="Features of the first stage (doubling per stage, capped at 10x in 3D, 16x in 2D); "
-                          "smaller for CPU runs."),
-    ]):
-        command = option(command)
-    return command
+def _stack(options):
+    """One decorator applying ``options`` in the order they are listed."""
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return decorate
+
+
+planning_options = _stack([
+    click.option("--gpu-memory-gb", type=click.FloatRange(min=0, min_open=True), default=24.0,
+                 show_default=True, help="GPU memory budget for patch and batch size."),
+    click.option("--patch-size", type=str, default=None, metavar="D,H,W",
+                 help="Override the patch size (D,H,W for 3d_fullres, H,W for 2d; only with one -c)."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
+    click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
+                 show_default=True, help="Stored image dtype."),
+    click.option("--base-features", type=click.IntRange(min=1), default=32, show_default=True,
+                 help="Features of the first stage (doubling per stage, capped at 10x in 3D, 16x in 2D); "
+                      "smaller for CPU runs."),
+])
 
 
 def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features):
@@ -109,17 +114,11 @@ def _preprocess_and_split(api, location, data, configurations, num_processes, ov
     click.echo(f"{location.artifact(api.SPLITS_FILE)}: {splits.n_folds} folds")
 
 
-split_options = [
+with_split_options = _stack([
     click.option("--split-file", "split_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
                  help="User split: a JSON file, or list files such as RFNet's train3.txt and test3.txt (repeat)."),
     click.option("--split-seed", type=int, default=12345, show_default=True, help="Seed of the 5-fold split."),
-]
-
-
-def with_split_options(command):
-    for option in reversed(split_options):
-        command = option(command)
-    return command
+])
 
 
 @click.command("preprocess")
