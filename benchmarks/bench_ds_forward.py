@@ -11,8 +11,9 @@ For each configuration prints the median seconds of
 and the ratio loop / batched (> 1: batched is faster). The two paths alternate within every repeat
 so that load from other processes hits both alike.
 
-``--malloc no-mmap`` sets glibc's M_MMAP_MAX to 0 (and a huge M_TRIM_THRESHOLD) before anything
-is allocated: glibc serves every allocation above 32 MiB with a fresh mmap and returns it on free,
+``--malloc no-mmap`` applies what the trainer does on the CPU
+(``mmseg_robust.training.cpu_allocator``: glibc M_MMAP_MAX 0, no trimming) before anything is
+allocated: glibc serves every allocation above 32 MiB with a fresh mmap and returns it on free,
 so each large activation costs page faults (kernel time) on every step; the batched path's
 activations are M times larger than the loop's, so it pays more of that on CPU.
 """
@@ -20,7 +21,6 @@ activations are M times larger than the loop's, so it pays more of that on CPU.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import itertools
 import statistics
 import time
@@ -29,6 +29,7 @@ import torch
 from mmseg_robust.planners.plans import ConfigurationPlan
 
 from mmseg_robust.networks import DynamicSharingUNet, build_network
+from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(range(4), k)]
@@ -77,13 +78,6 @@ def timed_pair(fns: dict, repeats: int) -> dict:
     return {key: statistics.median(values) for key, values in times.items()}
 
 
-def disable_malloc_mmap() -> None:
-    libc = ctypes.CDLL("libc.so.6")
-    m_trim_threshold, m_mmap_max = -1, -4
-    if not (libc.mallopt(m_mmap_max, 0) and libc.mallopt(m_trim_threshold, 2**62)):
-        raise SystemExit("mallopt failed")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -94,7 +88,8 @@ def main() -> None:
     parser.add_argument("--malloc", choices=("default", "no-mmap"), default="default")
     args = parser.parse_args()
     if args.malloc == "no-mmap":
-        disable_malloc_mmap()
+        if not keep_allocations_on_heap():
+            raise SystemExit("glibc mallopt refused or missing")
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads, malloc {args.malloc}, median of "
           f"{args.repeats} (after 1 warm-up), all 4 modalities available")

@@ -55,11 +55,18 @@ def log(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
 def test_training_writes_every_artifact(tiny, run_cli, configuration):
+    """The default strategy (gmd+cggm) writes its per-step gradient log next to the usual artifacts."""
     result = run_cli("train", "-d", DATASET, "-c", configuration, "-f", "0", *FAST, env=tiny)
     assert result.returncode == 0, result.stderr
-    out = run_dir(tiny, f"{configuration}__plain")
+    out = run_dir(tiny, f"{configuration}__gmd+cggm")
     assert {p.name for p in out.iterdir()} >= {"checkpoint_latest.pt", "checkpoint_best.pt", "training_log.jsonl",
-                                               "progress.png", "config.json"}
+                                               "progress.png", "config.json", "gradient_log"}
+    steps = [json.loads(line) for path in sorted((out / "gradient_log").iterdir())
+             for line in path.read_text().splitlines()]
+    assert [s["step"] for s in steps] == [0, 1, 2, 3]
+    assert len(steps[0]["gradients"]["subsets"]) == 15 and len(steps[0]["gradients"]["cosine"]) == 105
+    assert len(steps[0]["cggm"]["factors"]) == 4
+    assert "heads" in torch.load(out / "checkpoint_latest.pt", weights_only=False)["strategy"]["cggm"]
     records = log(out)
     assert [r["epoch"] for r in records] == [0, 1]
     assert len(records[-1]["val_dice"]) == 15 and set(records[-1]["val_dice"]["Full"]) == {"WT", "TC", "ET"}
@@ -70,9 +77,12 @@ def test_training_writes_every_artifact(tiny, run_cli, configuration):
     assert f"{out}: 2 epochs" in result.stdout
 
 
-def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path):
+@pytest.mark.parametrize("strategy", ["plain", "gmd", "cggm", "gmd+cggm"])
+def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path, strategy):
     args = [sys.executable, "-m", "mmseg_robust", "train", "-d", DATASET, "-c", "3d_fullres", "--epochs", "3",
-            "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1"]
+            "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1",
+            "--strategy", strategy, "--subsets", "all" if strategy == "plain" else "k=4"]
+    run = f"3d_fullres__{strategy}"
 
     def env(results: Path) -> dict[str, str]:
         return {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
@@ -80,7 +90,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path):
 
     whole = subprocess.run(args, env=env(tmp_path / "whole"), capture_output=True, text=True)
     assert whole.returncode == 0, whole.stderr
-    killed_log = tmp_path / "killed" / DATASET / "3d_fullres__plain" / "fold_0" / "checkpoint_latest.pt"
+    killed_log = tmp_path / "killed" / DATASET / run / "fold_0" / "checkpoint_latest.pt"
     process = subprocess.Popen(args, env=env(tmp_path / "killed"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
@@ -92,16 +102,21 @@ def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path):
     assert 1 <= interrupted_at < 3
     resumed = subprocess.run(args + ["--resume"], env=env(tmp_path / "killed"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
-    a = torch.load(tmp_path / "whole" / DATASET / "3d_fullres__plain" / "fold_0" / "checkpoint_latest.pt",
-                   weights_only=False)
+    a = torch.load(tmp_path / "whole" / DATASET / run / "fold_0" / "checkpoint_latest.pt", weights_only=False)
     b = torch.load(killed_log, weights_only=False)
     assert a["epoch"] == b["epoch"] == 3
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    assert [r["train_loss"] for r in log(tmp_path / "whole" / DATASET / "3d_fullres__plain" / "fold_0")] == \
+    assert [r["train_loss"] for r in log(tmp_path / "whole" / DATASET / run / "fold_0")] == \
         [r["train_loss"] for r in log(killed_log.parent)]
+    if "cggm" in strategy:  # the heads and the balancer resumed exactly too
+        heads_a, heads_b = a["strategy"]["cggm"]["heads"], b["strategy"]["cggm"]["heads"]
+        assert all(torch.equal(heads_a[k], heads_b[k]) for k in heads_a)
+        assert a["strategy"]["cggm"]["balancer"] == b["strategy"]["cggm"]["balancer"]
 
 
 def test_two_gloo_processes_stay_in_sync(tiny, tmp_path):
+    """Default strategy gmd+cggm: the ranks average the per-subset gradients and the heads' gradients
+    and utilisations, so they resolve the same conflicts and hold identical parameters."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
            "MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"], "MMROBUST_RESULTS": str(tmp_path),
            "OMP_NUM_THREADS": "1"}
@@ -110,14 +125,14 @@ def test_two_gloo_processes_stay_in_sync(tiny, tmp_path):
                "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    (record,) = log(tmp_path / DATASET / "3d_fullres__plain" / "fold_0")
+    (record,) = log(tmp_path / DATASET / "3d_fullres__gmd+cggm" / "fold_0")
     assert record["world_size"] == 2 and record["ranks_in_sync"] is True
 
 
 def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
     bf16 = run_cli("train", "-d", DATASET, "-c", "2d", "-f", "1", *FAST, "--amp", "bf16", env=tiny)
     assert bf16.returncode == 0, bf16.stderr
-    records = log(run_dir(tiny, "2d__plain", fold=1))
+    records = log(run_dir(tiny, "2d__gmd+cggm", fold=1))
     assert records[-1]["precision"] == "bf16" and all(r["train_loss"] == r["train_loss"] for r in records)
     early = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "1", *FAST, "--model", "early_fusion", env=tiny)
     assert early.returncode == 0, early.stderr
@@ -125,17 +140,22 @@ def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
 
 
 def test_refusals_are_one_line(tiny, run_cli, tmp_path):
-    first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, env=tiny)
+    plain = ("--strategy", "plain")
+    first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, env=tiny)
     assert first.returncode == 0, first.stderr
     out = run_dir(tiny, "3d_fullres__plain", fold=2)
-    again = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, env=tiny)
+    again = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, env=tiny)
     assert again.returncode == 1 and again.stderr.strip() == (
         f"Error: {out}: holds a run already; pass --resume to continue it")
-    changed = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, "--resume", "--lr", "0.1",
+    changed = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, "--resume", "--lr", "0.1",
                       env=tiny)
     assert changed.returncode == 1 and "--lr 0.1 differs from the run being resumed (0.01)" in changed.stderr
     missing_fold = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "9", *FAST, env=tiny)
     assert missing_fold.returncode == 1 and "no fold 9" in missing_fold.stderr
+    early_gmd = run_cli("train", "-d", DATASET, *FAST, "--model", "early_fusion", "--strategy", "gmd", env=tiny)
+    assert early_gmd.returncode == 1 and early_gmd.stderr.strip() == (
+        "Error: --model early_fusion trains with --strategy plain (random modality dropout), not gmd: GMD and CGGM "
+        "need per-modality branches")
     unset = run_cli("train", "-d", DATASET, *FAST, env={"MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"]})
     assert unset.returncode == 1 and "MMROBUST_RESULTS is not set" in unset.stderr
     # A checkpoint trained with other plans (another topology) is refused on resume.
@@ -146,7 +166,7 @@ def test_refusals_are_one_line(tiny, run_cli, tmp_path):
         2 * f for f in plans["configurations"]["3d_fullres"]["features_per_stage"]]
     try:
         plans_path.write_text(json.dumps(plans))
-        other = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, "--resume", env=tiny)
+        other = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, "--resume", env=tiny)
     finally:
         plans_path.write_text(original)
     assert other.returncode == 1 and "Traceback" not in other.stderr

@@ -7,11 +7,21 @@ from dataclasses import fields
 import click
 
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.training.config import AMP_MODES, MODEL_KINDS, OPTIMIZERS
+from mmseg_robust.training.config import (
+    AMP_MODES,
+    CGGM_DIRECTIONS,
+    DEFAULT_STRATEGY,
+    GMD_SCOPES,
+    MODEL_KINDS,
+    OPTIMIZERS,
+    STRATEGIES,
+)
 
 #: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
 HYPERPARAMETERS = {
-    "model": "model", "strategy": "strategy", "subsets": "subsets", "epochs": "epochs",
+    "model": "model", "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
+    "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema", "cggm_direction": "cggm_direction",
+    "diagnostics": "diagnostics_every", "epochs": "epochs",
     "iters_per_epoch": "iters_per_epoch", "optimizer": "optimizer", "lr": "learning_rate",
     "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "deep_supervision": "deep_supervision",
     "seed": "seed", "oversample_foreground": "oversample_foreground", "val_patches_per_case": "val_patches_per_case",
@@ -24,9 +34,25 @@ HYPERPARAMETERS = {
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="ds", show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
-@click.option("--strategy", type=click.Choice(["plain"]), default="plain", show_default=True,
-              help="Gradient strategy (plain: mean of the subset losses, one backward).")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+              help=f"Gradient strategy [default: {DEFAULT_STRATEGY}; plain for --model early_fusion]. plain: mean "
+                   "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
+                   "classifier-guided modulation; gmd+cggm: both.")
 @click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
+@click.option("--gmd-scope", type=click.Choice(GMD_SCOPES), default="full", show_default=True,
+              help="full: exact per-subset gradients; head: conflicts measured on the last decoder stage and "
+                   "output layers, then one backward.")
+@click.option("--cggm-rho", type=click.FloatRange(min=0, min_open=True), default=1.2, show_default=True,
+              help="rho of CGGM's balancing term B (Eq. 7).")
+@click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
+              help="Weight of CGGM's direction loss L_gm.")
+@click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
+              help="EMA smoothing of the per-modality utilisation (0: none).")
+@click.option("--cggm-direction", type=click.Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
+              help="L_gm on output-layer gradients (the paper) or weights (the released code).")
+@click.option("--diagnostics", type=click.IntRange(min=0), default=0, show_default=True,
+              help="plain/cggm: log per-subset gradient norms and cosines every N steps (one backward per "
+                   "subset); GMD logs them every step for free. 0: off.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--iters-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
@@ -49,7 +75,8 @@ HYPERPARAMETERS = {
 @click.option("--results", type=click.Path(file_okay=False), default=None,
               help="Results base folder (default: $MMROBUST_RESULTS).")
 @click.pass_context
-def train_command(ctx: click.Context, dataset, configuration, fold, model, strategy, subsets, epochs, iters_per_epoch,
+def train_command(ctx: click.Context, dataset, configuration, fold, model, strategy, subsets, gmd_scope, cggm_rho,
+                  cggm_lambda, cggm_ema, cggm_direction, diagnostics, epochs, iters_per_epoch,
                   optimizer, lr, weight_decay, grad_clip, amp, device, compile_model, deep_supervision, num_workers,
                   seed, oversample_foreground, val_patches_per_case, resume, preprocessed, results):
     """Train the DS U-Net (or the early-fusion baseline) on one fold.
@@ -62,9 +89,13 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, strat
     from mmseg_robust.training.subsets import check_subset_spec
     from mmseg_robust.training.trainer import train
 
+    if strategy is None:
+        strategy = "plain" if model == "early_fusion" else DEFAULT_STRATEGY
     config = TrainingConfig(
         dataset=dataset, configuration=configuration, fold=fold, model=model, strategy=strategy,
-        subsets=check_subset_spec(subsets), epochs=epochs, iters_per_epoch=iters_per_epoch, optimizer=optimizer,
+        subsets=check_subset_spec(subsets), gmd_scope=gmd_scope, cggm_rho=cggm_rho, cggm_lambda=cggm_lambda,
+        cggm_ema=cggm_ema, cggm_direction=cggm_direction, diagnostics_every=diagnostics, epochs=epochs,
+        iters_per_epoch=iters_per_epoch, optimizer=optimizer,
         learning_rate=lr, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp, device=device,
         compile=compile_model, deep_supervision=deep_supervision, num_workers=num_workers, seed=seed,
         oversample_foreground=oversample_foreground, val_patches_per_case=val_patches_per_case)

@@ -67,6 +67,19 @@ class RegionNetwork(nn.Module):
         factors = cumulative_strides(self._strides)
         return [factors[k] for k in range(self.n_scales)]
 
+    def compile_blocks(self, backend: str = "inductor", dynamic: bool | None = None) -> None:
+        """``torch.compile`` the modules that do the arithmetic (the backbone and, for the DS U-Net,
+        the stems) in place, so that every entry point (``forward``, ``subset_logits``,
+        ``forward_branches``) runs compiled code; parameter names and the state dict are unchanged.
+        Compiling ``forward`` alone would leave the training path, which enters through
+        ``subset_logits``, eager."""
+        for module in self.children():
+            if isinstance(module, nn.ModuleDict):
+                for child in module.values():
+                    child.compile(backend=backend, dynamic=dynamic)
+            else:
+                module.compile(backend=backend, dynamic=dynamic)
+
     def _check_inputs(self, images: Tensor, available: Tensor | None) -> Tensor:
         if images.dim() != 2 + self.spatial_dims or images.shape[1] != self.n_modalities:
             raise NetworkError(f"images must be (B, M={self.n_modalities}, {self.spatial_dims} spatial axes), "

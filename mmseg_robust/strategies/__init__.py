@@ -4,16 +4,29 @@ The optimiser step, clipping, loss scaling and logging are the trainer's; a stra
 gradients in ``.grad``.
 """
 
-from mmseg_robust.strategies.base import GradientStrategy, StepOutcome
+from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment
+from mmseg_robust.strategies.cggm import DIRECTIONS, CGGMSettings, CGGMStrategy
+from mmseg_robust.strategies.gmd import GMD_SCOPES, GMDStrategy
 from mmseg_robust.strategies.plain import PlainStrategy
-
-#: ``--strategy`` values that exist.
-STRATEGIES = {"plain": PlainStrategy}
-
-
-def build_strategy(name: str, **kwargs) -> GradientStrategy:
-    """Instantiate the strategy called ``name`` (see :data:`STRATEGIES`)."""
-    return STRATEGIES[name](**kwargs)
+from mmseg_robust.training.config import STRATEGIES
+from mmseg_robust.training.subsets import SubsetSampler
 
 
-__all__ = ["GradientStrategy", "PlainStrategy", "STRATEGIES", "StepOutcome", "build_strategy"]
+def build_strategy(name: str, subsets: SubsetSampler, seed: int = 0, gmd_scope: str = "full",
+                   cggm: CGGMSettings | None = None, diagnostics_every: int = 0) -> GradientStrategy:
+    """The strategy called ``name`` (one of :data:`STRATEGIES`)."""
+    common = {"seed": seed, "diagnostics_every": diagnostics_every}
+    cggm = cggm or CGGMSettings()
+    if name == "plain":
+        return PlainStrategy(subsets, **common)
+    if name == "cggm":
+        return CGGMStrategy(subsets, settings=cggm, **common)
+    if name == "gmd":
+        return GMDStrategy(subsets, scope=gmd_scope, **common)
+    if name == "gmd+cggm":
+        return GMDStrategy(subsets, scope=gmd_scope, cggm=cggm, **common)
+    raise ValueError(f"--strategy {name!r}: one of {', '.join(STRATEGIES)}")
+
+
+__all__ = ["CGGMSettings", "CGGMStrategy", "DIRECTIONS", "GMDStrategy", "GMD_SCOPES", "GradientStrategy",
+           "PlainStrategy", "STRATEGIES", "StepOutcome", "StrategyEnvironment", "build_strategy"]

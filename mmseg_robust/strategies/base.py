@@ -1,15 +1,20 @@
-"""The interface every gradient strategy implements."""
+"""The interface every gradient strategy implements, and the steps they share."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from mmseg_robust.losses import DeepSupervisionLoss
 from mmseg_robust.training.precision import Precision
+from mmseg_robust.training.subsets import SubsetSampler
+
+#: Builds an optimiser for extra trainable state of a strategy (CGGM's heads) like the main one.
+OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
 
 
 @dataclass
@@ -21,19 +26,69 @@ class StepOutcome:
     diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StrategyEnvironment:
+    """What a strategy may need besides the batch: the device, the ranks, and how the trainer
+    builds optimisers (CGGM's heads get their own, at ``head_lr_factor`` times the main lr)."""
+
+    device: torch.device
+    world_size: int = 1
+    make_optimizer: OptimizerFactory | None = None
+    learning_rate: float = 1e-2
+
+
 class GradientStrategy(ABC):
-    """Turns a batch and the model into gradients in ``.grad`` (loss scaled by ``precision``)."""
+    """Turns a batch and the model into gradients in ``.grad`` (loss scaled by ``precision``).
+
+    ``reduces_gradients``: the strategy already averaged gradients across ranks (GMD's exact
+    scope reduces the per-subset gradients, so ``.grad`` is identical on every rank).
+    """
 
     name: str = ""
+    reduces_gradients: bool = False
+
+    def __init__(self, subsets: SubsetSampler, loss: DeepSupervisionLoss | None = None, seed: int = 0,
+                 diagnostics_every: int = 0) -> None:
+        self.sampler = subsets
+        self.loss = loss or DeepSupervisionLoss()
+        self.seed = seed
+        self.diagnostics_every = diagnostics_every
+        self.world_size = 1
+
+    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+        """Called once before the first step (and before :meth:`load_state_dict` on resume)."""
+        self.world_size = environment.world_size
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        """The trainer's learning rate for this epoch (for optimisers a strategy owns)."""
 
     @abstractmethod
-    def backward(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
+    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
                  precision: Precision) -> StepOutcome:
         """Compute this step's gradients into ``.grad`` of ``model``'s parameters."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Strategy state to checkpoint (e.g. CGGM's previous utilisation); none by default."""
+        """Strategy state to checkpoint (e.g. CGGM's heads and utilisation); none by default."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
+
+    def wants_diagnostics(self, step: int) -> bool:
+        """``--diagnostics N``: every N-th step measures per-subset gradients (0: never)."""
+        return self.diagnostics_every > 0 and step % self.diagnostics_every == 0
+
+    def step_subsets(self, available: Tensor, step: int) -> list[tuple[int, ...]]:
+        """This step's subsets, drawn from the modalities present anywhere in the batch."""
+        present = torch.nonzero(available.any(0)).flatten().tolist()
+        return self.sampler.subsets(present, step)
+
+
+def fused_subset_losses(model: nn.Module, branch_logits: Sequence[Tensor], available: Tensor, target: Tensor,
+                        subsets: Sequence[Sequence[int]], loss: DeepSupervisionLoss) -> list[Tensor]:
+    """``L_S`` for every subset: the deep-supervision loss of the mean of the subset's branch logits."""
+    losses = []
+    for subset in subsets:
+        fused = [model.fuse(scale, available, subset) for scale in branch_logits]
+        losses.append(loss([f for f, _ in fused], target, fused[0][1]))
+    return losses

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmseg_robust.losses import DeepSupervisionLoss
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.precision import Precision
-from mmseg_robust.training.subsets import SubsetSampler, random_modality_dropout, subset_name
+from mmseg_robust.training.subsets import random_modality_dropout, subset_name
 
 
 class PlainStrategy(GradientStrategy):
@@ -16,14 +17,11 @@ class PlainStrategy(GradientStrategy):
 
     Early-fusion model: the classic baseline, one forward on inputs with random modality dropout
     (each sample keeps a random non-empty subset of its modalities, the rest zero-filled).
+    ``--diagnostics N`` (DS model) measures the per-subset gradients every N-th step, which costs
+    one backward per subset.
     """
 
     name = "plain"
-
-    def __init__(self, subsets: SubsetSampler, loss: DeepSupervisionLoss | None = None, seed: int = 0) -> None:
-        self.sampler = subsets
-        self.loss = loss or DeepSupervisionLoss()
-        self.seed = seed
 
     def backward(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
                  precision: Precision) -> StepOutcome:
@@ -33,13 +31,19 @@ class PlainStrategy(GradientStrategy):
             available = random_modality_dropout(available.cpu(), generator).to(available.device)
             subsets = [tuple(range(len(model.modalities)))]
         else:
-            present = torch.nonzero(available.any(0)).flatten().tolist()
-            subsets = self.sampler.subsets(present, step)
+            subsets = self.step_subsets(available, step)
         with precision.autocast():
             results = model.subset_logits(images, available, subsets)
             losses = [self.loss(scales, target, valid) for scales, valid in results]
             total = torch.stack(losses).mean()
-        precision.scale(total).backward()
         names = ["dropout"] if model.kind == "early_fusion" else [subset_name(s, model.modalities) for s in subsets]
+        diagnostics = {}
+        if model.kind == "ds" and self.wants_diagnostics(step):
+            buffer = SubsetGradientBuffer(model, len(subsets))
+            for i, (loss, subset) in enumerate(zip(losses, subsets)):
+                buffer.fill(i, precision.scale(loss), subset, precision.loss_scale)
+            diagnostics["gradients"] = gradient_diagnostics(buffer.gram(), names)
+        precision.scale(total).backward()
         return StepOutcome(loss=float(total.detach()),
-                           subset_losses={n: float(v.detach()) for n, v in zip(names, losses)})
+                           subset_losses={n: float(v.detach()) for n, v in zip(names, losses)},
+                           diagnostics=diagnostics)

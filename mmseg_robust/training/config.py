@@ -17,6 +17,12 @@ CONFIG_FILE = "config.json"
 MODEL_KINDS: tuple[str, ...] = ("ds", "early_fusion")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
+#: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (DESIGN §6).
+STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
+GMD_SCOPES: tuple[str, ...] = ("full", "head")
+CGGM_DIRECTIONS: tuple[str, ...] = ("gradients", "weights")
+#: The product's method (DESIGN §6): GMD with CGGM. ``plain`` is for ablations and early fusion.
+DEFAULT_STRATEGY = "gmd+cggm"
 
 
 class TrainingConfigError(MMRobustError):
@@ -31,8 +37,14 @@ class TrainingConfig:
     configuration: str
     fold: int
     model: str = "ds"
-    strategy: str = "plain"
+    strategy: str = DEFAULT_STRATEGY
     subsets: str = "all"
+    gmd_scope: str = "full"
+    cggm_rho: float = 1.2
+    cggm_lambda: float = 0.1
+    cggm_ema: float = 0.9
+    cggm_direction: str = "gradients"
+    diagnostics_every: int = 0
     epochs: int = 1000
     iters_per_epoch: int = 250
     optimizer: str = "sgd"
@@ -57,6 +69,18 @@ class TrainingConfig:
             raise TrainingConfigError(f"--model {self.model!r}: one of {', '.join(MODEL_KINDS)}")
         if self.optimizer not in OPTIMIZERS:
             raise TrainingConfigError(f"--optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
+        if self.strategy not in STRATEGIES:
+            raise TrainingConfigError(f"--strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
+        if self.model == "early_fusion" and self.strategy != "plain":
+            raise TrainingConfigError(f"--model early_fusion trains with --strategy plain (random modality dropout), "
+                                      f"not {self.strategy}: GMD and CGGM need per-modality branches")
+        if self.gmd_scope not in GMD_SCOPES:
+            raise TrainingConfigError(f"--gmd-scope {self.gmd_scope!r}: one of {', '.join(GMD_SCOPES)}")
+        if self.cggm_direction not in CGGM_DIRECTIONS:
+            raise TrainingConfigError(f"--cggm-direction {self.cggm_direction!r}: one of {', '.join(CGGM_DIRECTIONS)}")
+        if not 0 <= self.cggm_ema < 1 or self.cggm_rho <= 0 or self.cggm_lambda < 0 or self.diagnostics_every < 0:
+            raise TrainingConfigError("need 0 <= --cggm-ema < 1, --cggm-rho > 0, --cggm-lambda >= 0 and "
+                                      "--diagnostics >= 0")
         if self.epochs < 1 or self.iters_per_epoch < 1:
             raise TrainingConfigError("--epochs and --iters-per-epoch must be at least 1")
 

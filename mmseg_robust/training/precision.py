@@ -33,6 +33,11 @@ class Precision:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device_type, dtype=self.dtype)
 
+    @property
+    def loss_scale(self) -> float:
+        """The factor :meth:`scale` multiplies losses by (1 without a GradScaler)."""
+        return float(self.scaler.get_scale()) if self.scaler is not None else 1.0
+
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return self.scaler.scale(loss) if self.scaler is not None else loss
 

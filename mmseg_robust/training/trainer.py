@@ -11,8 +11,9 @@ import os
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -22,9 +23,10 @@ from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.planners.plans import Plans
-from mmseg_robust.strategies import build_strategy
+from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, build_strategy
 from mmseg_robust.training import checkpoint as ckpt
 from mmseg_robust.training.config import TrainingConfig, save_run_config
+from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
     average_gradients,
@@ -35,6 +37,7 @@ from mmseg_robust.training.distributed import (
 )
 from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
+from mmseg_robust.training.step_log import write_step_log
 from mmseg_robust.training.subsets import SubsetSampler, nonempty_subsets
 from mmseg_robust.training.validation import mean_dice, validate
 
@@ -79,11 +82,23 @@ def _poly_lr(config: TrainingConfig, epoch: int) -> float:
     return config.learning_rate * (1 - epoch / config.epochs) ** config.poly_exponent
 
 
-def _make_optimizer(config: TrainingConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter],
+                    learning_rate: float) -> torch.optim.Optimizer:
     if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=True)
+        return torch.optim.Adam(params, lr=learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=learning_rate, momentum=config.momentum, weight_decay=config.weight_decay,
+                           nesterov=True)
+
+
+def _make_strategy(config: TrainingConfig, model: torch.nn.Module, device: torch.device,
+                   world_size: int) -> GradientStrategy:
+    cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, ema=config.cggm_ema,
+                        direction=config.cggm_direction)
+    strategy = build_strategy(config.strategy, SubsetSampler(config.subsets, config.seed), seed=config.seed,
+                              gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every)
+    strategy.prepare(model, StrategyEnvironment(device, world_size, partial(_make_optimizer, config),
+                                                config.learning_rate))
+    return strategy
 
 
 def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> list[Path]:
@@ -122,11 +137,12 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
 
     if device.type == "cpu":
         logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
+        keep_allocations_on_heap()
     _seed_everything(config.seed)
     model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision).to(device)
-    optimizer = _make_optimizer(config, model)
+    optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
     precision = make_precision(config.amp, device)
-    strategy = build_strategy(config.strategy, subsets=SubsetSampler(config.subsets, config.seed), seed=config.seed)
+    strategy = _make_strategy(config, model, device, context.world_size)
     signature = ckpt.plan_signature(plans, plan)
     start_epoch, best_ema, ema, records = 0, -1.0, None, []
     if resume:
@@ -142,7 +158,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         records = read_log(output_dir / LOG_FILE)[:start_epoch]
         logger.info("resuming %s at epoch %d", output_dir, start_epoch)
     broadcast_parameters(model, context)
-    forward_model = torch.compile(model) if config.compile else model
+    if config.compile:
+        model.compile_blocks()
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(output_dir, config, plans)
@@ -163,21 +180,27 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         learning_rate = _poly_lr(config, epoch)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate
+        strategy.set_learning_rate(learning_rate)
         model.train()
-        losses, subset_losses = [], {}
+        losses, subset_losses, step_records = [], {}, []
         iterations = tqdm(range(config.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False,
                           disable=not (progress and context.is_main))
         for iteration in iterations:
             batch = _to_device(next(loader), device)
             optimizer.zero_grad(set_to_none=True)
-            outcome = strategy.backward(forward_model, batch, epoch * config.iters_per_epoch + iteration, precision)
-            average_gradients(model, context)
+            step = epoch * config.iters_per_epoch + iteration
+            outcome = strategy.backward(model, batch, step, precision)
+            if not strategy.reduces_gradients:
+                average_gradients(model, context)
             precision.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             precision.step(optimizer)
             losses.append(outcome.loss)
             for name, value in outcome.subset_losses.items():
                 subset_losses.setdefault(name, []).append(value)
+            if outcome.diagnostics:
+                step_records.append({"step": step, "epoch": epoch, "loss": outcome.loss,
+                                     "subset_losses": outcome.subset_losses, **outcome.diagnostics})
             iterations.set_postfix(loss=f"{outcome.loss:.4f}")
         last_val = validate(model, val_batches, val_subsets, device, precision)
         current = mean_dice(last_val)
@@ -193,6 +216,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         best_ema = max(best_ema, ema)
         if context.is_main:
             # The log goes first: a kill before the checkpoint leaves a record that resuming drops.
+            write_step_log(output_dir, epoch, step_records)
             write_log(output_dir / LOG_FILE, records)
             plot_progress(records, output_dir / PLOT_FILE)
             state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

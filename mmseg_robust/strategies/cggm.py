@@ -1,0 +1,191 @@
+"""CGGM (DESIGN.md §6.3): classifier-guided gradient modulation, alone (``--strategy cggm``) and
+as the component :class:`CGGMComponent` that ``gmd+cggm`` plugs into GMD.
+
+One step: the network's forward yields every branch's logits and last decoder features; the heads
+train on the detached features (own loss, own optimiser at half the main learning rate, float32)
+and their Dice gives the utilisation of each modality; the balancer turns its change into B_m;
+B_m scales the cotangent of branch m's logits (magnitude); the direction loss L_gm compares the
+gradient of the task loss at the network's output layer with each head's output-layer gradient.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from mmseg_robust.losses import RegionLoss
+from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
+from mmseg_robust.strategies.cggm_parts import (
+    ClassifierHeads,
+    ModalityBalancer,
+    direction_loss,
+    head_losses,
+    scale_modality_gradients,
+)
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
+from mmseg_robust.training.config import CGGM_DIRECTIONS
+from mmseg_robust.training.precision import Precision
+from mmseg_robust.training.subsets import subset_name
+
+#: CGGM's Table 7: the heads learn at half the main learning rate.
+HEAD_LR_FACTOR = 0.5
+DIRECTIONS = CGGM_DIRECTIONS
+
+
+@dataclass(frozen=True)
+class CGGMSettings:
+    """``rho`` scales B (Eq. 7), ``weight`` is lambda of L_gm, ``ema`` smooths the utilisation,
+    ``direction``: cosine of output-layer gradients (the paper) or of weights (the released code)."""
+
+    rho: float = 1.2
+    weight: float = 0.1
+    ema: float = 0.9
+    direction: str = "gradients"
+
+    def __post_init__(self) -> None:
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"--cggm-direction {self.direction!r}: one of {', '.join(DIRECTIONS)}")
+
+
+@dataclass
+class CGGMStep:
+    """One step's CGGM state: B per modality (tensor on the device), head output-layer gradients."""
+
+    factors: Tensor
+    head_gradients: dict[int, Tensor]
+    record: dict[str, Any]
+
+
+class CGGMComponent:
+    """Heads, their optimiser and the balancer; checkpointed through :meth:`state_dict`."""
+
+    def __init__(self, settings: CGGMSettings) -> None:
+        self.settings = settings
+        self.region_loss = RegionLoss()
+        self.heads: ClassifierHeads | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.balancer: ModalityBalancer | None = None
+        self.world_size = 1
+
+    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+        if model.kind != "ds":
+            raise ValueError("CGGM needs the DS model's per-modality branches (--model ds)")
+        self.world_size = environment.world_size
+        self.heads = ClassifierHeads(model.spatial_dims, model.config.features_per_stage[0], model.n_regions,
+                                     model.modalities).to(environment.device)
+        make = environment.make_optimizer or (lambda params, lr: torch.optim.SGD(params, lr=lr))
+        self.optimizer = make(self.heads.parameters(), environment.learning_rate * HEAD_LR_FACTOR)
+        self.balancer = ModalityBalancer(model.n_modalities, self.settings.rho, self.settings.ema)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate * HEAD_LR_FACTOR
+
+    def _reduce(self, tensors: list[Tensor]) -> None:
+        if self.world_size > 1:
+            for tensor in tensors:
+                dist.all_reduce(tensor)
+                tensor.div_(self.world_size)
+
+    def update(self, features: Tensor, available: Tensor, target: Tensor) -> CGGMStep:
+        """Train the heads one step on ``features`` (detached here), measure the utilisation and
+        return this step's B. Ranks average the heads' gradients and utilisations, so every rank
+        holds the same heads and the same B."""
+        n = available.shape[1]
+        results = head_losses(self.heads, features.detach(), available, target, self.region_loss)
+        params = list(self.heads.parameters())
+        self.optimizer.zero_grad(set_to_none=True)
+        if results:
+            total = torch.stack([loss for loss, _ in results.values()]).sum()
+            grads = torch.autograd.grad(total, params, allow_unused=True, materialize_grads=True)
+            for param, grad in zip(params, grads):
+                param.grad = grad
+        else:
+            for param in params:
+                param.grad = torch.zeros_like(param)
+        utilisation = torch.tensor([results[m][1] if m in results else -1.0 for m in range(n)],
+                                   dtype=torch.float64, device=features.device)
+        self._reduce([p.grad for p in params] + [utilisation])
+        head_gradients = {m: self.heads.output_weight(m).grad.detach().clone() for m in results}
+        self.optimizer.step()
+        values = [float(u) if m in results else None for m, u in enumerate(utilisation.tolist())]
+        delta, factors = self.balancer.update(values)
+        record = {"utilisation": values, "utilisation_change": delta, "factors": factors,
+                  "head_loss": [float(results[m][0].detach()) if m in results else None for m in range(n)]}
+        return CGGMStep(torch.tensor(factors, dtype=torch.float32, device=features.device), head_gradients, record)
+
+    def direction(self, model: nn.Module, task_loss: Tensor, step: CGGMStep) -> Tensor | None:
+        """L_gm; ``gradients``: with d(task_loss)/d(W_F) built with ``create_graph`` so that L_gm
+        is differentiable; ``weights``: cosine of W_F with the heads' output weights."""
+        if not step.head_gradients:
+            return None
+        weight = model.output_layer.weight
+        factors = step.factors.tolist()
+        if self.settings.direction == "weights":
+            heads = {m: self.heads.output_weight(m).detach() for m in step.head_gradients}
+            return direction_loss(weight, heads, factors)
+        (main_gradient,) = torch.autograd.grad(task_loss, weight, create_graph=True)
+        return direction_loss(main_gradient, step.head_gradients, factors)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"heads": self.heads.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "balancer": self.balancer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.heads.load_state_dict(state["heads"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.balancer.load_state_dict(state["balancer"])
+
+
+class CGGMStrategy(GradientStrategy):
+    """``cggm``: the plain subset-mean loss with CGGM's magnitude modulation and + lambda * L_gm,
+    one backward. ``--diagnostics N`` adds per-subset gradients every N-th step."""
+
+    name = "cggm"
+
+    def __init__(self, subsets, settings: CGGMSettings | None = None, **kwargs) -> None:
+        super().__init__(subsets, **kwargs)
+        self.cggm = CGGMComponent(settings or CGGMSettings())
+
+    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+        super().prepare(model, environment)
+        self.cggm.prepare(model, environment)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        self.cggm.set_learning_rate(learning_rate)
+
+    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
+                 precision: Precision) -> StepOutcome:
+        images, available, target = batch["images"], batch["available"], batch["target"]
+        subsets = self.step_subsets(available, step)
+        with precision.autocast():
+            branches = model.forward_branches(images, available, return_features=True)
+        cggm_step = self.cggm.update(branches.features, available, target)
+        logits = [scale_modality_gradients(scale, cggm_step.factors) for scale in branches.logits]
+        with precision.autocast():
+            losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
+        task = torch.stack(losses).mean()
+        direction = self.cggm.direction(model, precision.scale(task), cggm_step)
+        total = task if direction is None else task + self.cggm.settings.weight * direction
+        names = [subset_name(s, model.modalities) for s in subsets]
+        diagnostics: dict[str, Any] = {"cggm": {**cggm_step.record, "direction_loss":
+                                                None if direction is None else float(direction.detach())}}
+        if self.wants_diagnostics(step):
+            buffer = SubsetGradientBuffer(model, len(subsets))
+            for i, (loss, subset) in enumerate(zip(losses, subsets)):
+                buffer.fill(i, precision.scale(loss), subset, precision.loss_scale)
+            diagnostics["gradients"] = gradient_diagnostics(buffer.gram(), names)
+        precision.scale(total).backward()
+        return StepOutcome(loss=float(total.detach()), subset_losses={n: float(v.detach()) for n, v in
+                                                                      zip(names, losses)}, diagnostics=diagnostics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cggm": self.cggm.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.cggm.load_state_dict(state["cggm"])

@@ -1,0 +1,157 @@
+"""CGGM's pieces (DESIGN.md §6.3, CGGM paper §3): classifier heads, the balancing rule for B_m,
+the per-branch gradient scaling, and the direction loss L_gm.
+
+Balancing rule (the paper's Eq. 7 plus what it leaves undefined), over the modalities that take
+part in the step (present in the batch, with a utilisation change from the previous step):
+
+* ``B_m = rho * sum_{k != m} d_k / sum_k d_k`` with ``d_k`` the change of the (EMA-smoothed)
+  utilisation of modality k;
+* when ``|sum_k d_k| < DEGENERATE_SUM`` the ratio is noise (the released code divides by ~1e-8
+  and gets B ~ 1e6): every B keeps its previous value;
+* B_m is clamped to ``[0, rho * (n - 1)]`` (n modalities taking part): with mixed signs the ratio
+  can be negative or arbitrarily large; 0 stops a modality, ``rho (n - 1)`` is the largest value
+  Eq. 7 gives when every change has the same sign;
+* with fewer than two modalities taking part nothing can be balanced: B keeps its previous value.
+
+B starts at 1 (no modulation) and a modality absent from the batch keeps its previous B.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmseg_robust.losses import RegionLoss
+from mmseg_robust.networks.blocks import ConvNormAct, conv_ops, init_weights
+
+#: Below this |sum of utilisation changes| Eq. 7's ratio is noise; B keeps its previous value.
+DEGENERATE_SUM = 1e-4
+
+
+def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rho: float) -> list[float]:
+    """Eq. 7 with the rule of the module docstring. ``delta[m]`` None: modality m does not take part."""
+    taking_part = [m for m, d in enumerate(delta) if d is not None]
+    factors = [float(b) for b in previous]
+    if len(taking_part) < 2:
+        return factors
+    total = sum(delta[m] for m in taking_part)
+    if abs(total) < DEGENERATE_SUM:
+        return factors
+    upper = rho * (len(taking_part) - 1)
+    for m in taking_part:
+        factors[m] = min(max(rho * (total - delta[m]) / total, 0.0), upper)
+    return factors
+
+
+class ModalityBalancer:
+    """Utilisation EMA per modality, its change between steps, and the factors B (state is checkpointed)."""
+
+    def __init__(self, n_modalities: int, rho: float, ema: float) -> None:
+        if not 0 <= ema < 1:
+            raise ValueError(f"CGGM EMA must be in [0, 1), got {ema}")
+        self.rho, self.ema = rho, ema
+        self.smoothed: list[float | None] = [None] * n_modalities
+        self.factors: list[float] = [1.0] * n_modalities
+
+    def update(self, utilisation: Sequence[float | None]) -> tuple[list[float | None], list[float]]:
+        """Feed this step's utilisation (None: modality absent); returns (changes, factors B)."""
+        delta: list[float | None] = []
+        for m, value in enumerate(utilisation):
+            old = self.smoothed[m]
+            if value is None:
+                delta.append(None)
+                continue
+            new = value if old is None else self.ema * old + (1 - self.ema) * value
+            delta.append(None if old is None else new - old)
+            self.smoothed[m] = new
+        self.factors = balance_factors(delta, self.factors, self.rho)
+        return delta, list(self.factors)
+
+    def state_dict(self) -> dict:
+        return {"smoothed": list(self.smoothed), "factors": list(self.factors)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.smoothed = list(state["smoothed"])
+        self.factors = [float(b) for b in state["factors"]]
+
+
+class _ScaleModalityGradients(torch.autograd.Function):
+    """Identity forward; backward multiplies the cotangent of ``x[:, m]`` by ``factors[m]``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factors: Tensor) -> Tensor:
+        ctx.save_for_backward(factors)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (factors,) = ctx.saved_tensors
+        shape = (1, factors.numel()) + (1,) * (grad.dim() - 2)
+        return grad * factors.to(grad.dtype).view(shape), None
+
+
+def scale_modality_gradients(branch_logits: Tensor, factors: Tensor) -> Tensor:
+    """Scale everything modality m's branch receives in backward by ``factors[m]``: its stem and
+    norms and its share of the shared weights (the branch logits are ``(B, M, R, ...)``)."""
+    return _ScaleModalityGradients.apply(branch_logits, factors.detach())
+
+
+class ClassifierHeads(nn.Module):
+    """One light head per modality on that branch's detached last decoder features: a conv block
+    and an output layer shaped like the network's (1x1 conv, F0 -> R). Training only."""
+
+    def __init__(self, spatial_dims: int, features: int, n_regions: int, modalities: Sequence[str]) -> None:
+        super().__init__()
+        ops = conv_ops(spatial_dims)
+        kernel = (3,) * spatial_dims
+        self.modalities = tuple(modalities)
+        self.blocks = nn.ModuleDict({m: ConvNormAct(spatial_dims, features, features, kernel, (1,) * spatial_dims)
+                                     for m in self.modalities})
+        self.output_layers = nn.ModuleDict({m: ops.conv(features, n_regions, 1) for m in self.modalities})
+        self.apply(init_weights)
+
+    def output_weight(self, modality: int) -> nn.Parameter:
+        return self.output_layers[self.modalities[modality]].weight
+
+    def forward(self, features: Tensor, modality: int) -> Tensor:
+        name = self.modalities[modality]
+        return self.output_layers[name](self.blocks[name](features))
+
+
+def hard_region_dice(logits: Tensor, target: Tensor) -> float:
+    """Mean over regions of the batch-pooled hard Dice (both empty: 1): CGGM's utilisation."""
+    prediction = logits.detach() > 0
+    reference = target > 0.5
+    axes = [0] + list(range(2, prediction.dim()))
+    tp = (prediction & reference).sum(axes).double()
+    total = prediction.sum(axes).double() + reference.sum(axes).double()
+    dice = torch.where(total > 0, 2 * tp / total.clamp(min=1), torch.ones_like(total))
+    return float(dice.mean())
+
+
+def head_losses(heads: ClassifierHeads, features: Tensor, available: Tensor, target: Tensor,
+                loss: RegionLoss) -> dict[int, tuple[Tensor, float]]:
+    """Per present modality: (head loss, utilisation) on the rows that have it. ``features`` must
+    be detached: the heads never send gradient into the network."""
+    results = {}
+    for m in range(available.shape[1]):
+        rows = available[:, m]
+        if not bool(rows.any()):
+            continue
+        logits = heads(features[rows, m].float(), m)
+        results[m] = (loss(logits, target[rows]), hard_region_dice(logits, target[rows]))
+    return results
+
+
+def direction_loss(main_gradient: Tensor, head_gradients: dict[int, Tensor], factors: Sequence[float]) -> Tensor:
+    """L_gm = (1/n) sum_m (|B_m| - B_m cos(main_gradient, head_gradients[m])) over the modalities
+    with a head gradient; differentiable in ``main_gradient`` (the heads' side is constant)."""
+    terms = []
+    flat_main = main_gradient.reshape(-1).float()
+    for m, head_gradient in head_gradients.items():
+        cosine = F.cosine_similarity(flat_main, head_gradient.detach().reshape(-1).float(), dim=0)
+        terms.append(abs(factors[m]) - factors[m] * cosine)
+    return torch.stack(terms).mean()

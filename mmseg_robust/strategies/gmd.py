@@ -1,0 +1,127 @@
+"""GMD (DESIGN.md §6.2): per-subset gradients, PCGrad-form conflict removal in coefficient space,
+the mean over subsets for every parameter; ``gmd+cggm`` (§6.4) when given a CGGM component.
+
+``scope="full"`` (exact): one backward per subset (``autograd.grad`` with the graph retained) into
+the rows of a ``(k, P)`` float32 buffer, the Gram matrix ``G = buffer @ buffer.T``, the
+coefficients from :func:`resolve_conflicts`, and ``grad = c @ buffer``. The branches run as
+separate autograd graphs (``batched=False``), so a backward through subset S only runs S's
+branches (sum |S| / M = 8 of 15 full backwards for all subsets of four modalities). Under several
+ranks the buffer is averaged before the Gram matrix, so every rank removes the same conflicts.
+
+``scope="head"`` (approximate): the rows hold only the gradients of the last decoder stage and the
+output layers (``autograd.grad`` to those parameters stops there), then one full backward of
+``sum_l c_l L_l`` with ``c`` detached, which equals ``sum_l c_l g_l``.
+
+``gmd+cggm``: B_m scales branch m's cotangent inside every subset gradient (the modulation sits on
+the branch logits, upstream of every subset loss), and ``lambda * L_gm`` is added to every subset
+loss: its gradient ``h`` is computed once and added to every row before the conflicts are
+resolved, which equals adding the term to each L_S. The update is then
+``sum_l c_l g_l + (sum_l c_l) h``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
+from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
+from mmseg_robust.strategies.cggm_parts import scale_modality_gradients
+from mmseg_robust.strategies.conflicts import GradientConflictResolver
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
+from mmseg_robust.training.config import GMD_SCOPES
+from mmseg_robust.training.precision import Precision
+from mmseg_robust.training.subsets import subset_name
+
+
+class GMDStrategy(GradientStrategy):
+    """``gmd`` (``cggm=None``) or ``gmd+cggm``; see the module docstring."""
+
+    name = "gmd"
+
+    def __init__(self, subsets, scope: str = "full", cggm: CGGMSettings | None = None, **kwargs) -> None:
+        super().__init__(subsets, **kwargs)
+        if scope not in GMD_SCOPES:
+            raise ValueError(f"--gmd-scope {scope!r}: one of {', '.join(GMD_SCOPES)}")
+        self.scope = scope
+        self.resolver = GradientConflictResolver(self.seed)
+        self.cggm = CGGMComponent(cggm) if cggm is not None else None
+        if self.cggm is not None:
+            self.name = "gmd+cggm"
+        self.reduces_gradients = scope == "full"
+
+    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+        super().prepare(model, environment)
+        if model.kind != "ds":
+            raise ValueError("GMD needs the DS model's per-modality branches (--model ds)")
+        if self.cggm is not None:
+            self.cggm.prepare(model, environment)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        if self.cggm is not None:
+            self.cggm.set_learning_rate(learning_rate)
+
+    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
+                 precision: Precision) -> StepOutcome:
+        images, available, target = batch["images"], batch["available"], batch["target"]
+        subsets = self.step_subsets(available, step)
+        # The exact scope needs one graph per branch; the head scope one backward of everything.
+        batched = False if self.scope == "full" else None
+        with precision.autocast():
+            branches = model.forward_branches(images, available, batched=batched,
+                                              return_features=self.cggm is not None)
+        logits, cggm_step, diagnostics = branches.logits, None, {}
+        if self.cggm is not None:
+            cggm_step = self.cggm.update(branches.features, available, target)
+            logits = [scale_modality_gradients(scale, cggm_step.factors) for scale in logits]
+        with precision.autocast():
+            losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
+        direction = None
+        if cggm_step is not None:
+            direction = self.cggm.direction(model, precision.scale(torch.stack(losses).mean()), cggm_step)
+            diagnostics["cggm"] = {**cggm_step.record,
+                                   "direction_loss": None if direction is None else float(direction.detach())}
+        weight = self.cggm.settings.weight if self.cggm is not None else 0.0
+
+        scale = precision.loss_scale
+        names = model.head_parameter_names() if self.scope == "head" else None
+        buffer = SubsetGradientBuffer(model, len(subsets), names)
+        last = len(subsets) - 1
+        for i, (loss, subset) in enumerate(zip(losses, subsets)):
+            keep = self.scope == "head" or direction is not None or i < last
+            buffer.fill(i, precision.scale(loss), subset, scale, retain_graph=keep)
+        if direction is not None:
+            shared = torch.autograd.grad(precision.scale(weight * direction), buffer.params,
+                                         retain_graph=self.scope == "head", allow_unused=True,
+                                         materialize_grads=True)
+            buffer.add_to_every_row([g / scale for g in shared])
+        buffer.all_reduce_mean(self.world_size)
+        gram = buffer.gram()
+        resolution = self.resolver(gram, step)
+        coefficients = resolution.weights
+        if self.scope == "full":
+            buffer.combine_into_grad(coefficients, scale)
+        else:
+            c = coefficients.to(losses[0].device, torch.float32)
+            total = sum(weight_l * loss for weight_l, loss in zip(c, losses))
+            if direction is not None:
+                total = total + c.sum() * weight * direction
+            precision.scale(total).backward()
+        # Reported like every other strategy's loss (the mean subset loss + lambda L_gm), so that
+        # runs with different strategies compare.
+        total_value = float(torch.stack(losses).mean().detach()) + (
+            weight * float(direction.detach()) if direction is not None else 0.0)
+        subset_names = [subset_name(s, model.modalities) for s in subsets]
+        diagnostics["gradients"] = gradient_diagnostics(gram, subset_names, resolution)
+        return StepOutcome(loss=total_value, subset_losses={n: float(v.detach()) for n, v in zip(subset_names, losses)},
+                           diagnostics=diagnostics)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cggm": self.cggm.state_dict()} if self.cggm is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.cggm is not None:
+            self.cggm.load_state_dict(state["cggm"])

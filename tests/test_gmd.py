@@ -1,0 +1,196 @@
+"""GMD: coefficient-space PCGrad against hand computations and a direct PCGrad, per-subset gradients
+against autograd of each subset loss alone, the head scope against the full scope, diagnostics."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from mmseg_robust.planners.plans import ConfigurationPlan
+
+from mmseg_robust.networks import build_network
+from mmseg_robust.strategies import GMDStrategy, StrategyEnvironment
+from mmseg_robust.strategies.base import fused_subset_losses
+from mmseg_robust.strategies.conflicts import GradientConflictResolver, random_orders, resolve_conflicts
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
+from mmseg_robust.training.precision import make_precision
+from mmseg_robust.training.subsets import SubsetSampler
+
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+ALL_SUBSETS = [s for k in range(1, 5) for s in itertools.combinations(range(4), k)]
+FULL_PRECISION = make_precision("off", torch.device("cpu"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_ds(seed: int = 0, deep_supervision: bool = True):
+    torch.manual_seed(seed)
+    plan = ConfigurationPlan(name="3d_fullres", spatial_dims=3, patch_size=(8, 8, 8), batch_size=2,
+                             features_per_stage=(3, 6), kernel_sizes=((3, 3, 3),) * 2,
+                             strides=((1, 1, 1), (2, 2, 2)), data_identifier="t", estimated_memory_gb=0.0)
+    net = build_network("ds", plan, MODALITIES, deep_supervision=deep_supervision)
+    with torch.no_grad():  # modality-specific norms, so that a mix-up would show
+        for name, param in net.named_parameters():
+            if "norm" in name:
+                param.add_(0.3 * torch.randn_like(param))
+    return net
+
+
+def tiny_batch(seed: int = 1, available=((1, 1, 0, 1), (1, 0, 1, 1))) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {"images": torch.randn((2, 4, 8, 8, 8), generator=generator),
+            "available": torch.tensor(available, dtype=torch.bool),
+            "target": (torch.rand((2, 3, 8, 8, 8), generator=generator) > 0.6).float()}
+
+
+def direct_pcgrad(vectors: torch.Tensor, orders) -> torch.Tensor:
+    """PCGrad on materialised vectors (float64), the textbook way: the mean of the projected gradients."""
+    projected = []
+    for i, order in enumerate(orders):
+        g = vectors[i].clone()
+        for j in order:
+            dot = g @ vectors[j]
+            if dot < 0:
+                g = g - dot / (vectors[j] @ vectors[j]) * vectors[j]
+        projected.append(g)
+    return torch.stack(projected).mean(0)
+
+
+# --------------------------------------------------------------------------- conflict removal
+def test_two_conflicting_gradients_are_projected_as_the_formula_says() -> None:
+    g = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)  # cosine -0.707
+    result = resolve_conflicts(g @ g.T, orders=[(1,), (0,)])
+    # g~1 = g1 - (g1.g2/|g2|^2) g2 = (1,0) + 0.5 (-1,1) = (0.5, 0.5); g~2 = g2 + g1 = (0, 1)
+    assert torch.allclose(result.coefficients @ g, torch.tensor([[0.5, 0.5], [0.0, 1.0]], dtype=torch.float64))
+    assert torch.allclose(result.weights @ g, torch.tensor([0.25, 0.75], dtype=torch.float64))
+    assert result.conflicts == 2
+    # A = [[1, 0.5], [1, 1]]: g1 appears with weight 1 + 1, g2 with 0.5 + 1
+    assert result.effective_weights.tolist() == pytest.approx([2.0, 1.5])
+
+
+def test_aligned_gradients_are_untouched() -> None:
+    g = torch.tensor([[1.0, 0.2, 0.0], [0.5, 1.0, 0.1], [0.0, 0.3, 2.0]], dtype=torch.float64)
+    result = resolve_conflicts(g @ g.T, orders=random_orders(3, torch.Generator().manual_seed(0)))
+    assert result.conflicts == 0
+    assert torch.equal(result.coefficients, torch.eye(3, dtype=torch.float64))
+    assert torch.allclose(result.weights @ g, g.mean(0))
+
+
+def test_coefficient_space_equals_direct_pcgrad_for_random_k_and_seeds() -> None:
+    conflicts = 0
+    for seed in range(20):
+        generator = torch.Generator().manual_seed(seed)
+        k = int(torch.randint(2, 16, (1,), generator=generator))
+        # A few shared directions plus noise: some pairs conflict, others agree.
+        base = torch.randn(3, 200, generator=generator, dtype=torch.float64)
+        vectors = torch.randn(k, 3, generator=generator, dtype=torch.float64) @ base \
+            + 0.3 * torch.randn(k, 200, generator=generator, dtype=torch.float64)
+        orders = random_orders(k, generator)
+        result = resolve_conflicts(vectors @ vectors.T, orders)
+        expected = direct_pcgrad(vectors, orders)
+        conflicts += result.conflicts
+        assert torch.allclose(result.weights @ vectors, expected, rtol=1e-9, atol=1e-9), seed
+        # The float32 Gram matrix the strategy uses gives the same update to float32 tolerance.
+        approx = resolve_conflicts(vectors.float() @ vectors.float().T, orders).weights @ vectors
+        assert torch.allclose(approx, expected, rtol=1e-4, atol=1e-4 * float(expected.abs().max())), seed
+    assert conflicts > 50  # the comparison exercised projections, not only the identity
+
+
+def test_resolver_orders_are_a_function_of_seed_and_step() -> None:
+    a, b = GradientConflictResolver(seed=3), GradientConflictResolver(seed=3)
+    assert a.orders(15, 7) == b.orders(15, 7)
+    assert a.orders(15, 7) != a.orders(15, 8)
+    assert all(sorted(order) == [j for j in range(15) if j != i] for i, order in enumerate(a.orders(15, 7)))
+
+
+def test_diagnostics_from_the_gram_matrix() -> None:
+    g = torch.tensor([[1.0, 0.0], [-1.0, 1.0]], dtype=torch.float64)
+    gram = g @ g.T
+    record = gradient_diagnostics(gram, ["Fl.", "T1"], resolve_conflicts(gram, [(1,), (0,)]))
+    assert record["grad_norm"] == pytest.approx([1.0, 2 ** 0.5])
+    assert record["cosine"] == pytest.approx([-(2 ** -0.5)])
+    # after: (0.5, 0.5) and (0, 1): norms 0.707 and 1, cosine 0.707
+    assert record["grad_norm_after"] == pytest.approx([2 ** -0.5, 1.0])
+    assert record["cosine_after"] == pytest.approx([2 ** -0.5])
+    assert record["conflicts"] == 2 and record["effective_weight"] == pytest.approx([2.0, 1.5])
+
+
+# --------------------------------------------------------------------------- per-subset gradients
+def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    owners = net.parameter_modalities()
+    subsets = [(0,), (1, 3), (0, 2, 3), (0, 1, 2, 3)]
+    branches = net.forward_branches(batch["images"], batch["available"], batched=False)
+    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
+                                 GMDStrategy(SubsetSampler("all")).loss)
+    buffer = SubsetGradientBuffer(net, len(subsets))
+    for i, (loss, subset) in enumerate(zip(losses, subsets)):
+        buffer.fill(i, loss, subset)
+    for i, subset in enumerate(subsets):
+        # Reference: a fresh forward (batched path, one graph) and a plain backward of this loss alone.
+        net.zero_grad(set_to_none=True)
+        fresh = net.forward_branches(batch["images"], batch["available"], batched=True)
+        fused_subset_losses(net, fresh.logits, batch["available"], batch["target"], [subset],
+                            GMDStrategy(SubsetSampler("all")).loss)[0].backward()
+        row = buffer.row_gradients(i)
+        members = {MODALITIES[m] for m in subset}
+        for name, param in net.named_parameters():
+            expected = param.grad if param.grad is not None else torch.zeros_like(param)
+            assert torch.allclose(row[name], expected, rtol=1e-4, atol=1e-7), (subset, name)
+            if owners[name] not in members | {"shared"}:
+                assert not row[name].any(), f"subset {subset} changed {name}"
+
+
+def _strategy_grads(scope: str, net, batch, step: int = 0) -> dict[str, torch.Tensor]:
+    strategy = GMDStrategy(SubsetSampler("all"), scope=scope, seed=5)
+    strategy.prepare(net, StrategyEnvironment(torch.device("cpu")))
+    net.zero_grad(set_to_none=True)
+    outcome = strategy.backward(net, batch, step, FULL_PRECISION)
+    assert outcome.diagnostics["gradients"]["subsets"]
+    return {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+def test_full_scope_update_is_pcgrad_of_the_subset_gradients() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    grads = _strategy_grads("full", net, batch, step=3)
+    subsets = SubsetSampler("all").subsets([0, 1, 2, 3], 3)
+    branches = net.forward_branches(batch["images"], batch["available"], batched=True)
+    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
+                                 GMDStrategy(SubsetSampler("all")).loss)
+    params = list(net.named_parameters())
+    vectors = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
+        loss, [p for _, p in params], retain_graph=True, allow_unused=True, materialize_grads=True)])
+        for loss in losses]).double()
+    expected = direct_pcgrad(vectors, GradientConflictResolver(seed=5).orders(len(subsets), 3))
+    actual = torch.cat([grads.get(n, torch.zeros_like(p)).reshape(-1) for n, p in params]).double()
+    assert torch.allclose(actual, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_head_scope_equals_full_scope_when_only_the_head_trains() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    head = set(net.head_parameter_names())
+    for name, param in net.named_parameters():
+        param.requires_grad_(name in head)
+    full = _strategy_grads("full", net, batch)
+    head_grads = _strategy_grads("head", net, batch)
+    assert set(full) == set(head_grads) == head
+    for name in head:
+        assert torch.allclose(full[name], head_grads[name], rtol=1e-4, atol=1e-7), name
+
+
+def test_gmd_under_bf16_autocast_gives_finite_float32_gradients() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    strategy = GMDStrategy(SubsetSampler("k=5"), scope="full")
+    strategy.prepare(net, StrategyEnvironment(torch.device("cpu")))
+    outcome = strategy.backward(net, batch, 0, make_precision("bf16", torch.device("cpu")))
+    assert len(outcome.subset_losses) == 5
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
