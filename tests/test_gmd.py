@@ -186,6 +186,18 @@ def test_head_scope_equals_full_scope_when_only_the_head_trains() -> None:
         assert torch.allclose(full[name], head_grads[name], rtol=1e-4, atol=1e-7), name
 
 
+def test_output_scope_equals_full_scope_when_only_the_output_layers_train() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    output = set(net.output_parameter_names())
+    assert output and output < set(net.head_parameter_names())
+    for name, param in net.named_parameters():
+        param.requires_grad_(name in output)
+    full, approx = _strategy_grads("full", net, batch), _strategy_grads("output", net, batch)
+    assert set(full) == set(approx) == output
+    for name in output:
+        assert torch.allclose(full[name], approx[name], rtol=1e-4, atol=1e-7), name
+
+
 def test_gmd_under_bf16_autocast_gives_finite_float32_gradients() -> None:
     net, batch = tiny_ds(), tiny_batch()
     strategy = GMDStrategy(SubsetSampler("k=5"), scope="full")

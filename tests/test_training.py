@@ -67,6 +67,11 @@ def test_training_writes_every_artifact(tiny, run_cli, configuration):
     assert len(steps[0]["gradients"]["subsets"]) == 15 and len(steps[0]["gradients"]["cosine"]) == 105
     assert len(steps[0]["cggm"]["factors"]) == 4
     assert "heads" in torch.load(out / "checkpoint_latest.pt", weights_only=False)["strategy"]["cggm"]
+    plotted = run_cli("plot-gradients", str(out), "-o", str(out / "figures"), env=tiny)
+    assert plotted.returncode == 0, plotted.stderr
+    figures = {"gradient_conflicts.png", "subset_weights.png", "cggm_balance.png"}
+    assert {p.name for p in (out / "figures").iterdir()} == figures
+    assert all((out / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in figures)
     records = log(out)
     assert [r["epoch"] for r in records] == [0, 1]
     assert len(records[-1]["val_dice"]) == 15 and set(records[-1]["val_dice"]["Full"]) == {"WT", "TC", "ET"}
@@ -136,14 +141,27 @@ def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
     assert records[-1]["precision"] == "bf16" and all(r["train_loss"] == r["train_loss"] for r in records)
     early = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "1", *FAST, "--model", "early_fusion", env=tiny)
     assert early.returncode == 0, early.stderr
-    assert len(log(run_dir(tiny, "3d_fullres__early_fusion", fold=1))[-1]["val_dice"]) == 15
+    early_dir = run_dir(tiny, "3d_fullres__early_fusion", fold=1)
+    assert len(log(early_dir)[-1]["val_dice"]) == 15
+    no_log = run_cli("plot-gradients", str(early_dir), env=tiny)
+    assert no_log.returncode == 1 and no_log.stderr.strip() == (
+        f"Error: {early_dir}: no gradient_log/ with step records; train with --strategy gmd or gmd+cggm, or with "
+        f"--diagnostics N")
 
 
 def test_refusals_are_one_line(tiny, run_cli, tmp_path):
     plain = ("--strategy", "plain")
-    first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, env=tiny)
+    first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, "--diagnostics", "2",
+                    env=tiny)
     assert first.returncode == 0, first.stderr
     out = run_dir(tiny, "3d_fullres__plain", fold=2)
+    # plain with --diagnostics 2 logs steps 0 and 2 (norms and angles, no conflict removal).
+    steps = [json.loads(line) for path in sorted((out / "gradient_log").iterdir())
+             for line in path.read_text().splitlines()]
+    assert [s["step"] for s in steps] == [0, 2] and "cosine_after" not in steps[0]["gradients"]
+    plotted = run_cli("plot-gradients", str(out), env=tiny)
+    assert plotted.returncode == 0 and (out / "gradient_conflicts.png").is_file()
+    assert not (out / "subset_weights.png").exists()
     again = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, env=tiny)
     assert again.returncode == 1 and again.stderr.strip() == (
         f"Error: {out}: holds a run already; pass --resume to continue it")

@@ -41,7 +41,7 @@ HYPERPARAMETERS = {
 @click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
 @click.option("--gmd-scope", type=click.Choice(GMD_SCOPES), default="full", show_default=True,
               help="full: exact per-subset gradients; head: conflicts measured on the last decoder stage and "
-                   "output layers, then one backward.")
+                   "output layers, then one backward; output: on the 1x1 output layers only (cheapest).")
 @click.option("--cggm-rho", type=click.FloatRange(min=0, min_open=True), default=1.2, show_default=True,
               help="rho of CGGM's balancing term B (Eq. 7).")
 @click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
@@ -113,3 +113,22 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, strat
     full = result.last_val.get("Full", {})
     click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best EMA mean Dice {result.best_ema:.4f}; "
                f"last validation, all modalities: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))
+
+
+@click.command("plot-gradients")
+@click.argument("results_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Folder for the PNGs (default: RESULTS_DIR).")
+def plot_gradients_command(results_dir, output):
+    """Draw a run's gradient diagnostics: GMD paper Figures 3 and 4 (and CGGM's B per modality).
+
+    RESULTS_DIR is a training run's folder (.../<configuration>__<strategy>/fold_<f>).
+    """
+    from pathlib import Path
+
+    from mmseg_robust.training.config import load_run_config
+    from mmseg_robust.training.gradient_plots import plot_gradients
+
+    _, plans = load_run_config(Path(results_dir))
+    result = plot_gradients(Path(results_dir), Path(output) if output else None, plans.modalities)
+    click.echo(f"{result.steps} logged steps -> " + ", ".join(str(p) for p in result.paths))

@@ -164,6 +164,13 @@ class DynamicSharingUNet(RegionNetwork):
                     "backbone.ds_layers.")
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
 
+    def output_parameter_names(self) -> list[str]:
+        """Names of the parameters of the 1x1 output layers only (full resolution and deep
+        supervision): ``--gmd-scope output``, whose per-subset gradients need no backward through
+        any convolution block."""
+        prefixes = ("backbone.output_layer.", "backbone.ds_layers.")
+        return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
+
     # ----------------------------------------------------------------- forward
     def forward_branches(self, images: Tensor, available: Tensor, batched: bool | None = None,
                          return_features: bool = False) -> BranchOutput:

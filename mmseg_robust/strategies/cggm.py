@@ -119,9 +119,19 @@ class CGGMComponent:
                   "head_loss": [float(results[m][0].detach()) if m in results else None for m in range(n)]}
         return CGGMStep(torch.tensor(factors, dtype=torch.float32, device=features.device), head_gradients, record)
 
+    def task_loss(self, model: nn.Module, logits: Tensor, available: Tensor, target: Tensor) -> Tensor:
+        """CGGM's L_task: the region loss of the fusion of every modality present (the multimodal
+        task of the paper) at full resolution, the only scale that reaches W_F. One loss, not the
+        mean of every subset's: L_gm differentiates through the gradient of L_task, and a second
+        derivative through 15 full-resolution losses would cost more than the rest of CGGM."""
+        present = torch.nonzero(available.any(0)).flatten().tolist()
+        fused, valid = model.fuse(logits, available, present)
+        return self.region_loss(fused, target, valid)
+
     def direction(self, model: nn.Module, task_loss: Tensor, step: CGGMStep) -> Tensor | None:
         """L_gm; ``gradients``: with d(task_loss)/d(W_F) built with ``create_graph`` so that L_gm
-        is differentiable; ``weights``: cosine of W_F with the heads' output weights."""
+        is differentiable (``task_loss`` may carry the AMP scale: the cosine ignores it);
+        ``weights``: cosine of W_F with the heads' output weights."""
         if not step.head_gradients:
             return None
         weight = model.output_layer.weight
@@ -169,8 +179,9 @@ class CGGMStrategy(GradientStrategy):
         logits = [scale_modality_gradients(scale, cggm_step.factors) for scale in branches.logits]
         with precision.autocast():
             losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
+            task_loss = self.cggm.task_loss(model, logits[0], available, target)
         task = torch.stack(losses).mean()
-        direction = self.cggm.direction(model, precision.scale(task), cggm_step)
+        direction = self.cggm.direction(model, precision.scale(task_loss), cggm_step)
         total = task if direction is None else task + self.cggm.settings.weight * direction
         names = [subset_name(s, model.modalities) for s in subsets]
         diagnostics: dict[str, Any] = {"cggm": {**cggm_step.record, "direction_loss":

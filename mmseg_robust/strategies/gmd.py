@@ -10,7 +10,10 @@ ranks the buffer is averaged before the Gram matrix, so every rank removes the s
 
 ``scope="head"`` (approximate): the rows hold only the gradients of the last decoder stage and the
 output layers (``autograd.grad`` to those parameters stops there), then one full backward of
-``sum_l c_l L_l`` with ``c`` detached, which equals ``sum_l c_l g_l``.
+``sum_l c_l L_l`` with ``c`` detached, which equals ``sum_l c_l g_l``. The full-resolution decoder
+stage is about a quarter of the network's arithmetic, so its k per-subset backwards still cost
+about 2x plain (``benchmarks/RESULTS.md``). ``scope="output"``: the same with the 1x1 output
+layers only, whose gradients need no backward through a convolution block (about 1.1x plain).
 
 ``gmd+cggm``: B_m scales branch m's cotangent inside every subset gradient (the modulation sits on
 the branch logits, upstream of every subset loss), and ``lambda * L_gm`` is added to every subset
@@ -81,21 +84,24 @@ class GMDStrategy(GradientStrategy):
             losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
         direction = None
         if cggm_step is not None:
-            direction = self.cggm.direction(model, precision.scale(torch.stack(losses).mean()), cggm_step)
+            with precision.autocast():
+                task_loss = self.cggm.task_loss(model, logits[0], available, target)
+            direction = self.cggm.direction(model, precision.scale(task_loss), cggm_step)
             diagnostics["cggm"] = {**cggm_step.record,
                                    "direction_loss": None if direction is None else float(direction.detach())}
         weight = self.cggm.settings.weight if self.cggm is not None else 0.0
 
         scale = precision.loss_scale
-        names = model.head_parameter_names() if self.scope == "head" else None
+        names = {"full": None, "head": model.head_parameter_names, "output": model.output_parameter_names}[self.scope]
+        names = names() if names is not None else None
         buffer = SubsetGradientBuffer(model, len(subsets), names)
         last = len(subsets) - 1
         for i, (loss, subset) in enumerate(zip(losses, subsets)):
-            keep = self.scope == "head" or direction is not None or i < last
+            keep = self.scope != "full" or direction is not None or i < last
             buffer.fill(i, precision.scale(loss), subset, scale, retain_graph=keep)
         if direction is not None:
             shared = torch.autograd.grad(precision.scale(weight * direction), buffer.params,
-                                         retain_graph=self.scope == "head", allow_unused=True,
+                                         retain_graph=self.scope != "full", allow_unused=True,
                                          materialize_grads=True)
             buffer.add_to_every_row([g / scale for g in shared])
         buffer.all_reduce_mean(self.world_size)

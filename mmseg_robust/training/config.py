@@ -19,7 +19,7 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 #: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (DESIGN §6).
 STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
-GMD_SCOPES: tuple[str, ...] = ("full", "head")
+GMD_SCOPES: tuple[str, ...] = ("full", "head", "output")
 CGGM_DIRECTIONS: tuple[str, ...] = ("gradients", "weights")
 #: The product's method (DESIGN §6): GMD with CGGM. ``plain`` is for ablations and early fusion.
 DEFAULT_STRATEGY = "gmd+cggm"
