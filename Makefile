@@ -26,6 +26,8 @@ install: $(STAMP)
 # sized for a CPU: the GPU plan that plan_and_preprocess prints is replaced by a smaller one, and
 # Adam (lr 3e-3) replaces nnU-Net's SGD: within the demo's 60-180 iterations SGD with momentum 0.99
 # learns the whole tumour only (TC/ET Dice 0.1/0 against 0.5 with Adam; benchmarks/RESULTS.md).
+# GMD's cost on a CPU is kept down with its cheapest scope in 3D (output layers) and 5 sampled
+# subsets per step in 2D (exact scope); benchmarks/bench_strategies.py measures every variant.
 DEMO_TRAIN := --optimizer adam --lr 3e-3 --num-workers 1
 demo: export MMROBUST_RAW := $(abspath $(DEMO_DIR))/raw
 demo: export MMROBUST_PREPROCESSED := $(abspath $(DEMO_DIR))/preprocessed
@@ -38,8 +40,11 @@ demo: $(STAMP)
 	$(BIN)/mmrobust plan -d BraTS2018 -c 3d_fullres --patch-size 48,48,48 --batch-size 2 --base-features 8
 	$(BIN)/mmrobust plan -d BraTS2018 -c 2d --patch-size 80,80 --batch-size 8 --base-features 8
 	rm -rf $(DEMO_DIR)/results
-	$(BIN)/mmrobust train -d BraTS2018 -c 3d_fullres -f 0 --epochs 3 --iters-per-epoch 20 $(DEMO_TRAIN)
-	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 6 --iters-per-epoch 30 $(DEMO_TRAIN)
+	$(BIN)/mmrobust train -d BraTS2018 -c 3d_fullres -f 0 --epochs 3 --iters-per-epoch 20 $(DEMO_TRAIN) \
+		--strategy gmd+cggm --gmd-scope output
+	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 6 --iters-per-epoch 30 $(DEMO_TRAIN) \
+		--strategy gmd+cggm --subsets k=5
+	$(BIN)/mmrobust plot-gradients $(DEMO_DIR)/results/BraTS2018/2d__gmd+cggm/fold_0
 
 test: $(STAMP)
 	$(BIN)/pytest
