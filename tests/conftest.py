@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import torch
 
 from mmseg_robust.data.layouts import LAYOUT_NAMES
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
@@ -71,3 +72,13 @@ def tree_digest(root: Path) -> dict[str, str]:
 @pytest.fixture
 def digest() -> Callable[[Path], dict[str, str]]:
     return tree_digest
+
+
+@pytest.fixture
+def single_torch_thread():
+    """Tiny models: one torch thread is as fast, and immune to oversubscription when other test
+    suites share the cores (OpenMP workers spin while they wait)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

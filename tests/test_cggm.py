@@ -25,12 +25,7 @@ FULL_PRECISION = make_precision("off", torch.device("cpu"))
 CPU = StrategyEnvironment(torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 # --------------------------------------------------------------------------- Eq. 7

@@ -23,12 +23,7 @@ ALL_SUBSETS = [s for k in range(1, 5) for s in itertools.combinations(range(4), 
 FULL_PRECISION = make_precision("off", torch.device("cpu"))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def tiny_ds(seed: int = 0, deep_supervision: bool = True):

@@ -22,14 +22,7 @@ MODALITIES = ("flair", "t1", "t1ce", "t2")
 ALL_SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(range(4), k)]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models are tiny: one thread is as fast, and immune to oversubscription when other test
-    suites share the cores (OpenMP workers spin while they wait)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def plan(dims: int, n_conv: int = 2) -> ConfigurationPlan:

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.losses import DeepSupervisionLoss
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import SubsetSampler
 
@@ -92,3 +94,13 @@ def fused_subset_losses(model: nn.Module, branch_logits: Sequence[Tensor], avail
         fused = [model.fuse(scale, available, subset) for scale in branch_logits]
         losses.append(loss([f for f, _ in fused], target, fused[0][1]))
     return losses
+
+
+def measure_subset_gradients(model: nn.Module, losses: Sequence[Tensor], subsets: Sequence[Sequence[int]],
+                             names: Sequence[str], precision: Precision) -> dict[str, Any]:
+    """``--diagnostics``: the per-subset gradients' norms and cosines (one backward per subset,
+    graph retained for the strategy's own backward)."""
+    buffer = SubsetGradientBuffer(model, len(subsets))
+    for i, (loss, subset) in enumerate(zip(losses, subsets)):
+        buffer.fill(i, precision.scale(loss), subset, precision.loss_scale)
+    return gradient_diagnostics(buffer.gram(), names)

@@ -18,7 +18,14 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from mmseg_robust.losses import RegionLoss
-from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
+from mmseg_robust.networks.ds_unet import BranchOutput
+from mmseg_robust.strategies.base import (
+    GradientStrategy,
+    StepOutcome,
+    StrategyEnvironment,
+    fused_subset_losses,
+    measure_subset_gradients,
+)
 from mmseg_robust.strategies.cggm_parts import (
     ClassifierHeads,
     ModalityBalancer,
@@ -26,8 +33,6 @@ from mmseg_robust.strategies.cggm_parts import (
     head_losses,
     scale_modality_gradients,
 )
-from mmseg_robust.strategies.diagnostics import gradient_diagnostics
-from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.config import CGGM_DIRECTIONS
 from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import subset_name
@@ -58,6 +63,16 @@ class CGGMStep:
 
     factors: Tensor
     head_gradients: dict[int, Tensor]
+    record: dict[str, Any]
+
+
+@dataclass
+class CGGMOutcome:
+    """Branch logits with B on their backward, L_gm (or None) and its weight lambda, the step's record."""
+
+    logits: list[Tensor]
+    direction: Tensor | None
+    weight: float
     record: dict[str, Any]
 
 
@@ -142,6 +157,18 @@ class CGGMComponent:
         (main_gradient,) = torch.autograd.grad(task_loss, weight, create_graph=True)
         return direction_loss(main_gradient, step.head_gradients, factors)
 
+    def modulate(self, model: nn.Module, branches: BranchOutput, available: Tensor, target: Tensor,
+                 precision: Precision) -> CGGMOutcome:
+        """The CGGM part of a step after the network's forward: train the heads, get B, put B on
+        the branch logits' backward, and build L_gm (None when no head saw data)."""
+        step = self.update(branches.features, available, target)
+        logits = [scale_modality_gradients(scale, step.factors) for scale in branches.logits]
+        with precision.autocast():
+            task_loss = self.task_loss(model, logits[0], available, target)
+        direction = self.direction(model, precision.scale(task_loss), step)
+        record = {**step.record, "direction_loss": None if direction is None else float(direction.detach())}
+        return CGGMOutcome(logits, direction, self.settings.weight, record)
+
     def state_dict(self) -> dict[str, Any]:
         return {"heads": self.heads.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "balancer": self.balancer.state_dict()}
@@ -175,22 +202,16 @@ class CGGMStrategy(GradientStrategy):
         subsets = self.step_subsets(available, step)
         with precision.autocast():
             branches = model.forward_branches(images, available, return_features=True)
-        cggm_step = self.cggm.update(branches.features, available, target)
-        logits = [scale_modality_gradients(scale, cggm_step.factors) for scale in branches.logits]
+        cggm = self.cggm.modulate(model, branches, available, target, precision)
         with precision.autocast():
-            losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
-            task_loss = self.cggm.task_loss(model, logits[0], available, target)
-        task = torch.stack(losses).mean()
-        direction = self.cggm.direction(model, precision.scale(task_loss), cggm_step)
-        total = task if direction is None else task + self.cggm.settings.weight * direction
+            losses = fused_subset_losses(model, cggm.logits, available, target, subsets, self.loss)
+        total = torch.stack(losses).mean()
+        if cggm.direction is not None:
+            total = total + cggm.weight * cggm.direction
         names = [subset_name(s, model.modalities) for s in subsets]
-        diagnostics: dict[str, Any] = {"cggm": {**cggm_step.record, "direction_loss":
-                                                None if direction is None else float(direction.detach())}}
+        diagnostics: dict[str, Any] = {"cggm": cggm.record}
         if self.wants_diagnostics(step):
-            buffer = SubsetGradientBuffer(model, len(subsets))
-            for i, (loss, subset) in enumerate(zip(losses, subsets)):
-                buffer.fill(i, precision.scale(loss), subset, precision.loss_scale)
-            diagnostics["gradients"] = gradient_diagnostics(buffer.gram(), names)
+            diagnostics["gradients"] = measure_subset_gradients(model, losses, subsets, names, precision)
         precision.scale(total).backward()
         return StepOutcome(loss=float(total.detach()), subset_losses={n: float(v.detach()) for n, v in
                                                                       zip(names, losses)}, diagnostics=diagnostics)

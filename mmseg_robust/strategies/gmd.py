@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
-from mmseg_robust.strategies.cggm_parts import scale_modality_gradients
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
@@ -76,24 +75,17 @@ class GMDStrategy(GradientStrategy):
         with precision.autocast():
             branches = model.forward_branches(images, available, batched=batched,
                                               return_features=self.cggm is not None)
-        logits, cggm_step, diagnostics = branches.logits, None, {}
+        logits, direction, weight, diagnostics = branches.logits, None, 0.0, {}
         if self.cggm is not None:
-            cggm_step = self.cggm.update(branches.features, available, target)
-            logits = [scale_modality_gradients(scale, cggm_step.factors) for scale in logits]
+            cggm = self.cggm.modulate(model, branches, available, target, precision)
+            logits, direction, weight = cggm.logits, cggm.direction, cggm.weight
+            diagnostics["cggm"] = cggm.record
         with precision.autocast():
             losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
-        direction = None
-        if cggm_step is not None:
-            with precision.autocast():
-                task_loss = self.cggm.task_loss(model, logits[0], available, target)
-            direction = self.cggm.direction(model, precision.scale(task_loss), cggm_step)
-            diagnostics["cggm"] = {**cggm_step.record,
-                                   "direction_loss": None if direction is None else float(direction.detach())}
-        weight = self.cggm.settings.weight if self.cggm is not None else 0.0
 
         scale = precision.loss_scale
-        names = {"full": None, "head": model.head_parameter_names, "output": model.output_parameter_names}[self.scope]
-        names = names() if names is not None else None
+        names = (None if self.scope == "full" else
+                 model.head_parameter_names() if self.scope == "head" else model.output_parameter_names())
         buffer = SubsetGradientBuffer(model, len(subsets), names)
         last = len(subsets) - 1
         for i, (loss, subset) in enumerate(zip(losses, subsets)):

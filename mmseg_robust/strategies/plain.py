@@ -5,9 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mmseg_robust.strategies.base import GradientStrategy, StepOutcome
-from mmseg_robust.strategies.diagnostics import gradient_diagnostics
-from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
+from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients
 from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import random_modality_dropout, subset_name
 
@@ -39,10 +37,7 @@ class PlainStrategy(GradientStrategy):
         names = ["dropout"] if model.kind == "early_fusion" else [subset_name(s, model.modalities) for s in subsets]
         diagnostics = {}
         if model.kind == "ds" and self.wants_diagnostics(step):
-            buffer = SubsetGradientBuffer(model, len(subsets))
-            for i, (loss, subset) in enumerate(zip(losses, subsets)):
-                buffer.fill(i, precision.scale(loss), subset, precision.loss_scale)
-            diagnostics["gradients"] = gradient_diagnostics(buffer.gram(), names)
+            diagnostics["gradients"] = measure_subset_gradients(model, losses, subsets, names, precision)
         precision.scale(total).backward()
         return StepOutcome(loss=float(total.detach()),
                            subset_losses={n: float(v.detach()) for n, v in zip(names, losses)},
