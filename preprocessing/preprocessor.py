@@ -10,7 +10,7 @@ import logging
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from mmseg_robust.planners.plans import Plans
@@ -88,22 +88,43 @@ def _read_label(case: Case, reference: ImageGeometry) -> np.ndarray:
         raise PreprocessingError(f"case {case.case_id}: {case.label}: {error}") from None
 
 
-def preprocess_case(case: Case, plans: Plans, output_dir: str | Path,
-                    seed: int = 0) -> PreprocessedCaseProperties:
-    """Preprocess one case into ``output_dir/<case_id>/``; returns its stored properties."""
-    modalities = tuple(m for m in case.modalities if m in plans.modalities)
-    if not modalities:
-        raise PreprocessingError(f"case {case.case_id}: none of the planned modalities "
-                                 f"{', '.join(plans.modalities)} is present")
+@dataclass
+class PreparedImages:
+    """A case's images as the network sees them, and how to map them back to the input grid.
+
+    ``images`` (C, *shape) float32 in the order of ``modalities``; ``codes`` the cropped (and
+    resampled) sub-region codes or None; ``spacing`` the input's array-order spacing.
+    """
+
+    images: np.ndarray
+    codes: np.ndarray | None
+    modalities: tuple[str, ...]
+    geometry: ImageGeometry
+    spacing: tuple[float, ...]
+    crop_box: tuple[tuple[int, int], ...]
+    cropped_shape: tuple[int, ...]
+    shape: tuple[int, ...]
+    resampled: bool
+    normalization: dict[str, dict]
+
+
+def read_case_images(case_id: str, files: Mapping[str, Path],
+                     modalities: Sequence[str]) -> tuple[list[np.ndarray], ImageGeometry]:
+    """Read ``modalities`` of one case; every file must be 3D, finite and on the first one's grid."""
     raw: list[np.ndarray] = []
     geometry: ImageGeometry | None = None
     for modality in modalities:
-        array, read_geometry = _read_checked(case.images[modality], geometry, case.case_id)
+        array, read_geometry = _read_checked(files[modality], geometry, case_id)
         geometry = geometry or read_geometry
         raw.append(array)
     assert geometry is not None
-    codes_full = _read_label(case, geometry) if case.label is not None else None
+    return raw, geometry
 
+
+def prepare_images(raw: Sequence[np.ndarray], modalities: Sequence[str], geometry: ImageGeometry, plans: Plans,
+                   codes_full: np.ndarray | None = None, case_id: str = "") -> PreparedImages:
+    """Crop to the brain (and tumour), z-score each modality inside the brain, resample if planned:
+    the one code path of training's preprocessing and of inference."""
     # Crop to the union of the brain and the tumour, so no labelled voxel is ever cut away.
     brain_full = union_nonzero_mask(raw)
     box = nonzero_bounding_box(brain_full if codes_full is None else brain_full | (codes_full > 0))
@@ -115,7 +136,6 @@ def preprocess_case(case: Case, plans: Plans, output_dir: str | Path,
         images[channel], mean, std = zscore_in_mask(crop(array, box), brain)
         normalization[modality] = {"scheme": plans.normalization.get(modality, ZSCORE_BRAIN),
                                    "mean": mean, "std": std}
-    del raw
     codes = crop(codes_full, box) if codes_full is not None else None
 
     spacing = tuple(reversed(geometry.spacing))  # ITK (x, y, z) -> array (z, y, x)
@@ -129,7 +149,23 @@ def preprocess_case(case: Case, plans: Plans, output_dir: str | Path,
         images[:, ~resample_mask(brain, new_shape)] = 0
         if codes is not None:
             codes = regions_to_subregions(resample_regions(subregions_to_regions(codes), new_shape))
-        logger.debug("case %s resampled %s -> %s", case.case_id, cropped_shape, new_shape)
+        logger.debug("case %s resampled %s -> %s", case_id, cropped_shape, new_shape)
+    return PreparedImages(images, codes, tuple(modalities), geometry, spacing, box, cropped_shape,
+                          tuple(new_shape), resampled, normalization)
+
+
+def preprocess_case(case: Case, plans: Plans, output_dir: str | Path,
+                    seed: int = 0) -> PreprocessedCaseProperties:
+    """Preprocess one case into ``output_dir/<case_id>/``; returns its stored properties."""
+    modalities = tuple(m for m in case.modalities if m in plans.modalities)
+    if not modalities:
+        raise PreprocessingError(f"case {case.case_id}: none of the planned modalities "
+                                 f"{', '.join(plans.modalities)} is present")
+    raw, geometry = read_case_images(case.case_id, case.images, modalities)
+    codes_full = _read_label(case, geometry) if case.label is not None else None
+    prepared = prepare_images(raw, modalities, geometry, plans, codes_full, case.case_id)
+    del raw
+    images, codes, new_shape = prepared.images, prepared.codes, prepared.shape
 
     regions = (subregions_to_regions(codes) if codes is not None
                else np.zeros((len(REGIONS),) + tuple(new_shape), dtype=bool))
@@ -142,10 +178,10 @@ def preprocess_case(case: Case, plans: Plans, output_dir: str | Path,
     properties = PreprocessedCaseProperties(
         case_id=case.case_id, modalities=modalities, has_label=codes is not None,
         label_convention=case.convention.to_dict(), original_shape=geometry.array_shape,
-        original_spacing=spacing, itk_geometry=_geometry_dict(geometry), crop_box=box,
-        cropped_shape=cropped_shape, shape_after_resampling=tuple(new_shape),
-        target_spacing=tuple(plans.target_spacing) if resampled else spacing,
-        normalization=normalization, foreground_counts=counts, source_files=sources,
+        original_spacing=prepared.spacing, itk_geometry=_geometry_dict(geometry), crop_box=prepared.crop_box,
+        cropped_shape=prepared.cropped_shape, shape_after_resampling=tuple(new_shape),
+        target_spacing=tuple(plans.target_spacing) if prepared.resampled else prepared.spacing,
+        normalization=prepared.normalization, foreground_counts=counts, source_files=sources,
         preprocessing_signature=plans.preprocessing_signature(), sampling_seed=seed)
     write_preprocessed_case(Path(output_dir) / case.case_id, images.astype(plans.image_dtype, copy=False),
                             codes, foreground, properties)
