@@ -1,0 +1,179 @@
+"""``Predictor``: trained model(s) -> label maps for any modality subset (DESIGN §8).
+
+Notebook use::
+
+    predictor = Predictor.from_results([Path(".../3d_fullres__gmd+cggm/fold_0")])
+    result = predictor.predict_case(find_input_cases("case_dir")[0], modalities=("t1", "flair"),
+                                    output_dir=Path("out"))
+    result.label, result.probabilities, result.paths
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from mmseg_robust.inference.export import (
+    REGION_THRESHOLD,
+    probabilities_to_input_grid,
+    regions_to_label,
+    remove_small_et,
+    write_label,
+    write_probabilities,
+)
+from mmseg_robust.inference.inputs import InputCase, InputError
+from mmseg_robust.inference.sliding_window import sliding_window_predict, with_mirroring
+from mmseg_robust.planners.plans import ConfigurationPlan, Plans
+from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_images, read_case_images
+
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.networks import build_network
+from mmseg_robust.training import checkpoint as ckpt
+from mmseg_robust.training.config import TrainingConfig, load_run_config
+from mmseg_robust.training.precision import make_precision
+from mmseg_robust.visualization import save_case_overview
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINTS = {"best": ckpt.BEST, "latest": ckpt.LATEST}
+
+
+class ModelLoadError(MMRobustError):
+    """A results folder or checkpoint that cannot serve predictions."""
+
+
+@dataclass(frozen=True)
+class PredictionSettings:
+    """``step``: window stride as a fraction of the patch; ``tta``: mirroring; ``et_min_voxels``:
+    ET post-processing (0: off)."""
+
+    step: float = 0.5
+    sw_batch: int = 2
+    tta: bool = False
+    et_min_voxels: int = 0
+    save_probabilities: bool = False
+    png: bool = False
+
+
+@dataclass
+class PredictionResult:
+    """Arrays in the input's array order (z, y, x) and the files written."""
+
+    case_id: str
+    modalities: tuple[str, ...]
+    label: np.ndarray
+    probabilities: np.ndarray
+    paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class LoadedModel:
+    network: torch.nn.Module
+    config: TrainingConfig
+    plans: Plans
+    plan: ConfigurationPlan
+    source: Path
+
+
+def load_model(results_dir: Path, checkpoint: str = "best", device: torch.device | str = "cpu") -> LoadedModel:
+    """Rebuild a run's network from its ``config.json`` and load ``checkpoint_<best|latest>.pt``."""
+    results_dir = Path(results_dir)
+    config, plans = load_run_config(results_dir)
+    plan = plans.configuration(config.configuration)
+    path = results_dir / CHECKPOINTS[checkpoint]
+    state = ckpt.load_checkpoint(path, device)
+    ckpt.check_plan_signature(state, ckpt.plan_signature(plans, plan), path)
+    network = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision)
+    network.load_state_dict(state["model"])
+    return LoadedModel(network.to(device).eval(), config, plans, plan, path)
+
+
+class Predictor:
+    """One or several trained folds of the same plans; their probabilities are averaged."""
+
+    def __init__(self, models: Sequence[LoadedModel], device: torch.device | str = "cpu") -> None:
+        if not models:
+            raise ModelLoadError("no model to predict with")
+        first = models[0]
+        for other in models[1:]:
+            if (other.plans.modalities, other.plan) != (first.plans.modalities, first.plan):
+                raise ModelLoadError(f"{other.source}: other plans than {first.source}; folds to average must "
+                                     f"share their plans")
+        self.models = list(models)
+        self.device = torch.device(device)
+        self.plans, self.plan = first.plans, first.plan
+        self.modalities = tuple(first.plans.modalities)
+        self.precision = make_precision("auto", self.device)
+
+    @classmethod
+    def from_results(cls, results_dirs: Sequence[Path], checkpoint: str = "best",
+                     device: torch.device | str = "cpu") -> "Predictor":
+        return cls([load_model(Path(d), checkpoint, device) for d in results_dirs], device)
+
+    # ----------------------------------------------------------------- network side
+    def _window_predictor(self, model: LoadedModel, available: torch.Tensor, tta: bool):
+        def predict(windows: torch.Tensor) -> torch.Tensor:
+            rows = available.expand(windows.shape[0], -1)
+            with torch.no_grad(), self.precision.autocast():
+                return model.network(windows, rows).float()
+        return with_mirroring(predict, self.plan.spatial_dims) if tta else predict
+
+    def network_probabilities(self, prepared: PreparedImages, settings: PredictionSettings) -> np.ndarray:
+        """Mean over the models of the sigmoid of the sliding-window logits, ``(R, *prepared.shape)``."""
+        channels = torch.zeros((len(self.modalities),) + prepared.shape, dtype=torch.float32)
+        available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
+        for index, modality in enumerate(prepared.modalities):
+            m = self.modalities.index(modality)
+            channels[m] = torch.from_numpy(np.ascontiguousarray(prepared.images[index], dtype=np.float32))
+            available[0, m] = True
+        total = None
+        for model in self.models:
+            predict = self._window_predictor(model, available, settings.tta)
+            if self.plan.spatial_dims == 3:
+                logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step,
+                                                settings.sw_batch, self.device)
+            else:  # a 2D network predicts the volume slice by slice along z
+                logits = torch.stack([sliding_window_predict(predict, channels[:, z], self.plan.patch_size,
+                                                             settings.step, settings.sw_batch, self.device)
+                                      for z in range(channels.shape[1])], dim=1)
+            probabilities = torch.sigmoid(logits).cpu()
+            total = probabilities if total is None else total + probabilities
+        return (total / len(self.models)).numpy()
+
+    # ----------------------------------------------------------------- one case
+    def predict_case(self, case: InputCase, modalities: Sequence[str] | None = None,
+                     output_dir: Path | None = None,
+                     settings: PredictionSettings = PredictionSettings()) -> PredictionResult:
+        """Predict one case from ``modalities`` (default: every one found that the model knows);
+        with ``output_dir`` write ``<case>.nii.gz`` (and the optional extras) atomically."""
+        chosen = case.select(modalities, self.modalities)
+        raw, geometry = read_case_images(case.case_id, case.images, chosen)
+        prepared = prepare_images(raw, chosen, geometry, self.plans, case_id=case.case_id)
+        probabilities = probabilities_to_input_grid(self.network_probabilities(prepared, settings), prepared)
+        regions = remove_small_et(probabilities > REGION_THRESHOLD, settings.et_min_voxels)
+        label = regions_to_label(regions, self.plans.label_convention)
+        result = PredictionResult(case.case_id, chosen, label, probabilities)
+        if output_dir is not None:
+            output_dir = Path(output_dir)
+            output_dir.mkdir(parents=True, exist_ok=True)
+            if settings.save_probabilities:
+                result.paths.append(write_probabilities(probabilities, output_dir / f"{case.case_id}.npz"))
+            if settings.png:
+                result.paths.append(save_case_overview(dict(zip(chosen, raw)), label, self.plans.label_convention,
+                                                       output_dir / f"{case.case_id}.png",
+                                                       title=f"{case.case_id} from {', '.join(chosen)}"))
+            # The label map goes last: its presence marks the case as finished for reruns.
+            result.paths.append(write_label(label, prepared, output_path(output_dir, case.case_id)))
+        return result
+
+
+def output_path(output_dir: Path, case_id: str) -> Path:
+    return Path(output_dir) / f"{case_id}.nii.gz"
+
+
+__all__ = ["InputError", "LoadedModel", "ModelLoadError", "PredictionResult", "PredictionSettings", "Predictor",
+           "load_model", "output_path"]
