@@ -39,12 +39,15 @@ demo: $(STAMP)
 	$(BIN)/mmrobust plan_and_preprocess -d BraTS2018 -np 2
 	$(BIN)/mmrobust plan -d BraTS2018 -c 3d_fullres --patch-size 48,48,48 --batch-size 2 --base-features 8
 	$(BIN)/mmrobust plan -d BraTS2018 -c 2d --patch-size 80,80 --batch-size 8 --base-features 8
-	rm -rf $(DEMO_DIR)/results
+	rm -rf $(DEMO_DIR)/results $(DEMO_DIR)/predictions
 	$(BIN)/mmrobust train -d BraTS2018 -c 3d_fullres -f 0 --epochs 3 --iters-per-epoch 20 $(DEMO_TRAIN) \
 		--strategy gmd+cggm --gmd-scope output
 	$(BIN)/mmrobust train -d BraTS2018 -c 2d -f 0 --epochs 6 --iters-per-epoch 30 $(DEMO_TRAIN) \
 		--strategy gmd+cggm --subsets k=5
 	$(BIN)/mmrobust plot-gradients $(DEMO_DIR)/results/BraTS2018/2d__gmd+cggm/fold_0
+	$(BIN)/mmrobust predict -i $(DEMO_DIR)/raw/BraTS2018 -o $(DEMO_DIR)/predictions/full -d BraTS2018 -c 2d --png
+	$(BIN)/mmrobust predict -i $(DEMO_DIR)/raw/BraTS2018 -o $(DEMO_DIR)/predictions/t1_flair -d BraTS2018 -c 2d \
+		--modalities t1,flair
 
 test: $(STAMP)
 	$(BIN)/pytest
