@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from mmseg_robust.inference.export import regions_to_label, remove_small_et
-from mmseg_robust.inference.inputs import find_input_cases
+from mmseg_robust.inference.export import probabilities_to_input_grid, regions_to_label, remove_small_et
+from mmseg_robust.inference.inputs import InputError, find_input_cases
 from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 from mmseg_robust.inference.sliding_window import (
     gaussian_importance,
@@ -28,9 +28,11 @@ from mmseg_robust.planners.plan_and_preprocess import (
     run_plan,
     run_preprocess,
 )
+from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
 
 from mmseg_robust.data.discovery import discover_dataset
-from mmseg_robust.data.labels import BRATS_2018, BRATS_2023
+from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, label_to_subregions, subregions_to_regions
+from mmseg_robust.data.nifti_io import read_image
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
 DATASET = "Tiny"
@@ -235,3 +237,55 @@ def test_bad_case_files_give_one_line_errors(trained, run_cli, tmp_path) -> None
     broken = run_cli("predict", "-i", str(corrupt), "-o", str(tmp_path / "o2"), *model, env=env)
     assert broken.returncode == 1 and str(corrupt / "case_t1.nii.gz") in broken.stderr
     assert not (tmp_path / "o2" / "case.nii.gz").exists()
+
+
+def test_export_round_trip_puts_a_known_tumour_on_its_voxels(trained, tmp_path) -> None:
+    """Without the network: the reference label, carried through the same crop (and the plans'
+    grid) that prediction uses and exported back, lands exactly on the input's voxels, on an
+    oblique, anisotropic input."""
+    plans = Predictor.from_results([trained["run"]]).plans
+    source = next(p for p in sorted(trained["raw"].iterdir()) if p.is_dir())
+    case = find_input_cases(source)[0]
+    raw, geometry = read_case_images(case.case_id, case.images, case.modalities)
+    label, _ = read_image(source / f"{source.name}_seg.nii.gz")
+    codes = label_to_subregions(label, BRATS_2018)
+    prepared = prepare_images(raw, case.modalities, geometry, plans, codes, case.case_id)
+    probabilities = subregions_to_regions(prepared.codes).astype(np.float32)
+    back = probabilities_to_input_grid(probabilities, prepared) > 0.5
+    assert np.array_equal(regions_to_label(back, BRATS_2018), label)
+
+
+def test_nnunet_channel_files_map_through_dataset_json(tmp_path) -> None:
+    folder = tmp_path / "imagesTs"
+    folder.mkdir()
+    image = sitk.Image(8, 8, 8, sitk.sitkInt16)
+    for case in ("A", "B"):
+        for channel in range(4):
+            sitk.WriteImage(image, str(folder / f"{case}_{channel:04d}.nii.gz"))
+    with pytest.raises(InputError, match="need a dataset.json with channel_names"):
+        find_input_cases(folder)
+    (tmp_path / "dataset.json").write_text('{"channel_names": {"0": "T1", "1": "T1ce", "2": "T2", "3": "Flair"}}')
+    cases = find_input_cases(folder)
+    assert [c.case_id for c in cases] == ["A", "B"]
+    assert cases[0].images["flair"].name == "A_0003.nii.gz" and cases[0].images["t1"].name == "A_0000.nii.gz"
+
+
+def test_folds_average_and_extras_and_refusals(trained, run_cli, tmp_path) -> None:
+    env = trained["env"]
+    case_dir = next(p for p in sorted(trained["raw"].iterdir()) if p.is_dir())
+    single = Predictor.from_results([trained["run"]]).predict_case(find_input_cases(case_dir)[0])
+    double = Predictor.from_results([trained["run"], trained["run"]]).predict_case(find_input_cases(case_dir)[0])
+    assert np.allclose(single.probabilities, double.probabilities, atol=1e-6)  # the mean of identical folds
+    out = tmp_path / "extras"
+    result = run_cli("predict", "-i", str(case_dir), "-o", str(out), "-m", str(trained["run"]), "--save-probabilities",
+                     "--png", "--et-min-voxels", "100000", env=env)
+    assert result.returncode == 0, result.stderr
+    stored = np.load(out / f"{case_dir.name}.npz")
+    assert stored["probabilities"].shape == (3,) + single.label.shape and list(stored["regions"]) == ["WT", "TC", "ET"]
+    assert (out / f"{case_dir.name}.png").read_bytes()[:4] == b"\x89PNG"
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case_dir.name}.nii.gz")))
+    assert not (label == 4).any()  # every predicted ET is below 100000 voxels: relabelled NCR
+    neither = run_cli("predict", "-i", str(case_dir), "-o", str(tmp_path / "n"), env=env)
+    assert neither.returncode == 1 and "no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD" in neither.stderr
+    absent = run_cli("predict", "-i", str(case_dir), "-o", str(tmp_path / "n"), "-d", DATASET, "-f", "3", env=env)
+    assert absent.returncode == 1 and "Traceback" not in absent.stderr and "fold_3" in absent.stderr
