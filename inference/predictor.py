@@ -168,6 +168,8 @@ class Predictor:
                                                        title=f"{case.case_id} from {', '.join(chosen)}"))
             # The label map goes last: its presence marks the case as finished for reruns.
             result.paths.append(write_label(label, prepared, output_path(output_dir, case.case_id)))
+        logger.debug("case %s from %s: network grid %s, %d model(s)", case.case_id, ",".join(chosen),
+                     prepared.shape, len(self.models))
         return result
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
 from mmseg_robust.training.config import DEFAULT_STRATEGY, MODEL_KINDS, STRATEGIES
-
-logger = logging.getLogger(__name__)
 
 
 @click.command("predict")
