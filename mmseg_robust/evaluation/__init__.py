@@ -1,0 +1,1 @@
+"""Evaluation (DESIGN §9): per-case metrics for the WT/TC/ET regions."""
