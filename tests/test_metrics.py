@@ -9,7 +9,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from scipy import ndimage
 from scipy.spatial.distance import cdist
 
-from mmseg_robust.evaluation.metrics import HD95_ONE_EMPTY, dice, hd95
+from mmseg_robust.evaluation.metrics import dice, hd95, physical_diagonal
 
 SPACING = (2.5, 0.9, 1.3)
 
@@ -68,4 +68,7 @@ def test_empty_mask_conventions() -> None:
     empty, mask = np.zeros((5, 6, 7), bool), blob(1, (5, 6, 7), 0.5)
     assert dice(empty, empty) == 1.0 and hd95(empty, empty, SPACING) == 0.0
     assert dice(mask, empty) == 0.0 and dice(empty, mask) == 0.0
-    assert hd95(mask, empty, SPACING) == hd95(empty, mask, SPACING) == HD95_ONE_EMPTY == 373.13
+    diagonal = np.sqrt((5 * 2.5) ** 2 + (6 * 0.9) ** 2 + (7 * 1.3) ** 2)
+    assert hd95(mask, empty, SPACING) == hd95(empty, mask, SPACING) == pytest.approx(diagonal)
+    assert hd95(mask, empty, SPACING, empty_penalty=1.0) == 1.0
+    assert physical_diagonal((155, 240, 240), (1.0, 1.0, 1.0)) == pytest.approx(373.12866, abs=1e-5)

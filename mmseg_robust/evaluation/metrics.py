@@ -18,10 +18,13 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-#: HD95 when exactly one of prediction and reference is empty: the diagonal of the BraTS volume
-#: (240 x 240 x 155 at 1 mm), the value the BraTS evaluation reports.
-HD95_ONE_EMPTY = 373.13
 HD95_PERCENTILE = 95
+
+
+def physical_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Length (mm) of the image's diagonal: HD95's value when exactly one mask is empty (373.129 mm
+    for BraTS's 240 x 240 x 155 at 1 mm, what ACN, SMU-Net and the missing-modality papers use)."""
+    return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
 
 
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
@@ -59,15 +62,16 @@ def surface_distances(source: np.ndarray, target: np.ndarray, spacing: Sequence[
     return distance[surface_source]
 
 
-def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:
+def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
+         empty_penalty: float | None = None) -> float:
     """Symmetric HD95 in mm (pooled directed surface distances); both empty -> 0.0, exactly one
-    empty -> :data:`HD95_ONE_EMPTY`."""
+    empty -> ``empty_penalty`` (default: the image's :func:`physical_diagonal`)."""
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
     empty_prediction, empty_reference = not prediction.any(), not reference.any()
     if empty_prediction and empty_reference:
         return 0.0
     if empty_prediction or empty_reference:
-        return HD95_ONE_EMPTY
+        return physical_diagonal(prediction.shape, spacing) if empty_penalty is None else float(empty_penalty)
     pooled = np.concatenate([surface_distances(prediction, reference, spacing),
                              surface_distances(reference, prediction, spacing)])
     return float(np.percentile(pooled, HD95_PERCENTILE))
