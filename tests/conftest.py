@@ -13,6 +13,7 @@ from typing import Callable
 import pytest
 import torch
 
+from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
@@ -82,3 +83,34 @@ def single_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _preprocessed_tiny_dataset(root: Path, name: str, cases: int, configurations: tuple[str, ...],
+                               seed: int) -> tuple[Path, dict[str, str]]:
+    """A small synthetic BraTS 2021 dataset, fingerprinted, planned with 4 base features (a CPU
+    step takes milliseconds), preprocessed and split; returns (raw folder, MMROBUST_* variables)."""
+    from mmseg_robust.planners.experiment_planner import PlanningRequest
+    from mmseg_robust.planners.plan_and_preprocess import (
+        DatasetLocation,
+        ensure_splits,
+        run_extract_fingerprint,
+        run_plan,
+        run_preprocess,
+    )
+
+    raw = make_synthetic_dataset(root / "raw" / name, SyntheticSpec("brats2021", cases, (32, 40, 40), seed=seed),
+                                 progress=False)
+    location = DatasetLocation(name, raw, root / "pre" / name)
+    dataset = discover_dataset(raw)
+    run_extract_fingerprint(location, dataset, progress=False)
+    run_plan(location, PlanningRequest(base_features=4))
+    run_preprocess(location, dataset, configurations, progress=False)
+    ensure_splits(location, [c.case_id for c in dataset.cases])
+    return raw, {"MMROBUST_PREPROCESSED": str(root / "pre"), "MMROBUST_RESULTS": str(root / "results")}
+
+
+@pytest.fixture(scope="session")
+def preprocessed_tiny_dataset() -> Callable[..., tuple[Path, dict[str, str]]]:
+    """Builder of small preprocessed datasets for training and prediction tests (see
+    :func:`_preprocessed_tiny_dataset`); module fixtures call it with their own folder."""
+    return _preprocessed_tiny_dataset

@@ -20,20 +20,10 @@ from mmseg_robust.inference.sliding_window import (
     window_starts,
     with_mirroring,
 )
-from mmseg_robust.planners.experiment_planner import PlanningRequest
-from mmseg_robust.planners.plan_and_preprocess import (
-    DatasetLocation,
-    ensure_splits,
-    run_extract_fingerprint,
-    run_plan,
-    run_preprocess,
-)
 from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
 
-from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, label_to_subregions, subregions_to_regions
 from mmseg_robust.data.nifti_io import read_image
-from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
 DATASET = "Tiny"
 MODALITIES = ("flair", "t1", "t1ce", "t2")
@@ -120,17 +110,9 @@ def test_region_to_label_conversion_per_convention() -> None:
 
 # --------------------------------------------------------------------------- a tiny trained model
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, run_cli) -> dict:
+def trained(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
     root = tmp_path_factory.mktemp("predict")
-    raw = make_synthetic_dataset(root / "raw" / DATASET, SyntheticSpec("brats2021", 4, (32, 40, 40), seed=3),
-                                 progress=False)
-    location = DatasetLocation(DATASET, raw, root / "pre" / DATASET)
-    dataset = discover_dataset(raw)
-    run_extract_fingerprint(location, dataset, progress=False)
-    run_plan(location, PlanningRequest(base_features=4))
-    run_preprocess(location, dataset, ("3d_fullres",), progress=False)
-    ensure_splits(location, [c.case_id for c in dataset.cases])
-    env = {"MMROBUST_PREPROCESSED": str(root / "pre"), "MMROBUST_RESULTS": str(root / "results")}
+    raw, env = preprocessed_tiny_dataset(root, DATASET, 4, ("3d_fullres",), seed=3)
     result = run_cli("train", "-d", DATASET, "--epochs", "1", "--iters-per-epoch", "1", "--num-workers", "0",
                             "--device", "cpu", "--val-patches-per-case", "1", "--strategy", "plain", env=env)
     assert result.returncode == 0, result.stderr

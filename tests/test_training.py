@@ -13,17 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from mmseg_robust.planners.experiment_planner import PlanningRequest
-from mmseg_robust.planners.plan_and_preprocess import (
-    DatasetLocation,
-    ensure_splits,
-    run_extract_fingerprint,
-    run_plan,
-    run_preprocess,
-)
-
-from mmseg_robust.data.discovery import discover_dataset
-from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
 DATASET = "Tiny"
 FAST = ("--epochs", "2", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",
@@ -31,18 +20,10 @@ FAST = ("--epochs", "2", "--iters-per-epoch", "2", "--num-workers", "0", "--devi
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict[str, str]:
+def tiny(tmp_path_factory, preprocessed_tiny_dataset) -> dict[str, str]:
     """Six small cases, planned with 4 base features so a CPU step takes milliseconds."""
-    root = tmp_path_factory.mktemp("tiny")
-    raw = make_synthetic_dataset(root / "raw" / DATASET, SyntheticSpec("brats2021", 6, (32, 40, 40), seed=1),
-                                 progress=False)
-    location = DatasetLocation(DATASET, raw, root / "pre" / DATASET)
-    dataset = discover_dataset(raw)
-    run_extract_fingerprint(location, dataset, progress=False)
-    run_plan(location, PlanningRequest(base_features=4))
-    run_preprocess(location, dataset, ("3d_fullres", "2d"), progress=False)
-    ensure_splits(location, [c.case_id for c in dataset.cases])
-    return {"MMROBUST_PREPROCESSED": str(root / "pre"), "MMROBUST_RESULTS": str(root / "results")}
+    _, env = preprocessed_tiny_dataset(tmp_path_factory.mktemp("tiny"), DATASET, 6, ("3d_fullres", "2d"), seed=1)
+    return env
 
 
 def run_dir(env: dict[str, str], name: str, fold: int = 0) -> Path:
