@@ -5,7 +5,7 @@ gradients in ``.grad``.
 """
 
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment
-from mmseg_robust.strategies.cggm import DIRECTIONS, CGGMSettings, CGGMStrategy
+from mmseg_robust.strategies.cggm import CGGMSettings, CGGMStrategy
 from mmseg_robust.strategies.gmd import GMD_SCOPES, GMDStrategy
 from mmseg_robust.strategies.plain import PlainStrategy
 from mmseg_robust.training.config import STRATEGIES
@@ -28,5 +28,5 @@ def build_strategy(name: str, subsets: SubsetSampler, seed: int = 0, gmd_scope: 
     raise ValueError(f"--strategy {name!r}: one of {', '.join(STRATEGIES)}")
 
 
-__all__ = ["CGGMSettings", "CGGMStrategy", "DIRECTIONS", "GMDStrategy", "GMD_SCOPES", "GradientStrategy",
+__all__ = ["CGGMSettings", "CGGMStrategy", "GMDStrategy", "GMD_SCOPES", "GradientStrategy",
            "PlainStrategy", "STRATEGIES", "StepOutcome", "StrategyEnvironment", "build_strategy"]

@@ -39,7 +39,6 @@ from mmseg_robust.training.subsets import subset_name
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
 HEAD_LR_FACTOR = 0.5
-DIRECTIONS = CGGM_DIRECTIONS
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,8 @@ class CGGMSettings:
     direction: str = "gradients"
 
     def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"--cggm-direction {self.direction!r}: one of {', '.join(DIRECTIONS)}")
+        if self.direction not in CGGM_DIRECTIONS:
+            raise ValueError(f"--cggm-direction {self.direction!r}: one of {', '.join(CGGM_DIRECTIONS)}")
 
 
 @dataclass
