@@ -122,25 +122,35 @@ class Predictor:
                 return model.network(windows, rows).float()
         return with_mirroring(predict, self.plan.spatial_dims) if tta else predict
 
+    def input_channels(self, prepared: PreparedImages) -> tuple[torch.Tensor, tuple[str, ...]]:
+        """The prepared images as the network's ``(M, *shape)`` input, absent modalities zero."""
+        channels = torch.zeros((len(self.modalities),) + prepared.shape, dtype=torch.float32)
+        for index, modality in enumerate(prepared.modalities):
+            channels[self.modalities.index(modality)] = torch.from_numpy(
+                np.ascontiguousarray(prepared.images[index], dtype=np.float32))
+        return channels, tuple(prepared.modalities)
+
+    def model_logits(self, model: LoadedModel, channels: torch.Tensor, modalities: Sequence[str],
+                     settings: PredictionSettings) -> torch.Tensor:
+        """Sliding-window logits ``(R, *shape)`` of one model from ``modalities`` only (on the CPU)."""
+        available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
+        available[0, [self.modalities.index(m) for m in modalities]] = True
+        predict = self._window_predictor(model, available, settings.tta)
+        if self.plan.spatial_dims == 3:
+            logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step,
+                                            settings.sw_batch, self.device)
+        else:  # a 2D network predicts the volume slice by slice along z
+            logits = torch.stack([sliding_window_predict(predict, channels[:, z], self.plan.patch_size,
+                                                         settings.step, settings.sw_batch, self.device)
+                                  for z in range(channels.shape[1])], dim=1)
+        return logits.cpu()
+
     def network_probabilities(self, prepared: PreparedImages, settings: PredictionSettings) -> np.ndarray:
         """Mean over the models of the sigmoid of the sliding-window logits, ``(R, *prepared.shape)``."""
-        channels = torch.zeros((len(self.modalities),) + prepared.shape, dtype=torch.float32)
-        available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
-        for index, modality in enumerate(prepared.modalities):
-            m = self.modalities.index(modality)
-            channels[m] = torch.from_numpy(np.ascontiguousarray(prepared.images[index], dtype=np.float32))
-            available[0, m] = True
+        channels, present = self.input_channels(prepared)
         total = None
         for model in self.models:
-            predict = self._window_predictor(model, available, settings.tta)
-            if self.plan.spatial_dims == 3:
-                logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step,
-                                                settings.sw_batch, self.device)
-            else:  # a 2D network predicts the volume slice by slice along z
-                logits = torch.stack([sliding_window_predict(predict, channels[:, z], self.plan.patch_size,
-                                                             settings.step, settings.sw_batch, self.device)
-                                      for z in range(channels.shape[1])], dim=1)
-            probabilities = torch.sigmoid(logits).cpu()
+            probabilities = torch.sigmoid(self.model_logits(model, channels, present, settings))
             total = probabilities if total is None else total + probabilities
         return (total / len(self.models)).numpy()
 

@@ -12,6 +12,7 @@ import click
 
 from mmseg_robust import __version__
 from mmseg_robust.cli.data_commands import make_synthetic_command, verify_command
+from mmseg_robust.cli.evaluate_commands import evaluate_command, evaluate_folder_command
 from mmseg_robust.cli.plan_commands import (
     extract_fingerprint_command,
     plan_and_preprocess_command,
@@ -44,5 +45,6 @@ def main(verbose: bool, quiet: bool) -> None:
 
 
 for command in (make_synthetic_command, verify_command, plan_and_preprocess_command, extract_fingerprint_command,
-                plan_command, preprocess_command, train_command, plot_gradients_command, predict_command):
+                plan_command, preprocess_command, train_command, plot_gradients_command, predict_command,
+                evaluate_command, evaluate_folder_command):
     main.add_command(command)

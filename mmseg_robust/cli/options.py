@@ -30,3 +30,63 @@ num_processes_option = click.option(
 raw_option = click.option(
     "--raw", type=click.Path(file_okay=False), default=None,
     help="Raw data base folder (default: $MMROBUST_RAW).")
+
+
+def model_options(command):
+    """``-m RESULTS_DIR`` (repeatable) or ``-d NAME -c CONFIG -f FOLD --strategy/--model``, the
+    checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
+    from mmseg_robust.planners.plans import CONFIGURATION_NAMES
+    from mmseg_robust.training.config import DEFAULT_STRATEGY, MODEL_KINDS, STRATEGIES
+
+    decorators = [
+        click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
+                     help="A training run's fold folder (repeat to average folds)."),
+        click.option("-d", "--dataset", default=None, help="Dataset name, with -c and -f, instead of -m."),
+        click.option("-c", "--configuration", type=click.Choice(CONFIGURATION_NAMES), default="3d_fullres",
+                     show_default=True),
+        click.option("-f", "--fold", "folds", type=click.IntRange(min=0), multiple=True,
+                     help="Fold(s) to average (repeat: -f 0 -f 1); default 0."),
+        click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
+                     help="Which run of the dataset (its results folder <configuration>__<strategy>)."),
+        click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ds", show_default=True),
+        click.option("--checkpoint", type=click.Choice(["best", "latest"]), default="best", show_default=True),
+        click.option("--results", type=click.Path(file_okay=False), default=None,
+                     help="Results base folder for -d (default: $MMROBUST_RESULTS)."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results) -> list:
+    """The fold folders named by :func:`model_options`' flags (one-line error when ambiguous)."""
+    from pathlib import Path
+
+    from mmseg_robust.inference.predictor import ModelLoadError
+    from mmseg_robust.paths import data_folder
+
+    if model_dirs and dataset:
+        raise ModelLoadError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")
+    if model_dirs:
+        return [Path(d) for d in model_dirs]
+    if not dataset:
+        raise ModelLoadError("no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD")
+    run = f"{configuration}__{strategy if model_kind == 'ds' else model_kind}"
+    base = data_folder("results", results) / dataset / run
+    return [base / f"fold_{f}" for f in (folds or (0,))]
+
+
+def prediction_options(command):
+    """Sliding-window flags shared by ``predict`` and ``evaluate``."""
+    decorators = [
+        click.option("--step", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+                     help="Window stride as a fraction of the patch."),
+        click.option("--sw-batch", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Windows per forward pass."),
+        click.option("--tta/--no-tta", default=None,
+                     help="Mirroring test-time augmentation [default: on with CUDA, off on the CPU]."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    ]
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command

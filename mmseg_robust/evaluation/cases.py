@@ -1,0 +1,119 @@
+"""Which labelled cases an evaluation scores: a fold's validation cases, the held-out cases no fold
+uses, or a list file; and the reference label maps of a folder for ``evaluate-folder``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from mmseg_robust.data.discovery import discover_dataset
+from mmseg_robust.data.labels import LabelConvention
+from mmseg_robust.data.modalities import MODALITIES
+from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
+from mmseg_robust.data.splits import Splits
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.inference.inputs import InputCase
+
+#: ``--cases`` keywords; anything else is a file of case IDs.
+CASE_SETS: tuple[str, ...] = ("val", "test")
+#: Suffixes that mark a file as a segmentation in BraTS folders (``<case>_seg.nii.gz``).
+SEGMENTATION_SUFFIXES: tuple[str, ...] = ("_seg", "-seg")
+#: Case IDs named in an error; the rest are counted.
+MAX_IDS_SHOWN = 5
+
+
+class CaseSelectionError(MMRobustError):
+    """Evaluation cases that cannot be found or used."""
+
+
+@dataclass(frozen=True)
+class EvaluationCase:
+    """A labelled case: its modality files, its reference and that reference's label convention."""
+
+    case_id: str
+    images: Mapping[str, Path]
+    label: Path
+    convention: LabelConvention
+
+    def as_input(self) -> InputCase:
+        return InputCase(self.case_id, dict(self.images), self.label.parent)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in MODALITIES if m in self.images)
+
+
+def _preview(ids: list[str]) -> str:
+    return ", ".join(ids[:MAX_IDS_SHOWN]) + (f", ... ({len(ids)} in all)" if len(ids) > MAX_IDS_SHOWN else "")
+
+
+def read_case_list(path: Path) -> list[str]:
+    """Case IDs from a text file (one per line, ``#`` comments) or a JSON list."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise CaseSelectionError(f"{path}: unreadable case list ({error})") from None
+    if text.lstrip().startswith("["):
+        try:
+            ids = [str(i) for i in json.loads(text)]
+        except (json.JSONDecodeError, TypeError) as error:
+            raise CaseSelectionError(f"{path}: not a JSON list of case IDs ({error})") from None
+    else:
+        ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = list(dict.fromkeys(i for i in ids if i))
+    if not ids:
+        raise CaseSelectionError(f"{path}: names no case")
+    return ids
+
+
+def dataset_cases(raw_root: Path, splits_path: Path, fold: int, spec: str) -> tuple[list[EvaluationCase], str]:
+    """The labelled cases of ``--cases spec`` and a description for the report.
+
+    ``val``: the fold's validation cases; ``test``: labelled cases in no fold of the split (held
+    out from cross-validation); otherwise ``spec`` is a file of case IDs.
+    """
+    dataset = discover_dataset(raw_root)
+    by_id = {c.case_id: c for c in dataset.cases}
+    if spec == "val":
+        ids, description = list(Splits.load(splits_path).fold(fold).val), f"validation cases of fold {fold}"
+    elif spec == "test":
+        splits = Splits.load(splits_path)
+        used = {i for f in splits.folds for i in f.train + f.val}
+        ids = sorted(i for i, c in by_id.items() if c.label is not None and i not in used)
+        if not ids:
+            raise CaseSelectionError(f"{raw_root}: no held-out case: every labelled case is in a fold of "
+                                     f"{splits_path}; use --cases val or --cases FILE")
+        description = "held-out cases (in no fold)"
+    else:
+        ids, description = read_case_list(Path(spec)), f"cases listed in {spec}"
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise CaseSelectionError(f"{raw_root}: {len(unknown)} evaluation case(s) not in the raw dataset: "
+                                 f"{_preview(unknown)}")
+    unlabelled = [i for i in ids if by_id[i].label is None]
+    if unlabelled:
+        raise CaseSelectionError(f"{raw_root}: {len(unlabelled)} evaluation case(s) have no segmentation to "
+                                 f"score against: {_preview(unlabelled)}")
+    cases = [EvaluationCase(i, dict(by_id[i].images), by_id[i].label, by_id[i].convention) for i in ids]
+    return cases, description
+
+
+def find_references(folder: Path) -> dict[str, Path]:
+    """Reference label maps under ``folder`` by case ID: ``<case>.nii.gz``, ``<case>_seg.nii.gz``
+    or BraTS case folders ``<case>/<case>_seg.nii.gz`` (searched recursively)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CaseSelectionError(f"{folder}: reference folder does not exist")
+    found: dict[str, Path] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti(p) and not p.name.startswith(".")):
+        stem = strip_nifti_suffix(path.name)
+        suffix = next((s for s in SEGMENTATION_SUFFIXES if stem.lower().endswith(s)), None)
+        if suffix is not None:
+            found[stem[: -len(suffix)]] = path
+        elif path.parent == folder:
+            found.setdefault(stem, path)
+    if not found:
+        raise CaseSelectionError(f"{folder}: no reference label map (<case>.nii.gz or <case>_seg.nii.gz)")
+    return found

@@ -1,0 +1,103 @@
+"""``mmrobust evaluate-folder``: score label maps made by anything (another toolkit, an earlier
+``mmrobust predict``) against references, into the same report as ``mmrobust evaluate``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, NNUNET_BRATS, LabelConvention
+from mmseg_robust.data.modalities import MODALITIES, parse_modality_list
+from mmseg_robust.data.nifti_io import is_nifti, read_image, strip_nifti_suffix
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.evaluation.cases import find_references
+from mmseg_robust.evaluation.evaluate import (
+    EvaluationReport,
+    ScoringOptions,
+    finish_report,
+    read_reference,
+    score_file,
+)
+from mmseg_robust.evaluation.subset_prediction import EvaluationError
+from mmseg_robust.training.subsets import subset_name, table_subsets
+
+logger = logging.getLogger(__name__)
+
+#: ``--labels``; ``auto`` takes a reference holding 4 as BraTS 2018-2021 (ET 4), else BraTS 2023 (ET 3).
+LABEL_CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS_2018, BRATS_2023, NNUNET_BRATS)}
+FULL_FOLDER = "full"
+
+
+def prediction_folder_subsets(folder: Path, single_subset: str = "Full") -> dict[str, Path]:
+    """Subset name -> folder of ``<case>.nii.gz``, in table order: ``folder`` itself (one subset,
+    named ``single_subset``) or its sub-folders named by modality lists (``t1_flair``, ``t1+flair``,
+    ``full``), as ``mmrobust evaluate`` stores its predictions."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: prediction folder does not exist")
+    if any(p.is_file() and is_nifti(p) for p in folder.iterdir()):
+        return {single_subset: folder}
+    found: dict[tuple[int, ...], Path] = {}
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not any(f.is_file() and is_nifti(f) for f in sub.iterdir()):
+            continue  # a report folder, or anything else without label maps
+        if sub.name.lower() == FULL_FOLDER:
+            names = MODALITIES
+        else:
+            try:
+                names = parse_modality_list(sub.name.replace("_", ",").replace("+", ","), str(sub))
+            except MMRobustError as error:
+                raise EvaluationError(f"{error} (sub-folders are named by modality lists such as t1_flair)") from None
+        found[tuple(MODALITIES.index(m) for m in names)] = sub
+    if not found:
+        raise EvaluationError(f"{folder}: holds neither label maps nor sub-folders per modality subset")
+    return {subset_name(s, MODALITIES): found[s] for s in table_subsets(MODALITIES) if s in found}
+
+
+def _detect_convention(references: dict[str, Path]) -> LabelConvention:
+    for path in references.values():
+        if np.any(read_image(path)[0] == BRATS_2018.et):
+            return BRATS_2018
+    return BRATS_2023
+
+
+def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path, labels: str = "auto",
+                    single_subset: str = "Full", options: ScoringOptions = ScoringOptions(),
+                    progress: bool = True) -> EvaluationReport:
+    """Score every ``<case>.nii.gz`` of each subset folder against the reference of that case."""
+    subsets = prediction_folder_subsets(prediction_dir, single_subset)
+    references = find_references(reference_dir)
+    if labels != "auto" and labels not in LABEL_CONVENTIONS:
+        raise EvaluationError(f"--labels {labels!r}: one of auto, {', '.join(LABEL_CONVENTIONS)}")
+    convention = _detect_convention(references) if labels == "auto" else LABEL_CONVENTIONS[labels]
+    predictions = {name: {strip_nifti_suffix(p.name): p for p in folder.iterdir()
+                          if p.is_file() and is_nifti(p) and not p.name.startswith(".")}
+                   for name, folder in subsets.items()}
+    case_ids = sorted(set().union(*predictions.values()))
+    unmatched = [c for c in case_ids if c not in references]
+    if unmatched:
+        raise EvaluationError(f"{reference_dir}: no reference for {len(unmatched)} predicted case(s), e.g. "
+                              f"{unmatched[0]} (expected {unmatched[0]}.nii.gz or {unmatched[0]}_seg.nii.gz)")
+    for name, files in predictions.items():
+        missing = [c for c in case_ids if c not in files]
+        if missing:
+            raise EvaluationError(f"{subsets[name]}: no prediction for {len(missing)} case(s) that other subsets "
+                                  f"have, e.g. {missing[0]}")
+    scores, started = [], time.perf_counter()
+    for case_id in tqdm(case_ids, desc="score", unit="case", disable=not progress):
+        reference, geometry = read_reference(references[case_id], convention)
+        for name, files in predictions.items():
+            scores += score_file(case_id, name, files[case_id], convention, reference, geometry, options)
+    seconds = time.perf_counter() - started
+    pairs = len(case_ids) * len(subsets)
+    settings = {"prediction_dir": str(prediction_dir), "reference_dir": str(reference_dir),
+                "labels": convention.name, "et_min_voxels": options.et_min_voxels,
+                "hd95_empty_penalty": options.hd95_empty_penalty}
+    logger.debug("scored %d case(s) x %d subset(s) in %.1f s", len(case_ids), len(subsets), seconds)
+    return finish_report(str(prediction_dir), case_ids, list(subsets), scores, options, None, settings,
+                         {"case_subsets_scored": pairs, "total_seconds": seconds,
+                          "scoring_seconds_per_case_subset": seconds / pairs}, output_dir)

@@ -1,0 +1,150 @@
+"""Predict one case under many modality subsets, for the robustness evaluation (DESIGN §9).
+
+Two protocols:
+
+* ``shared`` (default, the protocol of RFNet, mmFormer and GMD): the case is cropped and
+  z-scored once from every modality it has, and a subset leaves the others out of the fusion. The
+  DS model's fused logits are the mean of its branch logits, and sliding-window accumulation
+  (Gaussian weights, mirroring) is linear, so one pass per modality gives every subset's logits
+  exactly as a mean: 4 branch passes per case instead of 32. Models without that property
+  (early fusion) run once per subset.
+* ``per-subset``: each subset is read, cropped and normalised from its own files alone, exactly
+  as ``mmrobust predict --modalities`` does.
+
+Label maps are written without ET post-processing (the scorer applies it), under
+``<folder>/<subset slug>/<case>.nii.gz``; ``prediction_settings.json`` beside them records what
+made them, so a rerun reuses them only when the settings agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.evaluation import PROTOCOLS
+from mmseg_robust.inference.export import REGION_THRESHOLD, probabilities_to_input_grid, regions_to_label, write_label
+from mmseg_robust.inference.inputs import InputCase
+from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
+from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
+from mmseg_robust.training.subsets import select_subsets, subset_name, subset_slug
+
+SETTINGS_FILE = "prediction_settings.json"
+DIGEST_BLOCK = 1 << 20
+
+
+class EvaluationError(MMRobustError):
+    """An evaluation that cannot run as asked."""
+
+
+@dataclass(frozen=True)
+class EvaluationSubset:
+    """One column of the robustness table: its table name, folder name and modalities."""
+
+    name: str
+    slug: str
+    modalities: tuple[str, ...]
+
+
+def evaluation_subsets(spec: str, modalities: Sequence[str]) -> list[EvaluationSubset]:
+    """``--subsets`` resolved against the model's modalities, in the paper's column order."""
+    return [EvaluationSubset(subset_name(s, modalities), subset_slug(s, modalities),
+                             tuple(modalities[i] for i in s)) for s in select_subsets(spec, modalities)]
+
+
+class PredictionStore:
+    """``<folder>/<slug>/<case>.nii.gz``, guarded by the settings that made them."""
+
+    def __init__(self, folder: Path, settings: dict[str, Any], overwrite: bool = False) -> None:
+        self.folder = Path(folder)
+        self.overwrite = overwrite
+        path = self.folder / SETTINGS_FILE
+        if path.is_file() and not overwrite:
+            try:
+                recorded = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as error:
+                raise EvaluationError(f"{path}: unreadable ({error}); delete it or pass --overwrite") from None
+            if recorded != settings:
+                changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
+                raise EvaluationError(f"{self.folder}: predictions on disk were made with other settings "
+                                      f"({', '.join(changed)} differ); use another -o or pass --overwrite")
+        write_json_atomic(path, settings)
+
+    def path(self, subset: EvaluationSubset, case_id: str) -> Path:
+        return output_path(self.folder / subset.slug, case_id)
+
+    def missing(self, subsets: Sequence[EvaluationSubset], case_id: str) -> list[EvaluationSubset]:
+        """Subsets still to predict for ``case_id`` (all of them with ``overwrite``)."""
+        return [s for s in subsets if self.overwrite or not self.path(s, case_id).is_file()]
+
+
+class SubsetPredictor:
+    """Writes a case's label maps for a list of subsets through a :class:`Predictor`."""
+
+    def __init__(self, predictor: Predictor, settings: PredictionSettings, protocol: str = "shared") -> None:
+        if protocol not in PROTOCOLS:
+            raise EvaluationError(f"--protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
+        # The scorer applies ET post-processing itself; the label maps on disk stay raw.
+        self.settings = dataclasses.replace(settings, et_min_voxels=0, save_probabilities=False, png=False)
+        self.predictor, self.protocol = predictor, protocol
+        self.shares_branch_passes = all(m.network.kind == "ds" for m in predictor.models)
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the predictions' voxels: reused ones must agree on all of it."""
+        return {"checkpoints": {str(m.source): file_digest(m.source) for m in self.predictor.models},
+                "configuration": self.predictor.plan.name, "protocol": self.protocol,
+                "step": self.settings.step, "tta": self.settings.tta}
+
+    def predict(self, case: InputCase, subsets: Sequence[EvaluationSubset], store: PredictionStore) -> list[Path]:
+        """Predict and write ``subsets`` of ``case``; returns the files written."""
+        if not subsets:
+            return []
+        if self.protocol == "per-subset":
+            return [self.predictor.predict_case(case, s.modalities, store.path(s, case.case_id).parent,
+                                                self.settings).paths[-1] for s in subsets]
+        return self._predict_shared(case, subsets, store)
+
+    def _predict_shared(self, case: InputCase, subsets: Sequence[EvaluationSubset],
+                        store: PredictionStore) -> list[Path]:
+        predictor = self.predictor
+        needed = sorted({m for s in subsets for m in s.modalities}, key=predictor.modalities.index)
+        chosen = case.select(needed, predictor.modalities)
+        every = case.select(None, predictor.modalities)  # crop and normalise from all the case has
+        raw, geometry = read_case_images(case.case_id, case.images, every)
+        prepared = prepare_images(raw, every, geometry, predictor.plans, case_id=case.case_id)
+        del raw
+        channels, _ = predictor.input_channels(prepared)
+        branches: list[dict[str, torch.Tensor]] = []
+        if self.shares_branch_passes:
+            branches = [{m: predictor.model_logits(model, channels, (m,), self.settings) for m in chosen}
+                        for model in predictor.models]
+        written = []
+        for subset in subsets:
+            total = None
+            for index, model in enumerate(predictor.models):
+                if branches:
+                    logits = torch.stack([branches[index][m] for m in subset.modalities]).mean(0)
+                else:
+                    logits = predictor.model_logits(model, channels, subset.modalities, self.settings)
+                probabilities = torch.sigmoid(logits)
+                total = probabilities if total is None else total + probabilities
+            probabilities = probabilities_to_input_grid((total / len(predictor.models)).numpy(), prepared)
+            label = regions_to_label(probabilities > REGION_THRESHOLD, predictor.plans.label_convention)
+            written.append(write_label(label, prepared, store.path(subset, case.case_id)))
+        return written
+
+
+def file_digest(path: Path) -> str:
+    """Short SHA-256 of a file: a retrained checkpoint under the same name is a different model."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(DIGEST_BLOCK), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
