@@ -114,3 +114,9 @@ def preprocessed_tiny_dataset() -> Callable[..., tuple[Path, dict[str, str]]]:
     """Builder of small preprocessed datasets for training and prediction tests (see
     :func:`_preprocessed_tiny_dataset`); module fixtures call it with their own folder."""
     return _preprocessed_tiny_dataset
+
+
+@pytest.fixture(scope="session")
+def paper_columns() -> list[str]:
+    """The column header of GMD's Table 2 (BraTS 2018), copied from the paper's text."""
+    return "Fl. T2 T1c T1 T2,Fl. T1c,Fl. T1c,T2 T1,Fl. T1,T2 T1,T1c ~T1 ~T1c ~T2 ~Fl. Full Avg.".split()

@@ -15,7 +15,7 @@ def test_version_and_help(run_cli):
     help_text = run_cli("--help").stdout
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
     # Only commands that work exist: later stages arrive with their issues.
-    assert commands == ["extract_fingerprint", "make-synthetic", "plan", "plan_and_preprocess", "plot-gradients",
+    assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan", "plan_and_preprocess", "plot-gradients",
                         "predict", "preprocess", "train", "verify"]
 
 

@@ -79,6 +79,7 @@ def test_sampled_subsets_are_distinct_seeded_and_vary_by_step():
 def test_subset_names_follow_the_papers_table():
     assert subset_name((0,), MODALITIES) == "Fl."
     assert subset_name((2, 3), MODALITIES) == "T1c,T2"
+    assert subset_name((0, 3), MODALITIES) == "T2,Fl."  # the table writes FLAIR last
     assert subset_name((0, 2, 3), MODALITIES) == "~T1"
     assert subset_name((0, 1, 2, 3), MODALITIES) == "Full"
 

@@ -1,0 +1,146 @@
+"""`mmrobust evaluate` with tiny trained models: one pass per modality equals predicting every
+subset on its own, early fusion predicts per subset, the CLI's report files, reuse of predictions."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import torch
+from mmseg_robust.inference.inputs import find_input_cases
+from mmseg_robust.inference.predictor import PredictionSettings, Predictor
+from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
+
+from mmseg_robust.data.nifti_io import read_image
+from mmseg_robust.evaluation.cases import EvaluationCase
+from mmseg_robust.evaluation.evaluate import evaluate_model
+from mmseg_robust.evaluation.subset_prediction import PredictionStore, SubsetPredictor, evaluation_subsets
+from mmseg_robust.evaluation.summary import EvaluationSummary
+
+DATASET = "EvalTiny"
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+TRAIN = ("--epochs", "1", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",
+         "--val-patches-per-case", "1", "--optimizer", "adam", "--lr", "1e-2")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
+    root = tmp_path_factory.mktemp("evaluate")
+    raw, env = preprocessed_tiny_dataset(root, DATASET, 5, ("3d_fullres", "2d"), seed=5)
+    env = {**env, "MMROBUST_RAW": str(raw.parent)}
+    for extra in (("-c", "3d_fullres", "--strategy", "plain"), ("-c", "2d", "--strategy", "plain"),
+                  ("-c", "3d_fullres", "--model", "early_fusion")):
+        result = run_cli("train", "-d", DATASET, *extra, *TRAIN, env=env)
+        assert result.returncode == 0, result.stderr
+    results = root / "results" / DATASET
+    return {"raw": raw, "env": env, "root": root, "ds3d": results / "3d_fullres__plain" / "fold_0",
+            "ds2d": results / "2d__plain" / "fold_0", "ef": results / "3d_fullres__early_fusion" / "fold_0"}
+
+
+def _first_case(raw):
+    return find_input_cases(next(p for p in sorted(raw.iterdir()) if p.is_dir()))[0]
+
+
+@pytest.mark.parametrize("run, tta", [("ds3d", True), ("ds2d", False)])
+def test_branch_logits_average_to_every_subsets_logits(runs, run, tta, single_torch_thread) -> None:
+    """DESIGN §9: sliding windows, Gaussian weights and mirroring are linear, so the mean of the
+    per-modality passes is each subset's own pass."""
+    predictor = Predictor.from_results([runs[run]])
+    settings = PredictionSettings(step=0.5, tta=tta)
+    case = _first_case(runs["raw"])
+    raw, geometry = read_case_images(case.case_id, case.images, MODALITIES)
+    channels, _ = predictor.input_channels(prepare_images(raw, MODALITIES, geometry, predictor.plans))
+    model = predictor.models[0]
+    branches = {m: predictor.model_logits(model, channels, (m,), settings) for m in MODALITIES}
+    for k in range(2, 5):
+        for subset in itertools.combinations(MODALITIES, k):
+            direct = predictor.model_logits(model, channels, subset, settings)
+            assert torch.allclose(torch.stack([branches[m] for m in subset]).mean(0), direct, atol=1e-5), subset
+    assert not torch.allclose(branches["flair"], branches["t1"], atol=1e-3)  # the branches differ
+
+
+@pytest.mark.parametrize("run", ["ds3d", "ef"])
+def test_shared_protocol_writes_what_predict_writes(runs, run, tmp_path, single_torch_thread) -> None:
+    """On BraTS-like data, where every modality has the same brain mask, the shared protocol's label
+    maps equal `predict --modalities` for every subset; early fusion takes one pass per subset."""
+    predictor = Predictor.from_results([runs[run]])
+    settings = PredictionSettings(step=0.5)
+    subset_predictor = SubsetPredictor(predictor, settings, "shared")
+    assert subset_predictor.shares_branch_passes == (run == "ds3d")
+    subsets = evaluation_subsets("all", predictor.modalities)
+    store = PredictionStore(tmp_path, subset_predictor.describe())
+    case = _first_case(runs["raw"])
+    written = subset_predictor.predict(case, subsets, store)
+    assert len(written) == 15 and store.missing(subsets, case.case_id) == []
+    for subset, path in zip(subsets, written):
+        label, _ = read_image(path)
+        expected = predictor.predict_case(case, subset.modalities, settings=settings).label
+        assert np.array_equal(label, expected), subset.name
+
+
+def test_evaluate_cli_report_and_reuse(runs, run_cli, tmp_path, paper_columns) -> None:
+    env, out = runs["env"], tmp_path / "report"
+    case_list = tmp_path / "cases.txt"
+    ids = sorted(p.name for p in runs["raw"].iterdir() if p.is_dir())[:2]
+    case_list.write_text(f"# two cases\n{ids[0]}\n{ids[1]}\n")
+    command = ("evaluate", "-m", str(runs["ds3d"]), "--cases", str(case_list), "-o", str(out))
+    first = run_cli(*command, env=env)
+    assert first.returncode == 0, first.stderr
+    assert "2 case(s) (cases listed in" in first.stdout and "15 subset(s)" in first.stdout
+    assert "| Region | " + " | ".join(paper_columns) + " |" in first.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["per_case.csv", "predictions", "robustness.png",
+                                                     "summary.json", "summary.md"]
+    summary = EvaluationSummary.load(out)
+    assert summary.cases == ids and list(summary.table("dice").columns) == paper_columns
+    assert summary.timing["case_subsets_predicted"] == 30 and summary.timing["case_subsets_reused"] == 0
+    assert len((out / "per_case.csv").read_text().splitlines()) == 1 + 2 * 15 * 3 * 2
+    predictions = sorted((out / "predictions").rglob("*.nii.gz"))
+    assert len(predictions) == 30
+    stamps = {p: p.stat().st_mtime_ns for p in predictions}
+
+    again = run_cli(*command, env=env)
+    assert again.returncode == 0, again.stderr
+    assert EvaluationSummary.load(out).timing["case_subsets_reused"] == 30
+    assert {p: p.stat().st_mtime_ns for p in predictions} == stamps  # reused, not rewritten
+    assert EvaluationSummary.load(out).tables == summary.tables
+
+    other_step = run_cli(*command, "--step", "1", env=env)
+    assert other_step.returncode == 1 and "Traceback" not in other_step.stderr
+    assert "made with other settings (step differ)" in other_step.stderr
+    subset_only = run_cli(*command, "--step", "1", "--overwrite", "--subsets", "t1+flair;full", env=env)
+    assert subset_only.returncode == 0, subset_only.stderr
+    assert EvaluationSummary.load(out).subsets == ["T1,Fl.", "Full"]
+    assert json.loads((out / "predictions" / "prediction_settings.json").read_text())["step"] == 1.0
+
+
+def test_evaluate_cli_case_sets_and_errors(runs, run_cli, tmp_path) -> None:
+    env = runs["env"]
+    val = run_cli("evaluate", "-d", DATASET, "--strategy", "plain", "--subsets", "full", env=env)
+    assert val.returncode == 0, val.stderr
+    assert "(validation cases of fold 0) x 1 subset(s)" in val.stdout
+    assert (runs["ds3d"] / "evaluation_val" / "summary.md").is_file()
+    test = run_cli("evaluate", "-m", str(runs["ds3d"]), "--cases", "test", env=env)
+    assert test.returncode == 1 and "no held-out case" in test.stderr
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("nobody\n")
+    missing = run_cli("evaluate", "-m", str(runs["ds3d"]), "--cases", str(unknown), env=env)
+    assert missing.returncode == 1 and "1 evaluation case(s) not in the raw dataset: nobody" in missing.stderr
+    folds = run_cli("evaluate", "-m", str(runs["ds3d"]), "-m", str(runs["ds3d"]), env=env)
+    assert folds.returncode == 1 and "--cases val is one fold's validation set" in folds.stderr
+    bad_subset = run_cli("evaluate", "-m", str(runs["ds3d"]), "--subsets", "t1+pd", env=env)
+    assert bad_subset.returncode == 1 and "unknown modality 'pd'" in bad_subset.stderr
+
+
+def test_cases_lacking_a_modality_skip_its_subsets(runs, tmp_path, single_torch_thread) -> None:
+    predictor = Predictor.from_results([runs["ds3d"]])
+    cases = []
+    for case in find_input_cases(runs["raw"])[:2]:
+        label = next(case.folder.glob("*_seg.nii.gz"))
+        images = {m: p for m, p in case.images.items() if not (m == "t2" and not cases)}
+        cases.append(EvaluationCase(case.case_id, images, label, predictor.plans.label_convention))
+    report = evaluate_model(predictor, cases, tmp_path, "missing-1", PredictionSettings(step=1.0), progress=False)
+    counted = {(s.subset, s.case_id) for s in report.scores}
+    assert ("~T1", cases[0].case_id) not in counted and ("~T2", cases[0].case_id) in counted
+    assert len(counted) == 4 + 1  # the first case has only the subset without T2
