@@ -15,8 +15,8 @@ def test_version_and_help(run_cli):
     help_text = run_cli("--help").stdout
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
     # Only commands that work exist: later stages arrive with their issues.
-    assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan", "plan_and_preprocess", "plot-gradients",
-                        "predict", "preprocess", "train", "verify"]
+    assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan",
+                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "train", "verify"]
 
 
 def test_console_script_is_installed_and_runs(tmp_path):
@@ -27,7 +27,7 @@ def test_console_script_is_installed_and_runs(tmp_path):
 
 
 def test_unknown_command_and_missing_option_are_usage_errors(run_cli):
-    unknown = run_cli("evaluate")
-    assert unknown.returncode == 2 and "No such command 'evaluate'" in unknown.stderr
+    unknown = run_cli("segment")
+    assert unknown.returncode == 2 and "No such command 'segment'" in unknown.stderr
     missing = run_cli("verify")
     assert missing.returncode == 2 and "Missing option '-d' / '--dataset'" in missing.stderr

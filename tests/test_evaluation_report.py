@@ -12,9 +12,10 @@ import pytest
 
 from mmseg_robust.data.labels import BRATS_2018
 from mmseg_robust.data.modalities import MODALITIES
+from mmseg_robust.data.modality_subsets import SubsetSpecError, select_subsets, subset_name, subset_slug, table_subsets
 from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
 from mmseg_robust.evaluation.metrics import physical_diagonal
-from mmseg_robust.evaluation.scoring import RegionScore, label_regions, score_regions
+from mmseg_robust.evaluation.scoring import RegionScore, label_regions, score_label_maps, score_regions
 from mmseg_robust.evaluation.summary import (
     AVERAGE_COLUMN,
     EvaluationSummary,
@@ -23,7 +24,6 @@ from mmseg_robust.evaluation.summary import (
     read_per_case_csv,
     write_per_case_csv,
 )
-from mmseg_robust.training.subsets import SubsetSpecError, select_subsets, subset_name, subset_slug, table_subsets
 
 
 def names(subsets) -> list[str]:
@@ -76,6 +76,34 @@ def test_et_post_processing_changes_only_et_and_keeps_it_in_the_core() -> None:
     assert kept["ET", 8].dice == 0.0
     penalty = score_regions("c", "Full", predicted, reference, spacing, (0,), hd95_empty_penalty=42.0)
     assert penalty[2].hd95 == 42.0
+
+
+@pytest.mark.parametrize("corner", [False, True])
+def test_scoring_on_the_tumour_box_equals_the_whole_volume(corner) -> None:
+    """score_label_maps crops to both maps' tumour box; every number must equal the whole-volume
+    computation, also when the tumour touches the volume's border."""
+    rng = np.random.default_rng(int(corner))
+    shape, spacing = (30, 34, 28), (2.5, 0.9, 1.2)
+    maps = []
+    for offset in (0, 2):
+        label = np.zeros(shape, dtype=np.uint8)
+        start = (0, 0, 0) if corner else (8 + offset, 10, 6 + offset)
+        box = tuple(slice(a, a + 12) for a in start)
+        label[box] = rng.choice(np.array([0, 1, 2, 4], dtype=np.uint8), size=(12, 12, 12), p=[0.2, 0.3, 0.3, 0.2])
+        maps.append(label)
+    cropped = score_label_maps("c", "Full", maps[0], BRATS_2018, maps[1], BRATS_2018, spacing, (0, 400))
+    whole = score_regions("c", "Full", label_regions(maps[0], BRATS_2018), label_regions(maps[1], BRATS_2018),
+                          spacing, (0, 400))
+    assert len(cropped) == 6 and any(s.dice < 1 for s in cropped)
+    for a, b in zip(cropped, whole):
+        assert (a.region, a.et_min_voxels, a.dice, a.sensitivity, a.specificity) == (
+            b.region, b.et_min_voxels, b.dice, b.sensitivity, b.specificity)
+        assert a.hd95 == pytest.approx(b.hd95, abs=1e-9)
+    empty = np.zeros(shape, dtype=np.uint8)
+    assert all((s.dice, s.hd95) == (1.0, 0.0) for s in score_label_maps("c", "T1", empty, BRATS_2018, empty,
+                                                                        BRATS_2018, spacing))
+    one_empty = score_label_maps("c", "T1", empty, BRATS_2018, maps[1], BRATS_2018, spacing, (0,))
+    assert one_empty[0].hd95 == pytest.approx(physical_diagonal(shape, spacing))  # the whole image's diagonal
 
 
 def test_label_regions_follow_the_convention() -> None:

@@ -8,14 +8,9 @@ import pytest
 import torch
 
 from mmseg_robust.data.modalities import MODALITIES
+from mmseg_robust.data.modality_subsets import SubsetSpecError, nonempty_subsets, subset_name
 from mmseg_robust.losses import DICE_SMOOTH, DeepSupervisionLoss, RegionLoss, deep_supervision_weights
-from mmseg_robust.training.subsets import (
-    SubsetSampler,
-    SubsetSpecError,
-    nonempty_subsets,
-    random_modality_dropout,
-    subset_name,
-)
+from mmseg_robust.training.subsets import SubsetSampler, random_modality_dropout
 
 
 def test_region_loss_matches_a_hand_computation():

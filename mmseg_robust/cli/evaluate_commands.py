@@ -13,6 +13,9 @@ et_option = click.option(
 penalty_option = click.option(
     "--hd95-empty-penalty", type=click.FloatRange(min=0), default=None,
     help="HD95 (mm) when exactly one mask is empty [default: the image's diagonal, 373.13 for 240x240x155 @ 1 mm].")
+scoring_processes_option = click.option(
+    "-np", "--num-processes", type=click.IntRange(min=0), default=2, show_default=True,
+    help="Worker processes that score label maps (0: in the main process), overlapping prediction.")
 output_option = click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
                              help="Report folder [default: <model dir>/evaluation_<cases>].")
 
@@ -39,20 +42,22 @@ def _echo_report(report) -> None:
 @et_option
 @penalty_option
 @output_option
+@scoring_processes_option
 @prediction_options
 @click.option("--overwrite", is_flag=True, help="Predict again instead of reusing the label maps on disk.")
 @raw_option
 @click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
               help="Preprocessed base folder, for the split (default: $MMROBUST_PREPROCESSED).")
 def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_kind, checkpoint, results, subsets,
-                     case_spec, protocol, et_min_voxels, hd95_empty_penalty, output, step, sw_batch, tta, device,
-                     overwrite, raw, preprocessed):
+                     case_spec, protocol, et_min_voxels, hd95_empty_penalty, output, num_processes, step, sw_batch,
+                     tta, device, overwrite, raw, preprocessed):
     """Predict the evaluation cases under every modality subset and write the robustness report:
     per_case.csv, summary.md/.json (GMD Table 2 layout, Dice and HD95) and robustness.png."""
     from pathlib import Path
 
+    from mmseg_robust.evaluation.case_scoring import ScoringOptions
     from mmseg_robust.evaluation.cases import CASE_SETS, CaseSelectionError, dataset_cases
-    from mmseg_robust.evaluation.evaluate import ScoringOptions, evaluate_model
+    from mmseg_robust.evaluation.evaluate import evaluate_model
     from mmseg_robust.inference.predictor import PredictionSettings, Predictor
     from mmseg_robust.paths import data_folder, resolve_raw_dataset
     from mmseg_robust.training.config import load_run_config
@@ -72,7 +77,7 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     name = case_spec if case_spec in CASE_SETS else Path(case_spec).stem
     out = Path(output) if output else model_dirs[0] / f"evaluation_{name}"
     report = evaluate_model(predictor, cases, out, subsets, settings, protocol,
-                            ScoringOptions(et_min_voxels, hd95_empty_penalty), overwrite, description)
+                            ScoringOptions(et_min_voxels, hd95_empty_penalty), overwrite, description, num_processes)
     click.echo(f"{len(cases)} case(s) ({description}) x {len(report.summary.subsets)} subset(s) -> {out}")
     _echo_report(report)
 
@@ -90,16 +95,17 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
 @penalty_option
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: <pred>/evaluation].")
+@scoring_processes_option
 def evaluate_folder_command(prediction_dir, reference_dir, labels, single_subset, et_min_voxels, hd95_empty_penalty,
-                            output):
+                            output, num_processes):
     """Score label maps made by anything against references, into the same report as evaluate."""
     from pathlib import Path
 
-    from mmseg_robust.evaluation.evaluate import ScoringOptions
+    from mmseg_robust.evaluation.case_scoring import ScoringOptions
     from mmseg_robust.evaluation.folder import evaluate_folder
 
     out = Path(output) if output else Path(prediction_dir) / "evaluation"
     report = evaluate_folder(Path(prediction_dir), Path(reference_dir), out, labels, single_subset,
-                             ScoringOptions(et_min_voxels, hd95_empty_penalty))
+                             ScoringOptions(et_min_voxels, hd95_empty_penalty), num_processes)
     click.echo(f"{len(report.summary.cases)} case(s) x {len(report.summary.subsets)} subset(s) -> {out}")
     _echo_report(report)

@@ -1,10 +1,16 @@
 """The robustness evaluation: metrics, scoring of every modality subset, the report (DESIGN §9).
 
-The constants here are light to import, so the command line can show its defaults without
-loading torch.
+What is here is light to import: the command line shows its defaults, and scoring workers
+start, without loading torch.
 """
+
+from mmseg_robust.errors import MMRobustError
 
 #: BraTS practice (nnU-Net's and RFNet's evaluation): a predicted ET under 500 voxels is relabelled NCR.
 DEFAULT_ET_MIN_VOXELS = 500
 #: How the subsets of a case are predicted (see :mod:`mmseg_robust.evaluation.subset_prediction`).
 PROTOCOLS: tuple[str, ...] = ("shared", "per-subset")
+
+
+class EvaluationError(MMRobustError):
+    """An evaluation that cannot run as asked."""

@@ -8,22 +8,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, NNUNET_BRATS, LabelConvention
 from mmseg_robust.data.modalities import MODALITIES, parse_modality_list
+from mmseg_robust.data.modality_subsets import subset_name, table_subsets
 from mmseg_robust.data.nifti_io import is_nifti, read_image, strip_nifti_suffix
 from mmseg_robust.errors import MMRobustError
+from mmseg_robust.evaluation import EvaluationError
+from mmseg_robust.evaluation.case_scoring import CaseScorer, ScoringJob, ScoringOptions
 from mmseg_robust.evaluation.cases import find_references
-from mmseg_robust.evaluation.evaluate import (
-    EvaluationReport,
-    ScoringOptions,
-    finish_report,
-    read_reference,
-    score_file,
-)
-from mmseg_robust.evaluation.subset_prediction import EvaluationError
-from mmseg_robust.training.subsets import subset_name, table_subsets
+from mmseg_robust.evaluation.report import EvaluationReport, finish_report
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +61,9 @@ def _detect_convention(references: dict[str, Path]) -> LabelConvention:
 
 def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path, labels: str = "auto",
                     single_subset: str = "Full", options: ScoringOptions = ScoringOptions(),
-                    progress: bool = True) -> EvaluationReport:
-    """Score every ``<case>.nii.gz`` of each subset folder against the reference of that case."""
+                    processes: int = 0, progress: bool = True) -> EvaluationReport:
+    """Score every ``<case>.nii.gz`` of each subset folder against the reference of that case
+    (``processes`` > 0: in that many worker processes)."""
     subsets = prediction_folder_subsets(prediction_dir, single_subset)
     references = find_references(reference_dir)
     if labels != "auto" and labels not in LABEL_CONVENTIONS:
@@ -87,17 +82,18 @@ def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path,
         if missing:
             raise EvaluationError(f"{subsets[name]}: no prediction for {len(missing)} case(s) that other subsets "
                                   f"have, e.g. {missing[0]}")
-    scores, started = [], time.perf_counter()
-    for case_id in tqdm(case_ids, desc="score", unit="case", disable=not progress):
-        reference, geometry = read_reference(references[case_id], convention)
-        for name, files in predictions.items():
-            scores += score_file(case_id, name, files[case_id], convention, reference, geometry, options)
-    seconds = time.perf_counter() - started
-    pairs = len(case_ids) * len(subsets)
+    started = time.perf_counter()
+    with CaseScorer(processes) as scorer:
+        for case_id in case_ids:
+            scorer.submit(ScoringJob(case_id, references[case_id], convention,
+                                     tuple((name, files[case_id]) for name, files in predictions.items()),
+                                     convention, options))
+        scores, score_seconds = scorer.results(progress)
+    seconds, pairs = time.perf_counter() - started, len(case_ids) * len(subsets)
     settings = {"prediction_dir": str(prediction_dir), "reference_dir": str(reference_dir),
                 "labels": convention.name, "et_min_voxels": options.et_min_voxels,
                 "hd95_empty_penalty": options.hd95_empty_penalty}
     logger.debug("scored %d case(s) x %d subset(s) in %.1f s", len(case_ids), len(subsets), seconds)
     return finish_report(str(prediction_dir), case_ids, list(subsets), scores, options, None, settings,
                          {"case_subsets_scored": pairs, "total_seconds": seconds,
-                          "scoring_seconds_per_case_subset": seconds / pairs}, output_dir)
+                          "scoring_seconds_per_case_subset": score_seconds / pairs}, output_dir)

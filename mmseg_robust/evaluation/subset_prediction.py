@@ -28,20 +28,15 @@ from typing import Any, Sequence
 import torch
 
 from mmseg_robust.atomic import write_json_atomic
-from mmseg_robust.errors import MMRobustError
-from mmseg_robust.evaluation import PROTOCOLS
+from mmseg_robust.data.modality_subsets import select_subsets, subset_name, subset_slug
+from mmseg_robust.evaluation import PROTOCOLS, EvaluationError
 from mmseg_robust.inference.export import REGION_THRESHOLD, probabilities_to_input_grid, regions_to_label, write_label
 from mmseg_robust.inference.inputs import InputCase
 from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
 from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
-from mmseg_robust.training.subsets import select_subsets, subset_name, subset_slug
 
 SETTINGS_FILE = "prediction_settings.json"
 DIGEST_BLOCK = 1 << 20
-
-
-class EvaluationError(MMRobustError):
-    """An evaluation that cannot run as asked."""
 
 
 @dataclass(frozen=True)

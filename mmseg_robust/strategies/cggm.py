@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.losses import RegionLoss
 from mmseg_robust.networks.ds_unet import BranchOutput
 from mmseg_robust.strategies.base import (
@@ -35,7 +36,6 @@ from mmseg_robust.strategies.cggm_parts import (
 )
 from mmseg_robust.training.config import CGGM_DIRECTIONS
 from mmseg_robust.training.precision import Precision
-from mmseg_robust.training.subsets import subset_name
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
 HEAD_LR_FACTOR = 0.5

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
@@ -36,7 +37,6 @@ from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.config import GMD_SCOPES
 from mmseg_robust.training.precision import Precision
-from mmseg_robust.training.subsets import subset_name
 
 
 class GMDStrategy(GradientStrategy):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients
 from mmseg_robust.training.precision import Precision
-from mmseg_robust.training.subsets import random_modality_dropout, subset_name
+from mmseg_robust.training.subsets import random_modality_dropout
 
 
 class PlainStrategy(GradientStrategy):

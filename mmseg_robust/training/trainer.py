@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
@@ -38,7 +39,7 @@ from mmseg_robust.training.distributed import (
 from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
 from mmseg_robust.training.step_log import write_step_log
-from mmseg_robust.training.subsets import SubsetSampler, nonempty_subsets
+from mmseg_robust.training.subsets import SubsetSampler
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from mmseg_robust.data.labels import REGIONS
+from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.training.precision import Precision
-from mmseg_robust.training.subsets import subset_name
 
 
 def dice_from_counts(tp: float, fp: float, fn: float) -> float:
