@@ -37,6 +37,8 @@ from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_im
 
 SETTINGS_FILE = "prediction_settings.json"
 DIGEST_BLOCK = 1 << 20
+#: What :func:`output_path` names a label map.
+LABEL_SUFFIX = ".nii.gz"
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,32 @@ class PredictionStore:
         self.folder = Path(folder)
         self.overwrite = overwrite
         path = self.folder / SETTINGS_FILE
-        if path.is_file() and not overwrite:
-            try:
-                recorded = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as error:
-                raise EvaluationError(f"{path}: unreadable ({error}); delete it or pass --overwrite") from None
-            if recorded != settings:
+        recorded = self._recorded(path, overwrite)
+        if recorded is not None and recorded != settings:
+            if not overwrite:
                 changed = sorted(k for k in set(recorded) | set(settings) if recorded.get(k) != settings.get(k))
                 raise EvaluationError(f"{self.folder}: predictions on disk were made with other settings "
                                       f"({', '.join(changed)} differ); use another -o or pass --overwrite")
+            # An --overwrite with new settings may redo only some subsets; the others' label maps
+            # would be reused later under the new settings, so they go before the record changes.
+            self._remove_label_maps()
         write_json_atomic(path, settings)
+
+    @staticmethod
+    def _recorded(path: Path, overwrite: bool) -> dict[str, Any] | None:
+        """The settings on disk; unreadable ones are an error, or with ``overwrite`` unknown ones."""
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            if overwrite:
+                return {}
+            raise EvaluationError(f"{path}: unreadable ({error}); delete it or pass --overwrite") from None
+
+    def _remove_label_maps(self) -> None:
+        for label_map in self.folder.glob(f"*/*{LABEL_SUFFIX}"):
+            label_map.unlink()
 
     def path(self, subset: EvaluationSubset, case_id: str) -> Path:
         return output_path(self.folder / subset.slug, case_id)
