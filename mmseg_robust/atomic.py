@@ -9,6 +9,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+#: Read once at import: ``os.umask`` can only be read by setting it, which is not thread-safe later.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+#: What ``open()`` would give a new file: mkstemp's temporary files are 0600, which would hide
+#: every output from the rest of a research group sharing the folders.
+NEW_FILE_MODE = 0o666 & ~_UMASK
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -25,6 +32,8 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            os.chmod(tmp, NEW_FILE_MODE)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

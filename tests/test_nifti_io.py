@@ -60,3 +60,17 @@ def test_write_refuses_mismatched_geometry_and_leaves_no_file(tmp_path):
     with pytest.raises(ValueError, match="does not match geometry"):
         write_image_atomic(np.zeros((5, 6, 6), np.int16), OBLIQUE, tmp_path / "bad.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_outputs_get_the_mode_of_a_plain_new_file(tmp_path):
+    from mmseg_robust.atomic import NEW_FILE_MODE, write_json_atomic
+
+    path = write_image_atomic(np.zeros((4, 5, 6), np.uint8), ImageGeometry((6, 5, 4), (1.0,) * 3, (0.0,) * 3,
+                                                                          (1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0)),
+                              tmp_path / "label.nii.gz")
+    write_json_atomic(tmp_path / "plans.json", {"a": 1})
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    expected = plain.stat().st_mode & 0o777
+    assert NEW_FILE_MODE == expected
+    assert (path.stat().st_mode & 0o777) == expected == ((tmp_path / "plans.json").stat().st_mode & 0o777)
