@@ -10,7 +10,6 @@ from typing import Mapping
 
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.labels import LabelConvention
-from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
 from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
@@ -42,7 +41,7 @@ class EvaluationCase:
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return tuple(m for m in MODALITIES if m in self.images)
+        return self.as_input().modalities
 
 
 def _preview(ids: list[str]) -> str:
