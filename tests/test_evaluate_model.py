@@ -138,6 +138,9 @@ def test_evaluate_cli_case_sets_and_errors(runs, run_cli, tmp_path) -> None:
     assert folds.returncode == 1 and "--cases val is one fold's validation set" in folds.stderr
     bad_subset = run_cli("evaluate", "-m", str(runs["ds3d"]), "--subsets", "t1+pd", env=env)
     assert bad_subset.returncode == 1 and "unknown modality 'pd'" in bad_subset.stderr
+    bad_device = run_cli("evaluate", "-m", str(runs["ds3d"]), "--subsets", "full", "--device", "gpu", env=env)
+    assert bad_device.returncode == 1 and "Traceback" not in bad_device.stderr
+    assert "--device 'gpu': not a device" in bad_device.stderr
 
 
 def test_cases_lacking_a_modality_skip_its_subsets(runs, tmp_path, single_torch_thread) -> None:

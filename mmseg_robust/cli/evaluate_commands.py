@@ -55,22 +55,27 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     per_case.csv, summary.md/.json (GMD Table 2 layout, Dice and HD95) and robustness.png."""
     from pathlib import Path
 
+    from mmseg_robust.data.modality_subsets import select_subsets
     from mmseg_robust.evaluation.case_scoring import ScoringOptions
     from mmseg_robust.evaluation.cases import CASE_SETS, CaseSelectionError, dataset_cases
-    from mmseg_robust.evaluation.evaluate import evaluate_model
-    from mmseg_robust.inference.predictor import PredictionSettings, Predictor
     from mmseg_robust.paths import data_folder, resolve_raw_dataset
     from mmseg_robust.training.config import load_run_config
-    from mmseg_robust.training.trainer import resolve_device
 
     model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results)
-    config, _ = load_run_config(model_dirs[0])
+    config, plans = load_run_config(model_dirs[0])
     if case_spec == "val" and len(model_dirs) > 1:
         raise CaseSelectionError("--cases val is one fold's validation set; with several folds use --cases test "
                                  "or a file of case IDs")
+    select_subsets(subsets, plans.modalities)
     raw_root = resolve_raw_dataset(config.dataset, raw)
     splits = data_folder("preprocessed", preprocessed) / config.dataset / "splits.json"
     cases, description = dataset_cases(raw_root, splits, config.fold, case_spec)
+
+    # Torch, the networks and the model only now that the cheap checks have passed.
+    from mmseg_robust.devices import resolve_device
+    from mmseg_robust.evaluation.evaluate import evaluate_model
+    from mmseg_robust.inference.predictor import PredictionSettings, Predictor
+
     torch_device = resolve_device(device)
     predictor = Predictor.from_results(model_dirs, checkpoint, torch_device)
     settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=torch_device.type == "cuda" if tta is None else tta)

@@ -62,15 +62,15 @@ def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, mode
     """The fold folders named by :func:`model_options`' flags (one-line error when ambiguous)."""
     from pathlib import Path
 
-    from mmseg_robust.inference.predictor import ModelLoadError
+    from mmseg_robust.errors import ConfigurationError
     from mmseg_robust.paths import data_folder
 
     if model_dirs and dataset:
-        raise ModelLoadError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")
+        raise ConfigurationError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")
     if model_dirs:
         return [Path(d) for d in model_dirs]
     if not dataset:
-        raise ModelLoadError("no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD")
+        raise ConfigurationError("no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD")
     run = f"{configuration}__{strategy if model_kind == 'ds' else model_kind}"
     base = data_folder("results", results) / dataset / run
     return [base / f"fold_{f}" for f in (folds or (0,))]

@@ -31,12 +31,15 @@ def predict_command(input_path, output, modalities, model_dirs, dataset, configu
 
     from mmseg_robust.errors import MMRobustError
     from mmseg_robust.inference.inputs import find_input_cases, parse_requested
-    from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
-    from mmseg_robust.training.trainer import resolve_device
 
     requested = parse_requested(modalities)
     model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results)
     cases = find_input_cases(input_path)
+
+    # Torch, the networks and the model only now that the cheap checks have passed.
+    from mmseg_robust.devices import resolve_device
+    from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
+
     torch_device = resolve_device(device)
     predictor = Predictor.from_results(model_dirs, checkpoint, torch_device)
     settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=torch_device.type == "cuda" if tta is None else tta,

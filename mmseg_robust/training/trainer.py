@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.data.splits import Splits
+from mmseg_robust.devices import resolve_device
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.planners.plans import Plans
@@ -55,14 +56,6 @@ class TrainingResult:
     epochs_done: int
     best_ema: float
     last_val: dict[str, dict[str, float]]
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise TrainingError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
 
 
 def configure_cpu_threads(num_workers: int, world_size: int) -> int:
