@@ -87,7 +87,8 @@ def load_model(results_dir: Path, checkpoint: str = "best", device: torch.device
     path = results_dir / CHECKPOINTS[checkpoint]
     state = ckpt.load_checkpoint(path, device)
     ckpt.check_plan_signature(state, ckpt.plan_signature(plans, plan), path)
-    network = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision)
+    network = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
+                            fusion=config.fusion)
     network.load_state_dict(state["model"])
     return LoadedModel(network.to(device).eval(), config, plans, plan, path)
 

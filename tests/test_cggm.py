@@ -10,12 +10,13 @@ from mmseg_robust.strategies import CGGMSettings, CGGMStrategy, GMDStrategy, Str
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import (
-    DEGENERATE_SUM,
+    DEGENERATE_FRACTION,
     ModalityBalancer,
     balance_factors,
     direction_loss,
     scale_modality_gradients,
 )
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.subsets import SubsetSampler
 
@@ -41,29 +42,93 @@ def test_balance_factors_follow_eq7() -> None:
 
 def test_balance_factors_degenerate_cases() -> None:
     previous = [0.5, 0.7, 0.9, 1.1]
-    # |sum| below the threshold: everything keeps its previous value (no 1e6 factors).
-    assert balance_factors([0.01, -0.01 + DEGENERATE_SUM / 2, 0.0, 0.0], previous, 1.2) == previous
-    # Mixed signs: clamped to [0, rho (n - 1)].
-    factors = balance_factors([0.10, -0.09, 0.0, 0.0], previous, 1.2)
-    assert factors[0] == 0.0  # rho (0.01 - 0.10) / 0.01 = -10.8 -> 0
-    assert factors[1] == pytest.approx(1.2 * 3)  # rho (0.01 + 0.09) / 0.01 = 12 -> rho (n - 1)
-    assert all(0.0 <= b <= 1.2 * 3 for b in factors)
+    # The changes cancel (|sum| below DEGENERATE_FRACTION of sum |d|): everything keeps its
+    # previous value (no 1e6 factors), at any scale of the changes.
+    for scale in (1.0, 1e-6):
+        cancelling = [scale * d for d in (0.10, -0.09, 0.0, 0.0)]  # 0.01 of 0.19
+        assert balance_factors(cancelling, previous, 1.2) == previous
+    assert balance_factors([0.0, 0.0, 0.0, 0.0], previous, 1.2) == previous
+    # Just above the threshold the ratio is used.
+    above = [0.10, -0.10 * (1 - DEGENERATE_FRACTION) / (1 + DEGENERATE_FRACTION) + 1e-6, 0.0, 0.0]
+    assert balance_factors(above, previous, 1.2) != previous
+    # Mixed signs that do not cancel: clamped to [0, rho (n - 1)].
+    factors = balance_factors([0.10, -0.02, 0.0, 0.0], previous, 1.2)
+    assert factors[0] == 0.0  # rho (0.08 - 0.10) / 0.08 = -0.3 -> 0
+    assert factors[1] == pytest.approx(1.2 * 0.10 / 0.08)  # 1.5, inside the clamp
+    factors = balance_factors([0.10, -0.06, 0.0], previous[:3], 1.2)  # three modalities
+    assert factors[1] == pytest.approx(1.2 * 2)  # rho (0.04 + 0.06) / 0.04 = 3 -> rho (n - 1)
+    assert all(0.0 <= b <= 1.2 * 2 for b in factors)
     # A modality not taking part keeps its previous B; fewer than two taking part: no change at all.
     partial = balance_factors([0.02, None, 0.02, None], previous, 1.2)
     assert partial[1] == 0.7 and partial[3] == 1.1 and partial[0] == pytest.approx(0.6)
     assert balance_factors([0.05, None, None, None], previous, 1.2) == previous
 
 
-def test_balancer_smooths_and_starts_neutral() -> None:
-    balancer = ModalityBalancer(2, rho=1.0, ema=0.5)
+def test_raw_balance_is_the_batch_to_batch_change() -> None:
+    balancer = ModalityBalancer(2, rho=1.0, rule="raw")
     delta, factors = balancer.update([0.2, 0.4])
     assert delta == [None, None] and factors == [1.0, 1.0]
-    delta, factors = balancer.update([0.6, 0.4])  # smoothed 0.4 and 0.4: changes 0.2 and 0.0
-    assert delta == pytest.approx([0.2, 0.0])
-    assert factors == pytest.approx([0.0, 1.0])  # (0.2 - 0.2) / 0.2 and (0.2 - 0.0) / 0.2
-    restored = ModalityBalancer(2, rho=1.0, ema=0.5)
+    delta, factors = balancer.update([0.6, 0.5])  # changes 0.4 and 0.1
+    assert delta == pytest.approx([0.4, 0.1])
+    assert factors == pytest.approx([0.1 / 0.5, 0.4 / 0.5])
+    restored = ModalityBalancer(2, rho=1.0, rule="raw")
     restored.load_state_dict(balancer.state_dict())
     assert restored.update([0.5, 0.5]) == balancer.update([0.5, 0.5])
+
+
+def test_smoothed_balance_by_hand() -> None:
+    """smoothing 0.5: level, trend, bias-corrected innovation variance, d = max(trend, 0) + se."""
+    balancer = ModalityBalancer(2, rho=1.0, rule="smoothed", smoothing=0.5)
+    se_factor = 0.5 * (0.5 / 1.5) ** 0.5  # (1 - a) sqrt((1 - a) / (1 + a))
+    assert balancer.update([0.2, 0.3]) == ([None, None], [1.0, 1.0])
+    # Innovations 0.2 and 0.2: noise 0.02 each (0.04 bias-corrected), levels 0.3 and 0.4, trends 0.1.
+    delta, factors = balancer.update([0.4, 0.5])
+    assert delta == pytest.approx([0.1 + 0.2 * se_factor] * 2) and factors == pytest.approx([0.5, 0.5])
+    # Innovations -0.1 and 0.2: noise 0.015 and 0.03 (/0.75: 0.02, 0.04); levels 0.25 and 0.5
+    # (changes -0.05, 0.1); trends 0.025 and 0.1.
+    delta, factors = balancer.update([0.2, 0.6])
+    expected = [0.025 + 0.02 ** 0.5 * se_factor, 0.1 + 0.04 ** 0.5 * se_factor]
+    assert delta == pytest.approx(expected)
+    assert factors == pytest.approx([expected[1] / sum(expected), expected[0] / sum(expected)])
+    # A modality that gets worse (trend 0.5 * 0.025 + 0.5 * -0.125 < 0) improved by its noise only.
+    delta, _ = balancer.update([0.0, 0.7])
+    noise = (0.5 * 0.015 + 0.5 * 0.25 ** 2) / (1 - 0.5 ** 3)
+    assert delta[0] == pytest.approx(noise ** 0.5 * se_factor)
+    # An absent modality keeps its state; the checkpoint restores everything.
+    before = balancer.state_dict()
+    delta, factors = balancer.update([None, 0.7])
+    assert delta[0] is None and balancer.state_dict()["level"][0] == before["level"][0]
+    assert factors == before["factors"]  # one modality taking part: nothing to balance
+    restored = ModalityBalancer(2, rho=1.0, rule="smoothed", smoothing=0.5)
+    restored.load_state_dict(balancer.state_dict())
+    assert restored.update([0.6, 0.6]) == balancer.update([0.6, 0.6])
+
+
+def test_trend_turns_batch_noise_into_a_smooth_signal_that_still_sees_dominance() -> None:
+    """Utilisation = a per-modality trend plus batch noise: the raw rule gives a B that jumps and
+    sits at its bounds; the smoothed rule a smooth B that still slows the modality that improves
+    fastest."""
+    generator = torch.Generator().manual_seed(0)
+    steps, slopes = 2000, torch.tensor([1.0, 1.0, 3.0, 1.0]) * 2e-4
+    clean = 0.2 + slopes[None, :] * torch.arange(steps)[:, None]
+    noisy = (clean + 0.05 * torch.randn(steps, 4, generator=generator)).tolist()
+
+    def run(rule: str) -> torch.Tensor:
+        balancer = ModalityBalancer(4, rho=1.2, rule=rule)
+        return torch.tensor([balancer.update(row)[1] for row in noisy])[200:]
+
+    def lag1(series: torch.Tensor) -> float:
+        centred = series - series.mean(0)
+        return float(((centred[1:] * centred[:-1]).sum(0) / (centred**2).sum(0)).min())
+
+    def extremes(series: torch.Tensor) -> float:
+        return float(((series <= 0) | (series >= 1.2 * 3 - 1e-9)).any(1).float().mean())
+
+    raw, smoothed = run("raw"), run("smoothed")
+    assert lag1(raw) < 0.5 and extremes(raw) > 0.05
+    assert lag1(smoothed) > 0.9 and extremes(smoothed) == 0
+    mean_b = smoothed.mean(0)
+    assert mean_b[2] < 1.0 and int(mean_b.argmin()) == 2  # the fastest-improving modality is slowed
 
 
 # --------------------------------------------------------------------------- magnitude
@@ -108,7 +173,8 @@ def test_direction_loss_value_and_gradient_on_the_output_layer() -> None:
     cggm.prepare(net, CPU)
     branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
     step = cggm.update(branches.features, batch["available"], batch["target"])
-    l_gm = cggm.direction(net, cggm.task_loss(net, branches.logits[0], batch["available"], batch["target"]), step)
+    l_gm = cggm.direction(net, cggm.task_loss(net, branches.logits[0], batch["available"], batch["target"]), step,
+                          step.head_gradients)
     (grad,) = torch.autograd.grad(l_gm, net.output_layer.weight)
     assert grad.abs().sum() > 0
 
@@ -126,7 +192,7 @@ def test_heads_and_network_never_exchange_gradients() -> None:
     task = torch.stack(fused_subset_losses(net, branches.logits, batch["available"], batch["target"], [(0, 1, 2, 3)],
                                            CGGMStrategy(SubsetSampler("all")).loss)).mean()
     task_loss = cggm.task_loss(net, branches.logits[0], batch["available"], batch["target"])
-    (task + 0.1 * cggm.direction(net, task_loss, step)).backward()
+    (task + 0.1 * cggm.direction(net, task_loss, step, step.head_gradients)).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
     assert all(torch.equal(head_grads[n], p.grad) for n, p in cggm.heads.named_parameters())
 
@@ -134,7 +200,7 @@ def test_heads_and_network_never_exchange_gradients() -> None:
 @pytest.mark.parametrize("name", ["cggm", "gmd+cggm"])
 def test_strategies_log_cggm_state_and_export_no_heads(name: str) -> None:
     net = tiny_ds()
-    settings = CGGMSettings(ema=0.0)
+    settings = CGGMSettings(balance="raw")
     strategy = (CGGMStrategy(SubsetSampler("all"), settings=settings) if name == "cggm"
                 else GMDStrategy(SubsetSampler("all"), cggm=settings))
     strategy.prepare(net, CPU)
@@ -148,3 +214,49 @@ def test_strategies_log_cggm_state_and_export_no_heads(name: str) -> None:
     assert set(net.state_dict()) == keys  # heads live in the strategy, not in the exported model
     assert set(strategy.state_dict()["cggm"]) == {"heads", "optimizer", "balancer"}
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+# --------------------------------------------------------------------------- composition with GMD
+def test_gram_and_combination_with_a_shared_term_equal_the_materialised_rows() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    subsets = [(0,), (1, 3), (0, 2, 3)]
+    branches = net.forward_branches(batch["images"], batch["available"], batched=False)
+    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
+                                 CGGMStrategy(SubsetSampler("all")).loss)
+    buffer = SubsetGradientBuffer(net, len(subsets))
+    for i, (loss, subset) in enumerate(zip(losses, subsets)):
+        buffer.fill(i, loss, subset)
+    shared = torch.randn(buffer.buffer.shape[1], generator=torch.Generator().manual_seed(4)) * 1e-2
+    rows = buffer.buffer + shared
+    assert torch.allclose(buffer.gram_with_shared(buffer.gram(), shared), rows @ rows.T, rtol=1e-5, atol=1e-7)
+    weights = torch.tensor([0.2, 0.5, 0.3])
+    buffer.combine_into_grad(weights, loss_scale=1.0, shared=shared, shared_weight=0.7)
+    combined = torch.cat([p.grad.reshape(-1) for p in buffer.params])
+    assert torch.allclose(combined, weights @ buffer.buffer + 0.7 * shared, rtol=1e-5, atol=1e-7)
+
+
+def _gmd_cggm_step(weight: float, composition: str):
+    net, batch = tiny_ds(), tiny_batch()
+    strategy = GMDStrategy(SubsetSampler("all"), cggm=CGGMSettings(weight=weight), composition=composition, seed=2)
+    strategy.prepare(net, CPU)
+    outcome = strategy.backward(net, batch, 0, FULL_PRECISION)
+    grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in net.parameters()])
+    return grad, outcome.diagnostics["gradients"]
+
+
+def test_apart_composition_resolves_subset_conflicts_and_adds_the_direction_once() -> None:
+    without, record_without = _gmd_cggm_step(0.0, "apart")
+    apart, record_apart = _gmd_cggm_step(10.0, "apart")  # a large lambda makes h obvious
+    rows, record_rows = _gmd_cggm_step(10.0, "rows")
+    # apart: the Gram matrix is the subset gradients' own, so the conflicts, weights and logged
+    # norms are those of the run without L_gm, and the update differs from it by h exactly.
+    for key in ("grad_norm", "cosine", "conflicts", "effective_weight"):
+        assert record_apart[key] == pytest.approx(record_without[key], rel=1e-4, abs=1e-6), key
+    h_norm = record_apart["direction"]["norm"]
+    assert h_norm > 0
+    assert float((apart - without).norm()) == pytest.approx(h_norm, rel=1e-3)
+    # rows: the logged subset gradients are still their own, but GMD resolves rows holding h.
+    assert record_rows["grad_norm"] == pytest.approx(record_without["grad_norm"], rel=1e-4)
+    assert record_rows["grad_norm_after"] != pytest.approx(record_without["grad_norm_after"], rel=1e-3)
+    if record_rows["conflicts"] == 0:  # no projection: (sum_l c_l) = 1 and both updates are equal
+        assert torch.allclose(rows, apart, rtol=1e-4, atol=1e-6)

@@ -104,6 +104,9 @@ def test_resolver_orders_are_a_function_of_seed_and_step() -> None:
     assert a.orders(15, 7) == b.orders(15, 7)
     assert a.orders(15, 7) != a.orders(15, 8)
     assert all(sorted(order) == [j for j in range(15) if j != i] for i, order in enumerate(a.orders(15, 7)))
+    # No two (seed, step) pairs share a stream: seed * C + step would make (0, C) equal (1, 0).
+    assert GradientConflictResolver(seed=0).orders(15, 1_000_003) != GradientConflictResolver(seed=1).orders(15, 0)
+    assert GradientConflictResolver(seed=-1).orders(15, 0) == GradientConflictResolver(seed=-1).orders(15, 0)
 
 
 def test_diagnostics_from_the_gram_matrix() -> None:

@@ -11,6 +11,7 @@ import click
 from mmseg_robust.cli.options import NumberTuple, num_processes_option, raw_option
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
+from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
 from mmseg_robust.data.verify import verify_dataset
 from mmseg_robust.paths import resolve_raw_dataset
 
@@ -30,18 +31,21 @@ from mmseg_robust.paths import resolve_raw_dataset
               help="Random seed; the same seed gives the same bytes.")
 @click.option("--incomplete-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fraction of cases that lack one (random) sequence.")
+@click.option("--core-contrast", type=click.Choice(CORE_CONTRASTS), default=CORE_CONTRASTS[0], show_default=True,
+              help="t1ce-only: the tumour core (NCR, ET, NET) looks like edema on FLAIR, T1 and T2, so only "
+                   "T1ce shows it (modality dominance, for the robustness study).")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset made with other parameters.")
 @num_processes_option
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG of the first case's central slices with its labels.")
 def make_synthetic_command(output: str, layout: str, n_cases: int, shape: tuple, spacing: tuple,
-                           seed: int, incomplete_fraction: float, overwrite: bool, num_processes: int,
-                           preview: str | None) -> None:
+                           seed: int, incomplete_fraction: float, core_contrast: str, overwrite: bool,
+                           num_processes: int, preview: str | None) -> None:
     """Write a synthetic BraTS-like dataset (real layout, NIfTI, tumour labels)."""
     from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
     spec = SyntheticSpec(layout=layout, n_cases=n_cases, shape=shape, spacing=spacing, seed=seed,
-                         incomplete_fraction=incomplete_fraction)
+                         incomplete_fraction=incomplete_fraction, core_contrast=core_contrast)
     root = make_synthetic_dataset(output, spec, overwrite=overwrite, num_processes=num_processes)
     click.echo(f"{root}: {n_cases} synthetic cases in the {layout} layout (seed {seed})")
     if preview:

@@ -48,9 +48,9 @@ def _echo_report(report) -> None:
 @raw_option
 @click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
               help="Preprocessed base folder, for the split (default: $MMROBUST_PREPROCESSED).")
-def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_kind, checkpoint, results, subsets,
-                     case_spec, protocol, et_min_voxels, hd95_empty_penalty, output, num_processes, step, sw_batch,
-                     tta, device, overwrite, raw, preprocessed):
+def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, checkpoint, results,
+                     subsets, case_spec, protocol, et_min_voxels, hd95_empty_penalty, output, num_processes, step,
+                     sw_batch, tta, device, overwrite, raw, preprocessed):
     """Predict the evaluation cases under every modality subset and write the robustness report:
     per_case.csv, summary.md/.json (GMD Table 2 layout, Dice and HD95) and robustness.png."""
     from pathlib import Path
@@ -61,7 +61,7 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     from mmseg_robust.paths import data_folder, resolve_raw_dataset
     from mmseg_robust.training.config import load_run_config
 
-    model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results)
+    model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results)
     config, plans = load_run_config(model_dirs[0])
     if case_spec == "val" and len(model_dirs) > 1:
         raise CaseSelectionError("--cases val is one fold's validation set; with several folds use --cases test "

@@ -35,8 +35,9 @@ raw_option = click.option(
 def model_options(command):
     """``-m RESULTS_DIR`` (repeatable) or ``-d NAME -c CONFIG -f FOLD --strategy/--model``, the
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
+    from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.training.config import DEFAULT_STRATEGY, MODEL_KINDS, STRATEGIES
+    from mmseg_robust.training.config import DEFAULT_STRATEGY
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
@@ -49,6 +50,8 @@ def model_options(command):
         click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
                      help="Which run of the dataset (its results folder <configuration>__<strategy>)."),
         click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ds", show_default=True),
+        click.option("--fusion", type=click.Choice(FUSIONS), default="mean", show_default=True,
+                     help="Which run of the dataset: the DS fusion it trained with."),
         click.option("--checkpoint", type=click.Choice(["best", "latest"]), default="best", show_default=True),
         click.option("--results", type=click.Path(file_okay=False), default=None,
                      help="Results base folder for -d (default: $MMROBUST_RESULTS)."),
@@ -58,12 +61,13 @@ def model_options(command):
     return command
 
 
-def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results) -> list:
+def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results) -> list:
     """The fold folders named by :func:`model_options`' flags (one-line error when ambiguous)."""
     from pathlib import Path
 
     from mmseg_robust.errors import ConfigurationError
     from mmseg_robust.paths import data_folder
+    from mmseg_robust.training.config import run_name
 
     if model_dirs and dataset:
         raise ConfigurationError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")
@@ -71,8 +75,7 @@ def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, mode
         return [Path(d) for d in model_dirs]
     if not dataset:
         raise ConfigurationError("no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD")
-    run = f"{configuration}__{strategy if model_kind == 'ds' else model_kind}"
-    base = data_folder("results", results) / dataset / run
+    base = data_folder("results", results) / dataset / run_name(configuration, model_kind, strategy, fusion)
     return [base / f"fold_{f}" for f in (folds or (0,))]
 
 

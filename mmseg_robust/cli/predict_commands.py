@@ -22,7 +22,7 @@ from mmseg_robust.cli.options import model_options, prediction_options, resolve_
 @click.option("--png", is_flag=True, help="Also write <case>.png, a QC overlay of the central tumour slice.")
 @click.option("--overwrite", is_flag=True, help="Predict cases whose output exists already.")
 def predict_command(input_path, output, modalities, model_dirs, dataset, configuration, folds, strategy, model_kind,
-                    checkpoint, step, sw_batch, tta, device, et_min_voxels, save_probabilities, png, overwrite,
+                    fusion, checkpoint, step, sw_batch, tta, device, et_min_voxels, save_probabilities, png, overwrite,
                     results):
     """Segment WT/TC/ET from any subset of FLAIR, T1, T1ce, T2, in the input's geometry."""
     from pathlib import Path
@@ -33,7 +33,7 @@ def predict_command(input_path, output, modalities, model_dirs, dataset, configu
     from mmseg_robust.inference.inputs import find_input_cases, parse_requested
 
     requested = parse_requested(modalities)
-    model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, results)
+    model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results)
     cases = find_input_cases(input_path)
 
     # Torch, the networks and the model only now that the cheap checks have passed.

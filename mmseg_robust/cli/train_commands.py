@@ -6,21 +6,26 @@ from dataclasses import fields
 
 import click
 
-from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.training.config import (
+from mmseg_robust.choices import (
     AMP_MODES,
+    CGGM_BALANCES,
     CGGM_DIRECTIONS,
-    DEFAULT_STRATEGY,
+    FUSIONS,
+    GMD_CGGM_COMPOSITIONS,
     GMD_SCOPES,
     MODEL_KINDS,
     OPTIMIZERS,
     STRATEGIES,
 )
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES
+from mmseg_robust.training.config import DEFAULT_STRATEGY
 
 #: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
 HYPERPARAMETERS = {
-    "model": "model", "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
-    "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema", "cggm_direction": "cggm_direction",
+    "model": "model", "fusion": "fusion", "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
+    "gmd_cggm_composition": "gmd_cggm_composition",
+    "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema",
+    "cggm_balance": "cggm_balance", "cggm_direction": "cggm_direction",
     "diagnostics": "diagnostics_every", "epochs": "epochs",
     "iters_per_epoch": "iters_per_epoch", "optimizer": "optimizer", "lr": "learning_rate",
     "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "deep_supervision": "deep_supervision",
@@ -34,6 +39,9 @@ HYPERPARAMETERS = {
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="ds", show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default="mean", show_default=True,
+              help="DS: how the branch logits of a subset are combined. mean: their mean; weighted: learned "
+                   "per-region weights of each modality, softmax over the modalities present.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
               help=f"Gradient strategy [default: {DEFAULT_STRATEGY}; plain for --model early_fusion]. plain: mean "
                    "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
@@ -42,14 +50,25 @@ HYPERPARAMETERS = {
 @click.option("--gmd-scope", type=click.Choice(GMD_SCOPES), default="full", show_default=True,
               help="full: exact per-subset gradients; head: conflicts measured on the last decoder stage and "
                    "output layers, then one backward; output: on the 1x1 output layers only (cheapest).")
+@click.option("--gmd-cggm-composition", type=click.Choice(GMD_CGGM_COMPOSITIONS), default="apart",
+              show_default=True,
+              help="gmd+cggm: apart: GMD resolves the subset gradients' own conflicts, CGGM's direction "
+                   "gradient is added once; rows: it is added to every subset gradient first.")
 @click.option("--cggm-rho", type=click.FloatRange(min=0, min_open=True), default=1.2, show_default=True,
               help="rho of CGGM's balancing term B (Eq. 7).")
 @click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Weight of CGGM's direction loss L_gm.")
-@click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.9, show_default=True,
-              help="EMA smoothing of the per-modality utilisation (0: none).")
+@click.option("--cggm-balance", type=click.Choice(CGGM_BALANCES), default="smoothed", show_default=True,
+              help="What Eq. 7 divides: smoothed: each modality's improvement trend, counted from 0 and "
+                   "within its noise (B follows the trend, not one batch); raw: the paper's change between "
+                   "two batches.")
+@click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.98, show_default=True,
+              help="--cggm-balance smoothed: smoothing of the utilisation's level, trend and noise "
+                   "(about 1/(1-x) steps each).")
 @click.option("--cggm-direction", type=click.Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
-              help="L_gm on output-layer gradients (the paper) or weights (the released code).")
+              help="L_gm: the output layer's gradient against the heads' (gradients, the paper), the "
+                   "output layer's weights against the heads' (weights, the released code), or against the "
+                   "gradient of each DS branch's own loss at the same output layer (branches).")
 @click.option("--diagnostics", type=click.IntRange(min=0), default=0, show_default=True,
               help="plain/cggm: log per-subset gradient norms and cosines every N steps (one backward per "
                    "subset); GMD logs them every step for free. 0: off.")
@@ -75,10 +94,11 @@ HYPERPARAMETERS = {
 @click.option("--results", type=click.Path(file_okay=False), default=None,
               help="Results base folder (default: $MMROBUST_RESULTS).")
 @click.pass_context
-def train_command(ctx: click.Context, dataset, configuration, fold, model, strategy, subsets, gmd_scope, cggm_rho,
-                  cggm_lambda, cggm_ema, cggm_direction, diagnostics, epochs, iters_per_epoch,
-                  optimizer, lr, weight_decay, grad_clip, amp, device, compile_model, deep_supervision, num_workers,
-                  seed, oversample_foreground, val_patches_per_case, resume, preprocessed, results):
+def train_command(ctx: click.Context, dataset, configuration, fold, model, fusion, strategy, subsets, gmd_scope,
+                  gmd_cggm_composition, cggm_rho, cggm_lambda, cggm_balance, cggm_ema, cggm_direction, diagnostics,
+                  epochs, iters_per_epoch, optimizer, lr, weight_decay, grad_clip, amp, device, compile_model,
+                  deep_supervision, num_workers, seed, oversample_foreground, val_patches_per_case, resume,
+                  preprocessed, results):
     """Train the DS U-Net (or the early-fusion baseline) on one fold.
 
     Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. Multi-GPU or
@@ -92,10 +112,11 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, strat
     if strategy is None:
         strategy = "plain" if model == "early_fusion" else DEFAULT_STRATEGY
     config = TrainingConfig(
-        dataset=dataset, configuration=configuration, fold=fold, model=model, strategy=strategy,
-        subsets=check_subset_spec(subsets), gmd_scope=gmd_scope, cggm_rho=cggm_rho, cggm_lambda=cggm_lambda,
-        cggm_ema=cggm_ema, cggm_direction=cggm_direction, diagnostics_every=diagnostics, epochs=epochs,
-        iters_per_epoch=iters_per_epoch, optimizer=optimizer,
+        dataset=dataset, configuration=configuration, fold=fold, model=model, fusion=fusion, strategy=strategy,
+        subsets=check_subset_spec(subsets), gmd_scope=gmd_scope,
+        gmd_cggm_composition=gmd_cggm_composition, cggm_rho=cggm_rho, cggm_lambda=cggm_lambda,
+        cggm_balance=cggm_balance, cggm_ema=cggm_ema, cggm_direction=cggm_direction, diagnostics_every=diagnostics,
+        epochs=epochs, iters_per_epoch=iters_per_epoch, optimizer=optimizer,
         learning_rate=lr, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp, device=device,
         compile=compile_model, deep_supervision=deep_supervision, num_workers=num_workers, seed=seed,
         oversample_foreground=oversample_foreground, val_patches_per_case=val_patches_per_case)

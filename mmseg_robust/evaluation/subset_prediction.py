@@ -4,9 +4,10 @@ Two protocols:
 
 * ``shared`` (default, the protocol of RFNet, mmFormer and GMD): the case is cropped and
   z-scored once from every modality it has, and a subset leaves the others out of the fusion. The
-  DS model's fused logits are the mean of its branch logits, and sliding-window accumulation
-  (Gaussian weights, mirroring) is linear, so one pass per modality gives every subset's logits
-  exactly as a mean: 4 branch passes per case instead of 32. Models without that property
+  DS model's fused logits are a fixed linear combination of its branch logits (the mean, or the
+  learned per-region weights), and sliding-window accumulation (Gaussian weights, mirroring) is
+  linear, so one pass per modality gives every subset's logits exactly, fused from the
+  accumulated maps: 4 branch passes per case instead of 32. Models without that property
   (early fusion) run once per subset.
 * ``per-subset``: each subset is read, cropped and normalised from its own files alone, exactly
   as ``mmrobust predict --modalities`` does.
@@ -143,7 +144,8 @@ class SubsetPredictor:
             total = None
             for index, model in enumerate(predictor.models):
                 if branches:
-                    logits = torch.stack([branches[index][m] for m in subset.modalities]).mean(0)
+                    indices = [predictor.modalities.index(m) for m in subset.modalities]
+                    logits = model.network.fuse_maps([branches[index][m] for m in subset.modalities], indices)
                 else:
                     logits = predictor.model_logits(model, channels, subset.modalities, self.settings)
                 probabilities = torch.sigmoid(logits)

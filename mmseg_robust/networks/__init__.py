@@ -15,20 +15,27 @@ from torch import nn
 from mmseg_robust.planners.plans import ConfigurationPlan
 
 from .blocks import ConvNormAct, ModalityNorm, NetworkError, UNetBackbone
-from .ds_unet import BranchOutput, DynamicSharingUNet, fuse_branches
+from .ds_unet import BranchOutput, DynamicSharingUNet
 from .early_fusion import EarlyFusionUNet
+from .fusion import FUSION_CLASSES, BranchFusion, make_fusion
 
 #: ``kind`` -> network class.
 NETWORKS: dict[str, type[nn.Module]] = {"ds": DynamicSharingUNet, "early_fusion": EarlyFusionUNet}
 
 
 def build_network(kind: str, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
-                  deep_supervision: bool = False) -> nn.Module:
-    """Build the ``kind`` network (``ds`` or ``early_fusion``) for a configuration and modalities."""
+                  deep_supervision: bool = False, fusion: str = "mean") -> nn.Module:
+    """Build the ``kind`` network (``ds`` or ``early_fusion``) for a configuration and modalities;
+    ``fusion`` (DS only) is how the branch logits are combined."""
     if kind not in NETWORKS:
         raise NetworkError(f"unknown network kind {kind!r} (one of {', '.join(NETWORKS)})")
+    if kind == "ds":
+        return DynamicSharingUNet(config, modalities, n_regions=n_regions, deep_supervision=deep_supervision,
+                                  fusion=fusion)
+    if fusion != "mean":
+        raise NetworkError(f"fusion {fusion!r} needs the DS network's branches; {kind} stacks its inputs")
     return NETWORKS[kind](config, modalities, n_regions=n_regions, deep_supervision=deep_supervision)
 
 
-__all__ = ["NETWORKS", "BranchOutput", "ConvNormAct", "DynamicSharingUNet", "EarlyFusionUNet", "ModalityNorm",
-           "NetworkError", "UNetBackbone", "build_network", "fuse_branches"]
+__all__ = ["FUSION_CLASSES", "NETWORKS", "BranchFusion", "BranchOutput", "ConvNormAct", "DynamicSharingUNet",
+           "EarlyFusionUNet", "ModalityNorm", "NetworkError", "UNetBackbone", "build_network", "make_fusion"]

@@ -4,8 +4,9 @@ Per modality ``m`` a **stem** ``f_m`` (the first conv block of stage 0: conv 1 -
 instance norm, LeakyReLU) maps that modality's single channel to ``F0`` features. A **shared U-Net
 backbone** ``T`` processes every available modality's features separately; all its conv weights are
 shared, all its norms are :class:`~mmseg_robust.networks.blocks.ModalityNorm` (per-modality affine).
-The branch logits ``z_m = T(f_m(x_m))`` are fused by a mean over the available modalities of a
-subset; an absent modality is never zero-filled and its branch is never run.
+The branch logits ``z_m = T(f_m(x_m))`` are fused over the available modalities of a subset by
+the network's :mod:`~mmseg_robust.networks.fusion` (a mean, or learned per-region weights); an
+absent modality is never zero-filled and its branch is never run.
 
 Two ways to run the branches, equal to float tolerance (``batched=None`` picks the faster one for
 the device: batched on CUDA, the loop on the CPU, where ``benchmarks/bench_ds_forward.py`` measured
@@ -41,6 +42,7 @@ from .blocks import (
     UNetBackbone,
     init_weights,
 )
+from .fusion import BranchFusion, make_fusion
 
 
 @dataclass
@@ -89,40 +91,9 @@ class _AssembleRows(torch.autograd.Function):
         return (None, None, None, None, None, *grads)
 
 
-def fuse_branches(branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
-    """Mean of ``branch_logits[:, m]`` over ``m`` in ``subset`` ∩ available, per sample.
-
-    Returns ``(fused (B, R, *s), valid (B,) bool)``; a sample with no modality of the subset is
-    invalid and its fused logits are 0. Absent modalities are left out of the mean, not zero-filled.
-    """
-    if branch_logits.dim() < 3:
-        raise NetworkError(f"branch logits must be (B, M, R, ...), got shape {tuple(branch_logits.shape)}")
-    batch, n_modalities = branch_logits.shape[:2]
-    available = _check_available(available, batch, n_modalities, branch_logits.device)
-    indices = _check_subset(subset, n_modalities)
-    weights = available[:, indices].to(branch_logits.dtype)  # (B, k)
-    count = weights.sum(1)
-    valid = count > 0
-    weights = weights / count.clamp(min=1).unsqueeze(1)
-    view = (batch,) + (1,) * (branch_logits.dim() - 2)
-    fused = None
-    for j, m in enumerate(indices):
-        term = branch_logits[:, m] * weights[:, j].view(view)
-        fused = term if fused is None else fused + term
-    return fused, valid
-
-
-def _check_subset(subset: Sequence[int], n_modalities: int) -> list[int]:
-    indices = [int(m) for m in subset]
-    if not indices:
-        raise NetworkError("a modality subset must not be empty")
-    if len(set(indices)) != len(indices) or any(not 0 <= m < n_modalities for m in indices):
-        raise NetworkError(f"subset {tuple(indices)} must hold distinct modality indices in [0, {n_modalities})")
-    return indices
-
-
 class DynamicSharingUNet(RegionNetwork):
-    """DS U-Net: per-modality stems, shared backbone with per-modality norms, mean fusion of logits.
+    """DS U-Net: per-modality stems, shared backbone with per-modality norms, fusion of the branch
+    logits (``fusion``: ``mean`` or ``weighted``, :mod:`~mmseg_robust.networks.fusion`).
 
     ``modalities`` are put in canonical order (``flair, t1, t1ce, t2``); the modality axis of the
     images and of ``available`` follows that order.
@@ -131,7 +102,7 @@ class DynamicSharingUNet(RegionNetwork):
     kind = "ds"
 
     def __init__(self, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
-                 deep_supervision: bool = False):
+                 deep_supervision: bool = False, fusion: str = "mean"):
         super().__init__(config, modalities, n_regions, deep_supervision)
         kernels, strides = self._kernels, self._strides
         features = tuple(config.features_per_stage)
@@ -141,16 +112,20 @@ class DynamicSharingUNet(RegionNetwork):
                                      config.n_conv_per_stage, n_regions, deep_supervision, norm="modality",
                                      n_modalities=self.n_modalities, include_stem=False)
         self.apply(init_weights)
+        self.fusion: BranchFusion = make_fusion(fusion, self.modalities, n_regions)
 
     # ----------------------------------------------------------------- structure
     def parameter_modalities(self) -> dict[str, str]:
         """Every named parameter -> its modality name or ``"shared"``, read off the module structure:
-        the parameters of ``stems.<m>`` belong to ``m``; ``weight.<i>`` / ``bias.<i>`` of every
-        ModalityNorm belong to ``modalities[i]``; everything else is shared."""
+        the parameters of ``stems.<m>`` and the fusion scores ``fusion.scores.<m>`` belong to ``m``;
+        ``weight.<i>`` / ``bias.<i>`` of every ModalityNorm belong to ``modalities[i]``; everything
+        else is shared."""
         owners: dict[str, str] = {}
         for modality, stem in self.stems.items():
             for name, _ in stem.named_parameters():
                 owners[f"stems.{modality}.{name}"] = modality
+        for name, _ in self.fusion.named_parameters():
+            owners[f"fusion.{name}"] = name.split(".")[-1]
         for prefix, module in self.named_modules():
             if isinstance(module, ModalityNorm):
                 for local, index in module.owned_parameters():
@@ -161,14 +136,14 @@ class DynamicSharingUNet(RegionNetwork):
         """Names of the parameters of the last (full-resolution) decoder stage and of every output
         layer: what ``--gmd-scope head`` builds its Gram matrix from (DESIGN §6.2)."""
         prefixes = (f"backbone.decoder.{len(self.backbone.decoder) - 1}.", "backbone.output_layer.",
-                    "backbone.ds_layers.")
+                    "backbone.ds_layers.", "fusion.")
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
 
     def output_parameter_names(self) -> list[str]:
-        """Names of the parameters of the 1x1 output layers only (full resolution and deep
-        supervision): ``--gmd-scope output``, whose per-subset gradients need no backward through
-        any convolution block."""
-        prefixes = ("backbone.output_layer.", "backbone.ds_layers.")
+        """Names of the parameters of the 1x1 output layers (full resolution and deep supervision)
+        and of the fusion: ``--gmd-scope output``, whose per-subset gradients need no backward
+        through any convolution block."""
+        prefixes = ("backbone.output_layer.", "backbone.ds_layers.", "fusion.")
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
 
     # ----------------------------------------------------------------- forward
@@ -227,11 +202,17 @@ class DynamicSharingUNet(RegionNetwork):
         return BranchOutput(logits=logits, available=available, features=features)
 
     def fuse(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """Mean of the branch logits over ``subset`` ∩ available: ``(fused (B, R, *s), valid (B,))``."""
+        """The fusion of the branch logits over ``subset`` ∩ available: ``(fused (B, R, *s), valid (B,))``."""
         if branch_logits.dim() < 3 or branch_logits.shape[1] != self.n_modalities:
             raise NetworkError(f"branch logits must be (B, M={self.n_modalities}, R, ...), "
                                f"got shape {tuple(branch_logits.shape)}")
-        return fuse_branches(branch_logits, available, subset)
+        available = _check_available(available, branch_logits.shape[0], self.n_modalities, branch_logits.device)
+        return self.fusion(branch_logits, available, subset)
+
+    def fuse_maps(self, maps: Sequence[Tensor], subset: Sequence[int]) -> Tensor:
+        """Fuse one case's logit maps ``(R, *spatial)`` of the modalities of ``subset`` (in that
+        order; all present): the evaluation's shared pass fuses accumulated sliding-window maps."""
+        return self.fusion.combine_maps(maps, subset)
 
     def subset_logits(self, images: Tensor, available: Tensor, subsets: Sequence[Sequence[int]],
                       batched: bool | None = None) -> list[tuple[list[Tensor], Tensor]]:
@@ -251,5 +232,5 @@ class DynamicSharingUNet(RegionNetwork):
         """
         available = self._check_inputs(images, available)
         branches = self._branches(images, available, batched=None, return_features=False, all_scales=False)
-        fused, _ = fuse_branches(branches.logits[0], available, range(self.n_modalities))
+        fused, _ = self.fusion(branches.logits[0], available, range(self.n_modalities))
         return fused

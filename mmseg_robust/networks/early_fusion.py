@@ -16,7 +16,7 @@ from mmseg_robust.planners.plans import ConfigurationPlan
 
 from .base import RegionNetwork
 from .blocks import UNetBackbone, init_weights
-from .ds_unet import _check_subset
+from .fusion import check_subset
 
 
 class EarlyFusionUNet(RegionNetwork):
@@ -53,7 +53,7 @@ class EarlyFusionUNet(RegionNetwork):
         results = []
         for subset in subsets:
             in_subset = torch.zeros(self.n_modalities, dtype=torch.bool, device=images.device)
-            in_subset[_check_subset(subset, self.n_modalities)] = True
+            in_subset[check_subset(subset, self.n_modalities)] = True
             keep = available & in_subset
             valid = keep.any(1)
             logits, _ = self.backbone(self._zero_fill(images, keep))

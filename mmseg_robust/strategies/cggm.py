@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from mmseg_robust.choices import CGGM_DIRECTIONS
 from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.losses import RegionLoss
 from mmseg_robust.networks.ds_unet import BranchOutput
@@ -34,7 +35,6 @@ from mmseg_robust.strategies.cggm_parts import (
     head_losses,
     scale_modality_gradients,
 )
-from mmseg_robust.training.config import CGGM_DIRECTIONS
 from mmseg_robust.training.precision import Precision
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
@@ -43,12 +43,16 @@ HEAD_LR_FACTOR = 0.5
 
 @dataclass(frozen=True)
 class CGGMSettings:
-    """``rho`` scales B (Eq. 7), ``weight`` is lambda of L_gm, ``ema`` smooths the utilisation,
-    ``direction``: cosine of output-layer gradients (the paper) or of weights (the released code)."""
+    """``rho`` scales B (Eq. 7), ``weight`` is lambda of L_gm, ``balance`` says what Eq. 7 divides
+    (the ``smoothed`` improvement, with ``smoothing``, or the paper's ``raw`` batch change;
+    :mod:`~mmseg_robust.strategies.cggm_parts`), ``direction``: cosine of output-layer gradients
+    against the heads' (the paper), of weights (the released code), or against the gradient of each
+    DS branch's own loss at the network's output layer (``branches``)."""
 
     rho: float = 1.2
     weight: float = 0.1
-    ema: float = 0.9
+    balance: str = "smoothed"
+    smoothing: float = 0.98
     direction: str = "gradients"
 
     def __post_init__(self) -> None:
@@ -94,7 +98,8 @@ class CGGMComponent:
                                      model.modalities).to(environment.device)
         make = environment.make_optimizer or (lambda params, lr: torch.optim.SGD(params, lr=lr))
         self.optimizer = make(self.heads.parameters(), environment.learning_rate * HEAD_LR_FACTOR)
-        self.balancer = ModalityBalancer(model.n_modalities, self.settings.rho, self.settings.ema)
+        self.balancer = ModalityBalancer(model.n_modalities, self.settings.rho, self.settings.balance,
+                                         self.settings.smoothing)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
@@ -122,12 +127,19 @@ class CGGMComponent:
         else:
             for param in params:
                 param.grad = torch.zeros_like(param)
-        utilisation = torch.tensor([results[m][1] if m in results else -1.0 for m in range(n)],
+        # Per modality: (sum of the ranks' utilisations, number of ranks that measured it). An
+        # absent modality counts 0 and adds 0, so it never drags another rank's value down.
+        utilisation = torch.tensor([[results[m][1], 1.0] if m in results else [0.0, 0.0] for m in range(n)],
                                    dtype=torch.float64, device=features.device)
-        self._reduce([p.grad for p in params] + [utilisation])
-        head_gradients = {m: self.heads.output_weight(m).grad.detach().clone() for m in results}
+        self._reduce([p.grad for p in params])
+        if self.world_size > 1:
+            dist.all_reduce(utilisation)
+        values = [total / count if count > 0 else None for total, count in utilisation.tolist()]
+        # Every rank takes the same modalities (the averaged head gradient's scale does not matter:
+        # L_gm uses its direction only).
+        head_gradients = {m: self.heads.output_weight(m).grad.detach().clone() for m in range(n)
+                          if values[m] is not None}
         self.optimizer.step()
-        values = [float(u) if m in results else None for m, u in enumerate(utilisation.tolist())]
         delta, factors = self.balancer.update(values)
         record = {"utilisation": values, "utilisation_change": delta, "factors": factors,
                   "head_loss": [float(results[m][0].detach()) if m in results else None for m in range(n)]}
@@ -142,29 +154,52 @@ class CGGMComponent:
         fused, valid = model.fuse(logits, available, present)
         return self.region_loss(fused, target, valid)
 
-    def direction(self, model: nn.Module, task_loss: Tensor, step: CGGMStep) -> Tensor | None:
-        """L_gm; ``gradients``: with d(task_loss)/d(W_F) built with ``create_graph`` so that L_gm
-        is differentiable (``task_loss`` may carry the AMP scale: the cosine ignores it);
-        ``weights``: cosine of W_F with the heads' output weights."""
-        if not step.head_gradients:
+    def branch_gradients(self, model: nn.Module, branch_logits: Tensor, available: Tensor, target: Tensor,
+                         precision: Precision) -> dict[int, Tensor]:
+        """``--cggm-direction branches``: per present modality m, the gradient at the network's own
+        output layer W_F of the loss of branch m's logits alone. In the DS network every branch
+        reads its features through W_F, so these are the unimodal gradients on the same
+        coordinates as the fused one (a head's output layer reads the head's own conv block)."""
+        weight = model.output_layer.weight
+        gradients = {}
+        for m in range(available.shape[1]):
+            rows = available[:, m]
+            if not bool(rows.any()):
+                continue
+            with precision.autocast():
+                loss = self.region_loss(branch_logits[rows, m], target[rows])
+            (gradient,) = torch.autograd.grad(precision.scale(loss), weight, retain_graph=True)
+            gradients[m] = gradient.detach().float()
+        self._reduce(list(gradients.values()))
+        return gradients
+
+    def direction(self, model: nn.Module, task_loss: Tensor, step: CGGMStep,
+                  references: dict[int, Tensor]) -> Tensor | None:
+        """L_gm against ``references`` (per modality: the heads' output-layer gradients, or the
+        branches' for ``branches``); for ``gradients`` and ``branches`` with d(task_loss)/d(W_F)
+        built with ``create_graph`` so that L_gm is differentiable (``task_loss`` may carry the AMP
+        scale: the cosine ignores it); ``weights``: cosine of W_F with the heads' output weights."""
+        if not references:
             return None
         weight = model.output_layer.weight
         factors = step.factors.tolist()
         if self.settings.direction == "weights":
-            heads = {m: self.heads.output_weight(m).detach() for m in step.head_gradients}
+            heads = {m: self.heads.output_weight(m).detach() for m in references}
             return direction_loss(weight, heads, factors)
         (main_gradient,) = torch.autograd.grad(task_loss, weight, create_graph=True)
-        return direction_loss(main_gradient, step.head_gradients, factors)
+        return direction_loss(main_gradient, references, factors)
 
     def modulate(self, model: nn.Module, branches: BranchOutput, available: Tensor, target: Tensor,
                  precision: Precision) -> CGGMOutcome:
         """The CGGM part of a step after the network's forward: train the heads, get B, put B on
         the branch logits' backward, and build L_gm (None when no head saw data)."""
         step = self.update(branches.features, available, target)
+        references = (self.branch_gradients(model, branches.logits[0], available, target, precision)
+                      if self.settings.direction == "branches" else step.head_gradients)
         logits = [scale_modality_gradients(scale, step.factors) for scale in branches.logits]
         with precision.autocast():
             task_loss = self.task_loss(model, logits[0], available, target)
-        direction = self.direction(model, precision.scale(task_loss), step)
+        direction = self.direction(model, precision.scale(task_loss), step, references)
         record = {**step.record, "direction_loss": None if direction is None else float(direction.detach())}
         return CGGMOutcome(logits, direction, self.settings.weight, record)
 

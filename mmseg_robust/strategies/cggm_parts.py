@@ -1,19 +1,35 @@
 """CGGM's pieces (DESIGN.md §6.3, CGGM paper §3): classifier heads, the balancing rule for B_m,
 the per-branch gradient scaling, and the direction loss L_gm.
 
-Balancing rule (the paper's Eq. 7 plus what it leaves undefined), over the modalities that take
-part in the step (present in the batch, with a utilisation change from the previous step):
+B_m = rho * sum_{k != m} d_k / sum_k d_k (the paper's Eq. 7) with d_k modality k's improvement.
+What d_k is (``rule``):
 
-* ``B_m = rho * sum_{k != m} d_k / sum_k d_k`` with ``d_k`` the change of the (EMA-smoothed)
-  utilisation of modality k;
-* when ``|sum_k d_k| < DEGENERATE_SUM`` the ratio is noise (the released code divides by ~1e-8
-  and gets B ~ 1e6): every B keeps its previous value;
+* ``raw`` (the paper): ``d_k = eps_k(t) - eps_k(t-1)``, the change of a head's batch Dice between
+  two steps. It is single-batch noise: signs flip from step to step and the sum nearly vanishes.
+  Smoothing eps with an EMA does not help (the change of an EMA is ``(1 - a)(eps_t - l_(t-1))``,
+  the factor cancels in the ratio), nor does an EMA of the raw changes (it telescopes to the same).
+* ``smoothed`` (default): Holt's linear trend. A level ``l = a l + (1 - a) eps``, a trend
+  ``t = a t + (1 - a)(l_t - l_(t-1))``, and the innovation variance ``v = a v + (1 - a)(eps -
+  l_(t-1))^2`` (bias-corrected), all with ``a = smoothing``. The improvement is
+  ``d_k = max(t_k, 0) + s_k`` with ``s_k = sqrt(v_k) (1 - a) sqrt((1 - a) / (1 + a))``, the
+  standard error of the trend for white batch noise. A modality that gets worse has improved by 0
+  (not by a negative amount that flips Eq. 7's sign), and a trend within its own noise counts as
+  about ``s_k``: when nothing improves measurably, every B tends to ``rho (n - 1) / n``; when one
+  modality improves clearly faster, its B falls below the others'. The d_k are positive, so the
+  ratio is always defined, B moves smoothly and stays inside (0, rho (n - 1)).
+
+Rules for what Eq. 7 leaves undefined, over the modalities that take part in the step (present in
+the batch, with an improvement from earlier steps):
+
+* when the improvements cancel, ``|sum_k d_k| < DEGENERATE_FRACTION * sum_k |d_k|`` (or all are
+  0), the ratio is noise (the released code divides by ~1e-8 and gets B ~ 1e6): every B keeps its
+  previous value. The test is relative, so it does not depend on how fast a run improves;
 * B_m is clamped to ``[0, rho * (n - 1)]`` (n modalities taking part): with mixed signs the ratio
   can be negative or arbitrarily large; 0 stops a modality, ``rho (n - 1)`` is the largest value
   Eq. 7 gives when every change has the same sign;
 * with fewer than two modalities taking part nothing can be balanced: B keeps its previous value.
 
-B starts at 1 (no modulation) and a modality absent from the batch keeps its previous B.
+B starts at 1 (no modulation) and a modality absent from the batch keeps its state and its B.
 """
 
 from __future__ import annotations
@@ -24,11 +40,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmseg_robust.choices import CGGM_BALANCES
 from mmseg_robust.losses import RegionLoss
 from mmseg_robust.networks.blocks import ConvNormAct, conv_ops, init_weights
 
-#: Below this |sum of utilisation changes| Eq. 7's ratio is noise; B keeps its previous value.
-DEGENERATE_SUM = 1e-4
+#: Eq. 7's ratio is noise when the trends cancel: |sum d_k| below this fraction of sum |d_k|.
+DEGENERATE_FRACTION = 0.25
 
 
 def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rho: float) -> list[float]:
@@ -38,7 +55,8 @@ def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rh
     if len(taking_part) < 2:
         return factors
     total = sum(delta[m] for m in taking_part)
-    if abs(total) < DEGENERATE_SUM:
+    magnitude = sum(abs(delta[m]) for m in taking_part)
+    if magnitude == 0 or abs(total) < DEGENERATE_FRACTION * magnitude:
         return factors
     upper = rho * (len(taking_part) - 1)
     for m in taking_part:
@@ -47,34 +65,50 @@ def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rh
 
 
 class ModalityBalancer:
-    """Utilisation EMA per modality, its change between steps, and the factors B (state is checkpointed)."""
+    """The improvement of each modality's utilisation and the factors B (state is checkpointed)."""
 
-    def __init__(self, n_modalities: int, rho: float, ema: float) -> None:
-        if not 0 <= ema < 1:
-            raise ValueError(f"CGGM EMA must be in [0, 1), got {ema}")
-        self.rho, self.ema = rho, ema
-        self.smoothed: list[float | None] = [None] * n_modalities
+    def __init__(self, n_modalities: int, rho: float, rule: str = "smoothed", smoothing: float = 0.98) -> None:
+        if rule not in CGGM_BALANCES:
+            raise ValueError(f"CGGM balance rule {rule!r}: one of {', '.join(CGGM_BALANCES)}")
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"CGGM smoothing must be in [0, 1), got {smoothing}")
+        self.rho, self.rule, self.smoothing = rho, rule, smoothing
+        self.level: list[float | None] = [None] * n_modalities
+        self.trend: list[float | None] = [None] * n_modalities
+        self.noise: list[float] = [0.0] * n_modalities
+        self.updates: list[int] = [0] * n_modalities
         self.factors: list[float] = [1.0] * n_modalities
 
+    def _improvement(self, m: int, value: float) -> float | None:
+        old, a = self.level[m], self.smoothing
+        if old is None:
+            self.level[m] = value
+            return None
+        if self.rule == "raw":
+            self.level[m] = value
+            return value - old
+        self.updates[m] += 1
+        self.noise[m] = a * self.noise[m] + (1 - a) * (value - old) ** 2
+        self.level[m] = a * old + (1 - a) * value
+        change = self.level[m] - old
+        self.trend[m] = change if self.trend[m] is None else a * self.trend[m] + (1 - a) * change
+        variance = self.noise[m] / (1 - a ** self.updates[m]) if a > 0 else self.noise[m]
+        standard_error = variance ** 0.5 * (1 - a) * ((1 - a) / (1 + a)) ** 0.5
+        return max(self.trend[m], 0.0) + standard_error
+
     def update(self, utilisation: Sequence[float | None]) -> tuple[list[float | None], list[float]]:
-        """Feed this step's utilisation (None: modality absent); returns (changes, factors B)."""
-        delta: list[float | None] = []
-        for m, value in enumerate(utilisation):
-            old = self.smoothed[m]
-            if value is None:
-                delta.append(None)
-                continue
-            new = value if old is None else self.ema * old + (1 - self.ema) * value
-            delta.append(None if old is None else new - old)
-            self.smoothed[m] = new
-        self.factors = balance_factors(delta, self.factors, self.rho)
-        return delta, list(self.factors)
+        """Feed this step's utilisation (None: modality absent); returns (improvements d, factors B)."""
+        improvements = [None if value is None else self._improvement(m, value) for m, value in enumerate(utilisation)]
+        self.factors = balance_factors(improvements, self.factors, self.rho)
+        return improvements, list(self.factors)
 
     def state_dict(self) -> dict:
-        return {"smoothed": list(self.smoothed), "factors": list(self.factors)}
+        return {"level": list(self.level), "trend": list(self.trend), "noise": list(self.noise),
+                "updates": list(self.updates), "factors": list(self.factors)}
 
     def load_state_dict(self, state: dict) -> None:
-        self.smoothed = list(state["smoothed"])
+        self.level, self.trend = list(state["level"]), list(state["trend"])
+        self.noise, self.updates = [float(v) for v in state["noise"]], [int(n) for n in state["updates"]]
         self.factors = [float(b) for b in state["factors"]]
 
 

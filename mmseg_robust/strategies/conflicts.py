@@ -17,6 +17,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from mmseg_robust.random_streams import CONFLICT_ORDERS, step_generator
+
 
 @dataclass(frozen=True)
 class ConflictResolution:
@@ -83,8 +85,7 @@ class GradientConflictResolver:
         self.seed = seed
 
     def orders(self, k: int, step: int) -> tuple[tuple[int, ...], ...]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step + 1)
-        return random_orders(k, generator)
+        return random_orders(k, step_generator(self.seed, step, CONFLICT_ORDERS))
 
     def __call__(self, gram: Tensor, step: int) -> ConflictResolution:
         return resolve_conflicts(gram, self.orders(gram.shape[0], step))

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mmseg_robust.strategies.conflicts import ConflictResolution
+from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 
 #: Decimal places kept in the per-step log (float32 Gram matrices carry about 7 digits).
 LOG_DECIMALS = 6
@@ -37,17 +38,30 @@ def upper_triangle(matrix: Tensor) -> Tensor:
     return matrix[rows, cols]
 
 
-def gradient_diagnostics(gram: Tensor, subset_names: Sequence[str],
-                         resolution: ConflictResolution | None = None) -> dict[str, Any]:
-    """The per-step record: subset names, gradient norms and pairwise cosines (upper triangle,
-    row-major) before conflict removal and, with ``resolution``, after it, the number of
-    projections and each subset's effective weight ``sum_i A_il``."""
+def gradient_diagnostics(gram: Tensor, subset_names: Sequence[str], resolution: ConflictResolution | None = None,
+                         resolved_gram: Tensor | None = None) -> dict[str, Any]:
+    """The per-step record: subset names, the subset gradients' norms and pairwise cosines (upper
+    triangle, row-major) and, with ``resolution``, the vectors GMD resolved after it (their Gram
+    matrix ``resolved_gram``, default ``gram``: the rows may hold a shared term besides the subset
+    gradient), the number of projections and each subset's effective weight ``sum_i A_il``."""
     norms, cosines = norms_and_cosines(gram)
     record: dict[str, Any] = {"subsets": list(subset_names), "grad_norm": _rounded(norms),
                               "cosine": _rounded(upper_triangle(cosines))}
     if resolution is not None:
-        after_norms, after_cosines = norms_and_cosines(resolution.projected_gram(gram.detach().double().cpu()))
+        resolved = gram if resolved_gram is None else resolved_gram
+        after_norms, after_cosines = norms_and_cosines(resolution.projected_gram(resolved.detach().double().cpu()))
         record.update({"grad_norm_after": _rounded(after_norms),
                        "cosine_after": _rounded(upper_triangle(after_cosines)), "conflicts": resolution.conflicts,
                        "effective_weight": _rounded(resolution.effective_weights)})
     return record
+
+
+def shared_term_diagnostics(buffer: SubsetGradientBuffer, shared: Tensor) -> dict[str, float]:
+    """A loss term shared by every subset (CGGM's direction gradient ``h`` in ``gmd+cggm``): its
+    norm, its cosine with the mean subset gradient, and the ratio of the two norms."""
+    mean = buffer.buffer.mean(0)
+    norm, mean_norm = float(shared.norm()), float(mean.norm())
+    cosine = float(shared @ mean) / (norm * mean_norm) if norm > 0 and mean_norm > 0 else 0.0
+    ratio = norm / mean_norm if mean_norm > 0 else 0.0
+    return {"norm": round(norm, LOG_DECIMALS), "cosine_to_mean": round(cosine, LOG_DECIMALS),
+            "norm_ratio": round(ratio, LOG_DECIMALS)}

@@ -16,10 +16,16 @@ about 2x plain (``benchmarks/RESULTS.md``). ``scope="output"``: the same with th
 layers only, whose gradients need no backward through a convolution block (about 1.1x plain).
 
 ``gmd+cggm``: B_m scales branch m's cotangent inside every subset gradient (the modulation sits on
-the branch logits, upstream of every subset loss), and ``lambda * L_gm`` is added to every subset
-loss: its gradient ``h`` is computed once and added to every row before the conflicts are
-resolved, which equals adding the term to each L_S. The update is then
-``sum_l c_l g_l + (sum_l c_l) h``.
+the branch logits, upstream of every subset loss). The gradient ``h`` of ``lambda * L_gm`` is
+computed once. ``composition="apart"`` (default): GMD resolves the conflicts of the subset
+gradients themselves and ``h`` is added once, ``sum_l c_l g_l + h``. ``composition="rows"``
+(DESIGN §6.4 as first written): ``h`` is added to every row before the conflicts are resolved,
+which equals adding the term to each L_S; the update is ``sum_l c_l g_l + (sum_l c_l) h``. In
+``rows``, ``h`` (which points against the mean subset gradient) makes conflicts of its own: every
+row gets projected off a row that is mostly ``h``, e.g. a subset whose modalities all have B = 0.
+Neither mode materialises ``g_l + h``: the Gram matrix of the rows is ``G + bh 1^T + 1 bh^T +
+|h|^2`` with ``bh = buffer @ h``. The logged norms and cosines are always the subset gradients'
+own; the direction term's norm and its cosine with the mean subset gradient are logged beside them.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from mmseg_robust.choices import GMD_CGGM_COMPOSITIONS, GMD_SCOPES
 from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
-from mmseg_robust.strategies.diagnostics import gradient_diagnostics
+from mmseg_robust.strategies.diagnostics import gradient_diagnostics, shared_term_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.config import GMD_SCOPES
 from mmseg_robust.training.precision import Precision
 
 
@@ -44,11 +50,14 @@ class GMDStrategy(GradientStrategy):
 
     name = "gmd"
 
-    def __init__(self, subsets, scope: str = "full", cggm: CGGMSettings | None = None, **kwargs) -> None:
+    def __init__(self, subsets, scope: str = "full", cggm: CGGMSettings | None = None,
+                 composition: str = "apart", **kwargs) -> None:
         super().__init__(subsets, **kwargs)
         if scope not in GMD_SCOPES:
             raise ValueError(f"--gmd-scope {scope!r}: one of {', '.join(GMD_SCOPES)}")
-        self.scope = scope
+        if composition not in GMD_CGGM_COMPOSITIONS:
+            raise ValueError(f"--gmd-cggm-composition {composition!r}: one of {', '.join(GMD_CGGM_COMPOSITIONS)}")
+        self.scope, self.composition = scope, composition
         self.resolver = GradientConflictResolver(self.seed)
         self.cggm = CGGMComponent(cggm) if cggm is not None else None
         if self.cggm is not None:
@@ -91,29 +100,35 @@ class GMDStrategy(GradientStrategy):
         for i, (loss, subset) in enumerate(zip(losses, subsets)):
             keep = self.scope != "full" or direction is not None or i < last
             buffer.fill(i, precision.scale(loss), subset, scale, retain_graph=keep)
+        shared = None
         if direction is not None:
-            shared = torch.autograd.grad(precision.scale(weight * direction), buffer.params,
-                                         retain_graph=self.scope != "full", allow_unused=True,
-                                         materialize_grads=True)
-            buffer.add_to_every_row([g / scale for g in shared])
-        buffer.all_reduce_mean(self.world_size)
+            grads = torch.autograd.grad(precision.scale(weight * direction), buffer.params,
+                                        retain_graph=self.scope != "full", allow_unused=True, materialize_grads=True)
+            shared = buffer.flatten([g / scale for g in grads])
+        buffer.all_reduce_mean(self.world_size, shared)
         gram = buffer.gram()
-        resolution = self.resolver(gram, step)
+        in_rows = shared is not None and self.composition == "rows"
+        resolved_gram = buffer.gram_with_shared(gram, shared) if in_rows else gram
+        resolution = self.resolver(resolved_gram, step)
         coefficients = resolution.weights
+        # How much of h the update takes: once, or once per unit of subset weight (in the rows).
+        shared_weight = float(coefficients.sum()) if in_rows else 1.0
         if self.scope == "full":
-            buffer.combine_into_grad(coefficients, scale)
+            buffer.combine_into_grad(coefficients, scale, shared, shared_weight)
         else:
             c = coefficients.to(losses[0].device, torch.float32)
             total = sum(weight_l * loss for weight_l, loss in zip(c, losses))
             if direction is not None:
-                total = total + c.sum() * weight * direction
+                total = total + shared_weight * weight * direction
             precision.scale(total).backward()
         # Reported like every other strategy's loss (the mean subset loss + lambda L_gm), so that
         # runs with different strategies compare.
         total_value = float(torch.stack(losses).mean().detach()) + (
             weight * float(direction.detach()) if direction is not None else 0.0)
         subset_names = [subset_name(s, model.modalities) for s in subsets]
-        diagnostics["gradients"] = gradient_diagnostics(gram, subset_names, resolution)
+        diagnostics["gradients"] = gradient_diagnostics(gram, subset_names, resolution, resolved_gram)
+        if shared is not None:
+            diagnostics["gradients"]["direction"] = shared_term_diagnostics(buffer, shared)
         return StepOutcome(loss=total_value, subset_losses={n: float(v.detach()) for n, v in zip(subset_names, losses)},
                            diagnostics=diagnostics)
 

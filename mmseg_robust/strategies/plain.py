@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.random_streams import MODALITY_DROPOUT, step_generator
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients
 from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import random_modality_dropout
@@ -26,7 +27,7 @@ class PlainStrategy(GradientStrategy):
                  precision: Precision) -> StepOutcome:
         images, available, target = batch["images"], batch["available"], batch["target"]
         if model.kind == "early_fusion":
-            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+            generator = step_generator(self.seed, step, MODALITY_DROPOUT)
             available = random_modality_dropout(available.cpu(), generator).to(available.device)
             subsets = [tuple(range(len(model.modalities)))]
         else:

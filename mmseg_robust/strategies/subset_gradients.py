@@ -68,28 +68,39 @@ class SubsetGradientBuffer:
         if loss_scale != 1.0:
             self.buffer[row].mul_(1.0 / loss_scale)
 
-    def add_to_every_row(self, gradients: Sequence[Tensor]) -> None:
-        """Add one gradient (per parameter, unscaled) to every row: a loss term shared by all subsets."""
-        flat = torch.cat([g.reshape(-1).to(torch.float32) for g in gradients])
-        self.buffer.add_(flat)
+    def flatten(self, gradients: Sequence[Tensor]) -> Tensor:
+        """One gradient per parameter of the buffer as a float32 ``P`` vector (a shared loss term's)."""
+        return torch.cat([g.reshape(-1).to(torch.float32) for g in gradients])
 
-    def all_reduce_mean(self, world_size: int) -> None:
-        """Average the rows across ranks so that every rank resolves the same conflicts."""
+    def all_reduce_mean(self, world_size: int, shared: Tensor | None = None) -> None:
+        """Average the rows (and ``shared``) across ranks so that every rank resolves the same conflicts."""
         if world_size > 1:
-            dist.all_reduce(self.buffer)
-            self.buffer.div_(world_size)
+            for tensor in (self.buffer, shared):
+                if tensor is not None:
+                    dist.all_reduce(tensor)
+                    tensor.div_(world_size)
 
     def gram(self) -> Tensor:
         """``G_ij = g_i . g_j``: one (k, P) x (P, k) product in float32."""
         return self.buffer @ self.buffer.T
 
-    def combine_into_grad(self, weights: Tensor, loss_scale: float = 1.0) -> None:
-        """``p.grad <- loss_scale * sum_l weights_l g_l`` for every parameter of the buffer (the
-        trainer unscales ``.grad`` before clipping, as for any other strategy)."""
+    def gram_with_shared(self, gram: Tensor, shared: Tensor) -> Tensor:
+        """The Gram matrix of the rows ``g_i + shared`` without forming them:
+        ``G + b 1^T + 1 b^T + |shared|^2`` with ``b = buffer @ shared``."""
+        projections = self.buffer @ shared
+        return gram + projections[:, None] + projections[None, :] + shared @ shared
+
+    def combine_into_grad(self, weights: Tensor, loss_scale: float = 1.0, shared: Tensor | None = None,
+                          shared_weight: float = 1.0) -> None:
+        """``p.grad <- loss_scale * (sum_l weights_l g_l + shared_weight * shared)`` for every
+        parameter of the buffer (the trainer unscales ``.grad`` before clipping, as for any other
+        strategy)."""
         w = weights.to(self.buffer.device, torch.float32)
-        if loss_scale != 1.0:
-            w = w * loss_scale
         flat = w @ self.buffer
+        if shared is not None:
+            flat.add_(shared, alpha=shared_weight)
+        if loss_scale != 1.0:
+            flat.mul_(loss_scale)
         for param, view in zip(self.params, flat.split(self.sizes)):
             param.grad = view.view_as(param).to(param.dtype)
 

@@ -9,24 +9,41 @@ from typing import Any
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.choices import (
+    CGGM_BALANCES,
+    CGGM_DIRECTIONS,
+    FUSIONS,
+    GMD_CGGM_COMPOSITIONS,
+    GMD_SCOPES,
+    MODEL_KINDS,
+    OPTIMIZERS,
+    STRATEGIES,
+)
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import Plans
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
-MODEL_KINDS: tuple[str, ...] = ("ds", "early_fusion")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
-AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
-#: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (DESIGN §6).
-STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
-GMD_SCOPES: tuple[str, ...] = ("full", "head", "output")
-CGGM_DIRECTIONS: tuple[str, ...] = ("gradients", "weights")
 #: The product's method (DESIGN §6): GMD with CGGM. ``plain`` is for ablations and early fusion.
 DEFAULT_STRATEGY = "gmd+cggm"
+#: Values of fields added after schema version 1 for config files that predate them: what those
+#: runs did. Before ``cggm_balance`` existed, CGGM divided the change of an EMA of the utilisation;
+#: no rule of today reproduces it, so such runs cannot be resumed (``training.trainer``).
+LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean"}
+#: Fields whose absence from a stored config means the run cannot continue exactly.
+RESUME_REQUIRES: tuple[str, ...] = ("cggm_balance",)
 
 
 class TrainingConfigError(MMRobustError):
     """An inconsistent training setting or results folder."""
+
+
+def run_name(configuration: str, model: str = "ds", strategy: str = DEFAULT_STRATEGY, fusion: str = "mean") -> str:
+    """``<config>__<strategy>`` for the DS model (DESIGN §4), with ``__<fusion>fusion`` unless the
+    fusion is the mean; ``<config>__early_fusion`` for the baseline."""
+    if model != "ds":
+        return f"{configuration}__{model}"
+    return f"{configuration}__{strategy}" + ("" if fusion == "mean" else f"__{fusion}fusion")
 
 
 @dataclass(frozen=True)
@@ -37,12 +54,15 @@ class TrainingConfig:
     configuration: str
     fold: int
     model: str = "ds"
+    fusion: str = "mean"
     strategy: str = DEFAULT_STRATEGY
     subsets: str = "all"
     gmd_scope: str = "full"
+    gmd_cggm_composition: str = "apart"
     cggm_rho: float = 1.2
     cggm_lambda: float = 0.1
-    cggm_ema: float = 0.9
+    cggm_balance: str = "smoothed"
+    cggm_ema: float = 0.98
     cggm_direction: str = "gradients"
     diagnostics_every: int = 0
     epochs: int = 1000
@@ -71,13 +91,22 @@ class TrainingConfig:
             raise TrainingConfigError(f"--optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
         if self.strategy not in STRATEGIES:
             raise TrainingConfigError(f"--strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
+        if self.fusion not in FUSIONS:
+            raise TrainingConfigError(f"--fusion {self.fusion!r}: one of {', '.join(FUSIONS)}")
+        if self.model == "early_fusion" and self.fusion != "mean":
+            raise TrainingConfigError(f"--fusion {self.fusion} needs the DS network's branches (--model ds)")
         if self.model == "early_fusion" and self.strategy != "plain":
             raise TrainingConfigError(f"--model early_fusion trains with --strategy plain (random modality dropout), "
                                       f"not {self.strategy}: GMD and CGGM need per-modality branches")
         if self.gmd_scope not in GMD_SCOPES:
             raise TrainingConfigError(f"--gmd-scope {self.gmd_scope!r}: one of {', '.join(GMD_SCOPES)}")
+        if self.gmd_cggm_composition not in GMD_CGGM_COMPOSITIONS:
+            raise TrainingConfigError(f"--gmd-cggm-composition {self.gmd_cggm_composition!r}: one of "
+                                      f"{', '.join(GMD_CGGM_COMPOSITIONS)}")
         if self.cggm_direction not in CGGM_DIRECTIONS:
             raise TrainingConfigError(f"--cggm-direction {self.cggm_direction!r}: one of {', '.join(CGGM_DIRECTIONS)}")
+        if self.cggm_balance not in CGGM_BALANCES:
+            raise TrainingConfigError(f"--cggm-balance {self.cggm_balance!r}: one of {', '.join(CGGM_BALANCES)}")
         if not 0 <= self.cggm_ema < 1 or self.cggm_rho <= 0 or self.cggm_lambda < 0 or self.diagnostics_every < 0:
             raise TrainingConfigError("need 0 <= --cggm-ema < 1, --cggm-rho > 0, --cggm-lambda >= 0 and "
                                       "--diagnostics >= 0")
@@ -86,8 +115,8 @@ class TrainingConfig:
 
     @property
     def run_name(self) -> str:
-        """``<config>__<strategy>`` for the DS model (DESIGN §4), ``<config>__early_fusion`` else."""
-        return f"{self.configuration}__{self.strategy if self.model == 'ds' else self.model}"
+        """The results folder's name, :func:`run_name`."""
+        return run_name(self.configuration, self.model, self.strategy, self.fusion)
 
     def output_dir(self, results: Path) -> Path:
         return Path(results) / self.dataset / self.run_name / f"fold_{self.fold}"
@@ -100,6 +129,7 @@ class TrainingConfig:
         require_schema_version(data, TRAINING_CONFIG_SCHEMA_VERSION, source, "training config",
                                TrainingConfigError, "train again")
         known = {f.name for f in fields(cls)}
+        data = {**LEGACY_DEFAULTS, **data}
         return cls(**{k: v for k, v in data.items() if k in known})
 
 

@@ -8,8 +8,8 @@ from typing import ContextManager
 
 import torch
 
+from mmseg_robust.choices import AMP_MODES
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.training.config import AMP_MODES
 
 
 class PrecisionError(MMRobustError):

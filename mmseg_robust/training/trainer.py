@@ -27,7 +27,7 @@ from mmseg_robust.networks import build_network
 from mmseg_robust.planners.plans import Plans
 from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, build_strategy
 from mmseg_robust.training import checkpoint as ckpt
-from mmseg_robust.training.config import TrainingConfig, save_run_config
+from mmseg_robust.training.config import RESUME_REQUIRES, TrainingConfig, save_run_config
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
@@ -86,13 +86,22 @@ def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter]
 
 def _make_strategy(config: TrainingConfig, model: torch.nn.Module, device: torch.device,
                    world_size: int) -> GradientStrategy:
-    cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, ema=config.cggm_ema,
-                        direction=config.cggm_direction)
+    cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, balance=config.cggm_balance,
+                        smoothing=config.cggm_ema, direction=config.cggm_direction)
     strategy = build_strategy(config.strategy, SubsetSampler(config.subsets, config.seed), seed=config.seed,
-                              gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every)
+                              gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every,
+                              composition=config.gmd_cggm_composition)
     strategy.prepare(model, StrategyEnvironment(device, world_size, partial(_make_optimizer, config),
                                                 config.learning_rate))
     return strategy
+
+
+def _check_resumable(stored: dict[str, Any], config: TrainingConfig, path: Path) -> None:
+    """A CGGM run from before ``cggm_balance`` existed used a rule no setting of today reproduces."""
+    missing = [key for key in RESUME_REQUIRES if key not in stored]
+    if missing and "cggm" in config.strategy:
+        raise TrainingError(f"{path}: trained with an earlier CGGM balance rule ({', '.join(missing)} not recorded); "
+                            f"it cannot be resumed exactly, train again")
 
 
 def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> list[Path]:
@@ -133,7 +142,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
         keep_allocations_on_heap()
     _seed_everything(config.seed)
-    model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision).to(device)
+    model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
+                          fusion=config.fusion).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
     precision = make_precision(config.amp, device)
     strategy = _make_strategy(config, model, device, context.world_size)
@@ -142,6 +152,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     if resume:
         state = ckpt.load_checkpoint(latest, device)
         ckpt.check_plan_signature(state, signature, latest)
+        _check_resumable(state.get("config", {}), config, latest)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if precision.scaler is not None and state.get("scaler"):

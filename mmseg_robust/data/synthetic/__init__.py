@@ -1,6 +1,19 @@
-"""Embedded synthetic BraTS-like data: a phantom generator and a writer for every raw layout."""
+"""Embedded synthetic BraTS-like data: a phantom generator and a writer for every raw layout.
 
-from mmseg_robust.data.synthetic.phantom import Phantom, make_phantom
-from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
+The generator's names load on first use (PEP 562), so that the CLI can import the light
+``contrasts`` module without scipy.
+"""
 
-__all__ = ["Phantom", "SyntheticSpec", "make_phantom", "make_synthetic_dataset"]
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {"Phantom": "phantom", "make_phantom": "phantom", "SyntheticSpec": "writer",
+            "make_synthetic_dataset": "writer", "CORE_CONTRASTS": "contrasts"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

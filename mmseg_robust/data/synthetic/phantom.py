@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
+
 SEQUENCES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 GRADES: tuple[str, ...] = ("HGG", "LGG")
 
@@ -30,6 +32,27 @@ INTENSITY: dict[str, tuple[float, ...]] = {
     "t1ce": (0.0, 1000.0, 780.0, 320.0, 820.0, 300.0, 1750.0, 620.0),
     "t2": (0.0, 600.0, 850.0, 1600.0, 1350.0, 1500.0, 840.0, 1400.0),
 }
+
+# The tumour-core classes and the one sequence that shows them under ``t1ce-only``
+# (:mod:`~mmseg_robust.data.synthetic.contrasts`).
+CORE_CLASSES = (NECROSIS, ENHANCING, NON_ENHANCING)
+CORE_SEQUENCE = "t1ce"
+
+
+def intensity_table(core_contrast: str = "all-sequences") -> dict[str, tuple[float, ...]]:
+    """Noise-free intensity per class and sequence for ``core_contrast`` (one of CORE_CONTRASTS)."""
+    if core_contrast not in CORE_CONTRASTS:
+        raise ValueError(f"core contrast must be one of {CORE_CONTRASTS}, got {core_contrast!r}")
+    if core_contrast == "all-sequences":
+        return dict(INTENSITY)
+    table = {}
+    for name, values in INTENSITY.items():
+        row = list(values)
+        if name != CORE_SEQUENCE:
+            for cls in CORE_CLASSES:
+                row[cls] = row[EDEMA]
+        table[name] = tuple(row)
+    return table
 
 # Brain: ellipsoid filling this fraction of the half field of view, radius modulated smoothly.
 BRAIN_FILL = 0.8
@@ -248,12 +271,14 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 
 
 def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                 rng: np.random.Generator, grade: str) -> Phantom:
+                 rng: np.random.Generator, grade: str, core_contrast: str = "all-sequences") -> Phantom:
     """Generate one synthetic multi-sequence case.
 
     ``shape`` and ``spacing`` (mm per voxel) are in array order (z, y, x); ``grade`` is "HGG"
     (necrosis + enhancing rim) or "LGG" (non-enhancing core only). The same rng state gives
-    identical arrays. Raises ValueError on bad arguments or a grid too small to hold a tumour
+    identical arrays. ``core_contrast`` (:data:`CORE_CONTRASTS`) says which sequences show the
+    tumour core; the random draws do not depend on it, so both variants share the anatomy, the
+    tumour and the labels. Raises ValueError on bad arguments or a grid too small to hold a tumour
     (about 24 mm a side or less). Every sub-region is present from about 32 voxels and 32 mm a
     side; on coarser grids the tumour is shrunk to fit and a thin sub-region may vanish.
     """
@@ -263,6 +288,7 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
         raise ValueError(f"shape must be three sizes of at least 8 voxels, got {shape}")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
+    intensities = intensity_table(core_contrast)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     axes = tuple(((np.arange(n) - (n - 1) / 2) * s).astype(np.float32)
                  for n, s in zip(shape, spacing_arr))
@@ -286,7 +312,7 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
     images: dict[str, np.ndarray] = {}
     for name in SEQUENCES:
         gain = np.float32(rng.uniform(*GAIN_RANGE))
-        table = np.asarray(INTENSITY[name], dtype=np.float32) * gain
+        table = np.asarray(intensities[name], dtype=np.float32) * gain
         clean = ndimage.gaussian_filter(table[crop_classes], blur_sigma, truncate=BLUR_TRUNCATE)
         log_bias = BIAS_AMPLITUDE / FIELD_CLIP * _bounded(_smooth_field(crop_axes, bias_knots, rng))
         signal = clean * texture * np.exp(log_bias)

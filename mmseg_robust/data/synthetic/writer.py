@@ -26,6 +26,7 @@ from mmseg_robust.data.layouts import (
 )
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
+from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
 from mmseg_robust.data.synthetic.phantom import make_phantom
 from mmseg_robust.errors import MMRobustError
 
@@ -63,6 +64,7 @@ class SyntheticSpec:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     seed: int = 0
     incomplete_fraction: float = 0.0
+    core_contrast: str = CORE_CONTRASTS[0]
     generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
@@ -79,6 +81,8 @@ class SyntheticSpec:
         if min(extent) < MIN_EXTENT_MM:
             raise SyntheticDatasetError(f"--shape x --spacing spans {extent} mm; every axis needs at least "
                                         f"{MIN_EXTENT_MM:g} mm to hold a brain with a tumour")
+        if self.core_contrast not in CORE_CONTRASTS:
+            raise SyntheticDatasetError(f"--core-contrast {self.core_contrast!r}: one of {', '.join(CORE_CONTRASTS)}")
         if not 0.0 <= self.incomplete_fraction <= 1.0:
             raise SyntheticDatasetError(
                 f"--incomplete-fraction must lie in [0, 1], got {self.incomplete_fraction}")
@@ -131,7 +135,7 @@ def _write_case(index: int, missing: str | None, spec: SyntheticSpec, root: Path
     grade = "LGG" if index % LGG_PERIOD == LGG_PERIOD - 1 else "HGG"
     # The case's own seed: its content does not depend on how many cases are generated.
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
-    phantom = make_phantom(spec.shape, spec.spacing, rng, grade)
+    phantom = make_phantom(spec.shape, spec.spacing, rng, grade, spec.core_contrast)
     geometry = case_geometry(spec)
     group = grade if isinstance(layout, CaseFolderLayout) and layout.grouped else None
     for modality in MODALITIES:

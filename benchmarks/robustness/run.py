@@ -1,0 +1,274 @@
+"""The robustness study: every method on the same dominance phantom, several seeds, evaluated on
+held-out test cases under all 15 modality subsets; one combined table with the noise stated.
+
+Run:  .venv/bin/python benchmarks/robustness/run.py --budget small [--seeds 3] [--jobs 2]
+      [--methods plain,gmd,...] [-o benchmarks/robustness/runs/small]
+
+Steps, each resumable (a rerun skips what is finished and resumes what was interrupted):
+1. ``mmrobust make-synthetic --core-contrast t1ce-only`` (only T1ce shows the tumour core), a
+   train/val/test split of the sorted case IDs (``--split-file``: the test cases are in no fold),
+   ``plan_and_preprocess`` and the budget's plan;
+2. per (method, seed): ``mmrobust train`` into its own results folder, then ``mmrobust evaluate
+   --cases test`` (the best checkpoint, chosen on the validation cases only);
+3. the report: ``results.md``, ``study.json`` and ``robustness_study.png`` in the output folder.
+
+Budgets are in ``study_plan.py``; the statistics in ``study_report.py``; the diagnostics (GMD
+conflicts, CGGM's B, learned fusion weights) in ``study_diagnostics.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import study_diagnostics
+import study_plan
+import study_report
+from study_plan import BASELINE, BUDGETS, DATASET, STUDY_SCHEMA_VERSION, Budget, StudyRun
+
+from mmseg_robust.atomic import write_bytes_atomic, write_json_atomic
+from mmseg_robust.data.discovery import discover_dataset
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "runs"
+TRAIN_MARKER, RUN_MARKER, DATA_MARKER = "train.json", "run.json", "data.json"
+#: Lines of a failed command's log shown in the study's output.
+LOG_TAIL_LINES = 15
+CGGM_RHO = 1.2  # mmrobust train's default, which every CGGM method of the study uses
+
+
+class StudyError(RuntimeError):
+    """A step of the study failed; the message names it and its log."""
+
+
+def mmrobust_executable() -> str:
+    return str(Path(sys.executable).with_name("mmrobust"))
+
+
+def run_logged(args: list[str], env: dict[str, str], log: Path) -> float:
+    """Run ``mmrobust args`` with its output in ``log``; returns the wall time, raises on failure."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    with open(log, "w", encoding="utf-8") as handle:
+        result = subprocess.run([mmrobust_executable(), *args], env=env, stdout=handle, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-LOG_TAIL_LINES:])
+        raise StudyError(f"mmrobust {args[0]} failed (exit {result.returncode}); log {log}:\n{tail}")
+    return time.perf_counter() - started
+
+
+def study_env(output: Path, threads: int) -> dict[str, str]:
+    return {**os.environ, "MMROBUST_RAW": str(output / "raw"), "MMROBUST_PREPROCESSED": str(output / "preprocessed"),
+            "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
+
+
+def prepare_data(output: Path, budget: Budget, env: dict[str, str], jobs: int) -> float:
+    """Synthetic dominance data, the split with held-out test cases, preprocessing and the plan;
+    returns when the study started (the data step's start, kept across reruns)."""
+    marker = output / DATA_MARKER
+    spec = json.loads(json.dumps({"schema_version": STUDY_SCHEMA_VERSION, "budget": budget.to_dict()}))
+    if marker.is_file():
+        stored = json.loads(marker.read_text())
+        if stored["spec"] != spec:
+            raise StudyError(f"{output} holds a study of another budget or version; choose another -o or delete it")
+        print(f"data: ready in {output} (reused)", flush=True)
+        return float(stored["started_at"])
+    started_at = time.time()
+    logs = output / "logs"
+    raw = output / "raw" / DATASET
+    started = time.perf_counter()
+    run_logged(["make-synthetic", "-o", str(raw), "--layout", "brats2018", "--cases", str(budget.cases),
+                "--shape", ",".join(map(str, budget.shape)), "--seed", "0", "--core-contrast", "t1ce-only",
+                "--overwrite", "-np", str(jobs), "--preview", str(output / "first_case.png")], env,
+               logs / "make_synthetic.log")
+    ids = sorted(case.case_id for case in discover_dataset(raw).cases)
+    splits = output / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    train_ids, val_ids = ids[:budget.train_cases], ids[budget.train_cases:budget.train_cases + budget.val_cases]
+    write_bytes_atomic(splits / "train.txt", ("\n".join(train_ids) + "\n").encode())
+    write_bytes_atomic(splits / "val.txt", ("\n".join(val_ids) + "\n").encode())
+    run_logged(["plan_and_preprocess", "-d", DATASET, "-c", budget.configuration, "-np", str(jobs), "--overwrite",
+                "--split-file", str(splits / "train.txt"), "--split-file", str(splits / "val.txt")], env,
+               logs / "plan_and_preprocess.log")
+    if budget.plan_args:
+        run_logged(["plan", "-d", DATASET, "-c", budget.configuration, *budget.plan_args], env, logs / "plan.log")
+    write_json_atomic(marker, {"spec": spec, "started_at": started_at})
+    print(f"data: {budget.cases} cases ({budget.train_cases} train, {budget.val_cases} val, {budget.test_cases} "
+          f"test), {budget.configuration} plan, in {time.perf_counter() - started:.0f} s", flush=True)
+    return started_at
+
+
+def run_dir(run: StudyRun) -> Path:
+    """The fold folder ``mmrobust train`` writes for ``run`` (found, not re-derived: one per run)."""
+    folds = sorted((run.results / DATASET).glob("*/fold_0"))
+    if len(folds) != 1:
+        raise StudyError(f"{run.results}: expected one training run, found {len(folds)}")
+    return folds[0]
+
+
+def execute(run: StudyRun, budget: Budget, env: dict[str, str]) -> tuple[str, float, float]:
+    """Train (or resume) and evaluate one run; returns (what happened, train s, evaluate s)."""
+    record = run.folder / RUN_MARKER
+    if record.is_file():
+        done = json.loads(record.read_text())
+        return "done already", done["train_seconds"], done["evaluate_seconds"]
+    train_marker = run.folder / TRAIN_MARKER
+    if train_marker.is_file():
+        train_seconds, action = json.loads(train_marker.read_text())["train_seconds"], "evaluated"
+    else:
+        args = study_plan.train_command(run, budget)
+        resuming = any((run.results / DATASET).glob("*/fold_0/checkpoint_latest.pt"))
+        train_seconds = run_logged(args + (["--resume"] if resuming else []), env, run.folder / "train.log")
+        write_json_atomic(train_marker, {"train_seconds": train_seconds, "command": args, "resumed": resuming})
+        action = "resumed and evaluated" if resuming else "trained and evaluated"
+    folder = run_dir(run)
+    evaluate_seconds = run_logged(study_plan.evaluate_command(folder, run.folder / "evaluation", budget), env,
+                                  run.folder / "evaluate.log")
+    write_json_atomic(record, {"method": run.method.name, "seed": run.seed, "train_seconds": train_seconds,
+                               "evaluate_seconds": evaluate_seconds, "run_dir": str(folder),
+                               "finished_at": time.time()})
+    return action, train_seconds, evaluate_seconds
+
+
+def run_all(runs: list[StudyRun], budget: Budget, env: dict[str, str], jobs: int) -> list[str]:
+    """Every run, ``jobs`` at a time, a progress line each; returns the failures' messages."""
+    lock, counter, failures = threading.Lock(), [0], []
+
+    def one(run: StudyRun) -> None:
+        started = time.perf_counter()
+        try:
+            action, train_s, eval_s = execute(run, budget, env)
+            line = f"{action}: train {train_s:.0f} s, evaluate {eval_s:.0f} s"
+        except StudyError as error:
+            line = f"FAILED after {time.perf_counter() - started:.0f} s"
+            with lock:
+                failures.append(f"{run.label}: {error}")
+        with lock:
+            counter[0] += 1
+            print(f"[{counter[0]}/{len(runs)}] {run.label}: {line}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(one, runs))
+    return failures
+
+
+def load_scores(run: StudyRun) -> study_report.RunScores:
+    done = json.loads((run.folder / RUN_MARKER).read_text())
+    folder = Path(done["run_dir"])
+    return study_report.RunScores(
+        run.method.name, run.seed, study_report.read_per_case(run.folder / "evaluation" / "per_case.csv"),
+        done["train_seconds"], done["evaluate_seconds"], study_diagnostics.run_diagnostics(folder, CGGM_RHO))
+
+
+def write_report(output: Path, budget: Budget, runs: list[StudyRun], seeds: int, started_at: float) -> Path:
+    """results.md, study.json and robustness_study.png from the finished runs. The wall time is
+    from the data step's start to the last run's end, whatever reruns happened in between."""
+    finished_at = max(json.loads((r.folder / RUN_MARKER).read_text()).get("finished_at", started_at) for r in runs)
+    wall_seconds = finished_at - started_at
+    methods = list(dict.fromkeys(r.method.name for r in sorted(runs, key=lambda r: study_plan.METHODS.index(r.method))))
+    scores: dict[str, list[study_report.RunScores]] = {m: [] for m in methods}
+    for run in runs:
+        scores[run.method.name].append(load_scores(run))
+    labels = {m.name: m.label for m in study_plan.METHODS}
+    table = study_report.combined_table(scores, BASELINE)
+    checks = study_report.stability_checks(scores, BASELINE)
+    figure = study_report.plot_per_subset(scores, labels, output / "robustness_study.png")
+    machine = f"{os.cpu_count()} CPU cores" + (", CUDA" if budget.device == "cuda" else "")
+    test_cases = len(scores[BASELINE][0].cases)
+    sections = [
+        f"# Robustness study, budget `{budget.name}` ({budget.description})", "",
+        f"Command: `.venv/bin/python benchmarks/robustness/run.py --budget {budget.name} --seeds {seeds}`; "
+        f"machine: {machine}; {wall_seconds / 60:.1f} min from the data step to the last evaluation.",
+        f"Data: `make-synthetic --core-contrast t1ce-only --shape {','.join(map(str, budget.shape))}` "
+        f"({budget.train_cases} train, {budget.val_cases} validation, {test_cases} test cases); "
+        f"{budget.configuration} plan {' '.join(budget.plan_args) or '(planner default)'}; "
+        f"{budget.epochs} x {budget.iters_per_epoch} iterations, {' '.join(budget.optimizer_args)}; "
+        f"the best checkpoint by validation Dice; Dice on the test cases, raw prediction.", "",
+        "## Combined table (Dice %, mean ± std over seeds; in brackets the difference to DS plain)", "",
+        f"† paired Wilcoxon test over seeds × test cases, Holm-corrected over the whole table, p < {ALPHA_TEXT}; "
+        f"* the difference exceeds {study_report.STANDARD_ERRORS:g} standard errors of the seed means.", "",
+        study_report.combined_markdown(table, labels, BASELINE), "",
+        "## Full against the best single sequence (GMD Table 1 diagnosis)", "",
+        study_report.diagnosis_markdown(scores, labels), "",
+        "## Stability of the training length", "",
+        f"- std over seeds of DS plain's Full TC: {checks['plain_full_tc_std']:.3f} "
+        f"(criterion < {study_report.MAX_PLAIN_FULL_TC_STD}: {'met' if checks['plain_full_tc_std_ok'] else 'NOT met'})",
+        "- rise of the validation mean Dice from the third to the last quarter of training (max over seeds; "
+        f"criterion < {study_report.FLAT_RISE}: {'met' if checks['flat_ok'] else 'NOT met'}): "
+        + ", ".join(f"{labels[m]} {v:+.3f}" for m, v in checks["validation_rise_last_quarter"].items()),
+        f"- dominance: DS plain's ET from T1c alone minus its best ET from another single sequence: "
+        f"{100 * checks['dominance_margin']:+.1f} points (criterion ≥ {100 * study_report.DOMINANCE_MARGIN:.0f}: "
+        f"{'met' if checks['dominance_ok'] else 'NOT met'})", "",
+        "## Wall time", "", study_report.timing_markdown(scores, labels, BASELINE), "",
+        "## Diagnostics", "", study_report.diagnostics_markdown(scores, labels), "",
+        "## Per subset (Dice %, mean over seeds)", ""]
+    for region in study_report.REGIONS:
+        sections += [f"### {region}", "", study_report.per_subset_markdown(scores, labels, region), ""]
+    sections += [f"![per-subset Dice]({figure.name})", ""]
+    report = output / "results.md"
+    write_bytes_atomic(report, "\n".join(sections).encode("utf-8"))
+    serialised = {m: {f"{g}|{r}": vars(c) for (g, r), c in cells.items()} for m, cells in table.items()}
+    write_json_atomic(output / "study.json", {
+        "schema_version": STUDY_SCHEMA_VERSION, "budget": budget.to_dict(), "seeds": seeds, "table": serialised,
+        "checks": checks, "diagnostics": {m: study_report.method_diagnostics(s) for m, s in scores.items()},
+        "timing": {m: [[r.train_seconds, r.evaluate_seconds] for r in s] for m, s in scores.items()}})
+    return report
+
+
+ALPHA_TEXT = f"{study_report.ALPHA:g}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="small")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per method (at least 3 for a claim)")
+    parser.add_argument("--jobs", type=int, default=None, help="runs at a time (default: the budget's)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated subset of: {', '.join(study_plan.METHODS_BY_NAME)} (plain always runs)")
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help=f"study folder (default: {DEFAULT_OUTPUT}/<budget>)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.seeds < 1:
+        print("error: --seeds must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        methods = study_plan.select_methods(args.methods)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    budget = BUDGETS[args.budget]
+    jobs = args.jobs or budget.jobs
+    output = (args.output or DEFAULT_OUTPUT / budget.name).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    env = study_env(output, max(1, (os.cpu_count() or 1) // jobs))
+    started = time.perf_counter()
+    try:
+        started_at = prepare_data(output, budget, env, jobs)
+    except StudyError as error:
+        print(f"error: data: {error}", file=sys.stderr)
+        return 1
+    runs = study_plan.study_runs(output, methods, args.seeds)
+    print(f"{len(runs)} runs ({len(methods)} methods x {args.seeds} seeds), {jobs} at a time", flush=True)
+    failures = run_all(runs, budget, env, jobs)
+    if failures:
+        for failure in failures:
+            print(f"error: {failure}", file=sys.stderr)
+        return 1
+    report = write_report(output, budget, runs, args.seeds, started_at)
+    print(f"report: {report} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
