@@ -260,3 +260,72 @@ def test_apart_composition_resolves_subset_conflicts_and_adds_the_direction_once
     assert record_rows["grad_norm_after"] != pytest.approx(record_without["grad_norm_after"], rel=1e-3)
     if record_rows["conflicts"] == 0:  # no projection: (sum_l c_l) = 1 and both updates are equal
         assert torch.allclose(rows, apart, rtol=1e-4, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- directions and ranks
+def test_branch_direction_uses_each_branch_gradient_at_the_shared_output_layer() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    cggm = CGGMComponent(CGGMSettings(direction="branches"))
+    cggm.prepare(net, CPU)
+    branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
+    references = cggm.branch_gradients(net, branches.logits[0], batch["available"], batch["target"], FULL_PRECISION)
+    assert sorted(references) == [0, 1, 2, 3]  # every modality is present in some row
+    for m, gradient in references.items():
+        rows = batch["available"][:, m]
+        fresh = net.forward_branches(batch["images"], batch["available"], return_features=True)
+        loss = cggm.region_loss(fresh.logits[0][rows, m], batch["target"][rows])
+        (expected,) = torch.autograd.grad(loss, net.output_layer.weight)
+        assert gradient.shape == net.output_layer.weight.shape
+        assert torch.allclose(gradient, expected, rtol=1e-5, atol=1e-8), m
+    outcome = cggm.modulate(net, branches, batch["available"], batch["target"], FULL_PRECISION)
+    (grad,) = torch.autograd.grad(outcome.direction, net.output_layer.weight)
+    assert outcome.direction is not None and grad.abs().sum() > 0
+
+
+RANK_SCRIPT = """
+import json, sys
+import torch, torch.distributed as dist
+sys.path.insert(0, sys.argv[3])
+from test_gmd import tiny_batch, tiny_ds
+from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment
+from mmseg_robust.strategies.cggm import CGGMComponent
+from mmseg_robust.strategies.cggm_parts import head_losses
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, world_size=2)
+net = tiny_ds()
+# t1ce (index 2) is in rank 0's batch only
+batch = tiny_batch(seed=rank, available=((1, 1, 1, 1), (1, 0, 1, 1)) if rank == 0 else ((1, 1, 0, 1), (1, 1, 0, 0)))
+cggm = CGGMComponent(CGGMSettings(balance="raw"))
+cggm.prepare(net, StrategyEnvironment(torch.device("cpu"), world_size=2))
+branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
+local = head_losses(cggm.heads, branches.features.detach(), batch["available"], batch["target"], cggm.region_loss)
+step = cggm.update(branches.features, batch["available"], batch["target"])
+print(json.dumps({"local": {m: u for m, (_, u) in local.items()}, "reduced": step.record["utilisation"]}))
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_average_only_the_utilisations_they_measured(tmp_path) -> None:
+    """Under several ranks a modality absent from one rank's batch must not drag the average down
+    with a placeholder: the reduced utilisation is the mean over the ranks that measured it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    store = tmp_path / "rendezvous"
+    here = str(Path(__file__).resolve().parent)
+    workers = [subprocess.Popen([sys.executable, "-c", RANK_SCRIPT, str(rank), str(store), here], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in (0, 1)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in outputs]
+    results = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    first, second = ({int(m): u for m, u in r["local"].items()} for r in results)
+    assert 2 in first and 2 not in second
+    for result in results:
+        reduced = result["reduced"]
+        assert reduced[2] == pytest.approx(first[2])  # only rank 0 measured t1ce
+        for m in (0, 3):  # both ranks measured these
+            assert reduced[m] == pytest.approx((first[m] + second[m]) / 2)

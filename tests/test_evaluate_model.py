@@ -30,13 +30,16 @@ def runs(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
     root = tmp_path_factory.mktemp("evaluate")
     raw, env = preprocessed_tiny_dataset(root, DATASET, 5, ("3d_fullres", "2d"), seed=5)
     env = {**env, "MMROBUST_RAW": str(raw.parent)}
-    for extra in (("-c", "3d_fullres", "--strategy", "plain"), ("-c", "2d", "--strategy", "plain"),
-                  ("-c", "3d_fullres", "--model", "early_fusion")):
+    mean = ("--strategy", "plain", "--fusion", "mean")  # the mean fusion's linearity is what is tested
+    for extra in (("-c", "3d_fullres", *mean), ("-c", "2d", *mean),
+                  ("-c", "3d_fullres", "--model", "early_fusion"),
+                  ("-c", "2d", "--strategy", "plain", "--fusion", "weighted")):
         result = run_cli("train", "-d", DATASET, *extra, *TRAIN, env=env)
         assert result.returncode == 0, result.stderr
     results = root / "results" / DATASET
     return {"raw": raw, "env": env, "root": root, "ds3d": results / "3d_fullres__plain" / "fold_0",
-            "ds2d": results / "2d__plain" / "fold_0", "ef": results / "3d_fullres__early_fusion" / "fold_0"}
+            "ds2d": results / "2d__plain" / "fold_0", "ef": results / "3d_fullres__early_fusion" / "fold_0",
+            "dsw": results / "2d__plain__weightedfusion" / "fold_0"}
 
 
 def _first_case(raw):
@@ -59,6 +62,34 @@ def test_branch_logits_average_to_every_subsets_logits(runs, run, tta, single_to
             direct = predictor.model_logits(model, channels, subset, settings)
             assert torch.allclose(torch.stack([branches[m] for m in subset]).mean(0), direct, atol=1e-5), subset
     assert not torch.allclose(branches["flair"], branches["t1"], atol=1e-3)  # the branches differ
+
+
+def test_weighted_fusion_shares_branch_passes_exactly(runs, tmp_path, single_torch_thread) -> None:
+    """A learned per-region weighting is still linear in the branch logits: the shared pass fuses
+    the accumulated maps with the network's own weights and writes what predicting each subset
+    on its own writes."""
+    predictor = Predictor.from_results([runs["dsw"]])
+    network = predictor.models[0].network
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # weights far from the mean, so that a plain mean would differ
+        for score in network.fusion.scores.values():
+            score.copy_(3 * torch.randn(score.shape, generator=generator))
+    settings = PredictionSettings(step=0.5)
+    case = _first_case(runs["raw"])
+    raw, geometry = read_case_images(case.case_id, case.images, MODALITIES)
+    channels, _ = predictor.input_channels(prepare_images(raw, MODALITIES, geometry, predictor.plans))
+    branches = {m: predictor.model_logits(predictor.models[0], channels, (m,), settings) for m in MODALITIES}
+    for subset in (("flair", "t1ce"), ("t1", "t1ce", "t2"), MODALITIES):
+        direct = predictor.model_logits(predictor.models[0], channels, subset, settings)
+        fused = network.fuse_maps([branches[m] for m in subset], [MODALITIES.index(m) for m in subset])
+        assert torch.allclose(fused, direct, atol=1e-5), subset
+        assert not torch.allclose(torch.stack([branches[m] for m in subset]).mean(0), direct, atol=1e-3)
+    subset_predictor = SubsetPredictor(predictor, settings, "shared")
+    subsets = evaluation_subsets("T1c,Fl.;~Fl.;Full", predictor.modalities)
+    written = subset_predictor.predict(case, subsets, PredictionStore(tmp_path, subset_predictor.describe()))
+    for subset, path in zip(subsets, written):
+        expected = predictor.predict_case(case, subset.modalities, settings=settings).label
+        assert np.array_equal(read_image(path)[0], expected), subset.name
 
 
 @pytest.mark.parametrize("run", ["ds3d", "ef"])
@@ -124,7 +155,7 @@ def test_evaluate_cli_report_and_reuse(runs, run_cli, tmp_path, paper_columns) -
 
 def test_evaluate_cli_case_sets_and_errors(runs, run_cli, tmp_path) -> None:
     env = runs["env"]
-    val = run_cli("evaluate", "-d", DATASET, "--strategy", "plain", "--subsets", "full", env=env)
+    val = run_cli("evaluate", "-d", DATASET, "--strategy", "plain", "--fusion", "mean", "--subsets", "full", env=env)
     assert val.returncode == 0, val.stderr
     assert "(validation cases of fold 0) x 1 subset(s)" in val.stdout
     assert (runs["ds3d"] / "evaluation_val" / "summary.md").is_file()

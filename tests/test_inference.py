@@ -116,7 +116,7 @@ def trained(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
     result = run_cli("train", "-d", DATASET, "--epochs", "1", "--iters-per-epoch", "1", "--num-workers", "0",
                             "--device", "cpu", "--val-patches-per-case", "1", "--strategy", "plain", env=env)
     assert result.returncode == 0, result.stderr
-    return {"raw": raw, "env": env, "run": root / "results" / DATASET / "3d_fullres__plain" / "fold_0",
+    return {"raw": raw, "env": env, "run": root / "results" / DATASET / "3d_fullres__plain__weightedfusion" / "fold_0",
             "root": root}
 
 

@@ -186,3 +186,24 @@ def test_grid_too_small_for_a_tumour_is_rejected() -> None:
     with pytest.raises(ValueError, match="tumour"):
         make_phantom((12, 12, 12), ISO, np.random.default_rng(0), "HGG")
 
+
+
+def test_t1ce_only_core_contrast_hides_the_core_everywhere_but_t1ce() -> None:
+    """``t1ce-only``: same anatomy, tumour and labels as the default (the draws do not depend on
+    the contrast); on FLAIR, T1 and T2 NCR and ET look like edema, on T1ce they differ from it."""
+    default = phantom(2)
+    dominant = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="t1ce-only")
+    np.testing.assert_array_equal(default.label, dominant.label)
+    np.testing.assert_array_equal(default.images["t1ce"], dominant.images["t1ce"])
+    # Away from the boundaries (partial volume), compare the regions' mean intensities.
+    inner = {v: ndimage.binary_erosion(dominant.label == v, iterations=1) for v in (1, 2, 4)}
+    for name in ("flair", "t1", "t2"):
+        image = dominant.images[name].astype(np.float64)
+        edema = image[inner[2]].mean()
+        for value in (1, 4):
+            assert abs(image[inner[value]].mean() / edema - 1) < 0.05, (name, value)
+    t1ce = dominant.images["t1ce"].astype(np.float64)
+    assert t1ce[inner[4]].mean() > 1.3 * t1ce[inner[2]].mean() > 1.3 * t1ce[inner[1]].mean()
+    assert not np.array_equal(default.images["flair"], dominant.images["flair"])
+    with pytest.raises(ValueError, match="core contrast"):
+        make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="flair-only")

@@ -120,6 +120,18 @@ def test_cli_writes_dataset_and_preview(tmp_path, run_cli):
     assert run_cli("verify", "-d", "BraTS2023", "--raw", out.parent).returncode == 0
 
 
+def test_cli_core_contrast_is_part_of_the_dataset_spec(tmp_path, run_cli):
+    out = tmp_path / "raw" / "BraTS2018"
+    args = ("make-synthetic", "-o", out, "--cases", 1, "--shape", "40,40,40")
+    assert run_cli(*args, "--core-contrast", "t1ce-only").returncode == 0
+    assert json.loads((out / MARKER_NAME).read_text())["core_contrast"] == "t1ce-only"
+    # Another contrast is another dataset: refused without --overwrite, never mixed.
+    refused = run_cli(*args)
+    assert refused.returncode != 0 and "made with other parameters" in refused.stderr
+    assert run_cli(*args, "--overwrite").returncode == 0
+    assert json.loads((out / MARKER_NAME).read_text())["core_contrast"] == "all-sequences"
+
+
 @pytest.mark.parametrize("args, message", [
     (("--shape", "64,64"), "has 2 values, expected 3"),
     (("--shape", "a,b,c"), "is not 3 comma-separated ints"),
@@ -127,6 +139,7 @@ def test_cli_writes_dataset_and_preview(tmp_path, run_cli):
     (("--spacing", "1,0,1"), "--spacing must be three positive values"),
     (("--shape", "20,64,64"), "every axis needs at least 32 mm"),
     (("--incomplete-fraction", "1.5"), "1.5 is not in the range 0<=x<=1"),
+    (("--core-contrast", "flair-only"), "'flair-only' is not one of 'all-sequences', 't1ce-only'"),
 ])
 def test_cli_rejects_bad_parameters(tmp_path, run_cli, args, message):
     result = run_cli("make-synthetic", "-o", tmp_path / "x", *args)

@@ -36,10 +36,11 @@ def log(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("configuration", ["3d_fullres", "2d"])
 def test_training_writes_every_artifact(tiny, run_cli, configuration):
-    """The default strategy (gmd+cggm) writes its per-step gradient log next to the usual artifacts."""
-    result = run_cli("train", "-d", DATASET, "-c", configuration, "-f", "0", *FAST, env=tiny)
+    """gmd+cggm writes its per-step gradient log next to the usual artifacts."""
+    result = run_cli("train", "-d", DATASET, "-c", configuration, "-f", "0", *FAST, "--strategy", "gmd+cggm",
+                     env=tiny)
     assert result.returncode == 0, result.stderr
-    out = run_dir(tiny, f"{configuration}__gmd+cggm")
+    out = run_dir(tiny, f"{configuration}__gmd+cggm__weightedfusion")
     assert {p.name for p in out.iterdir()} >= {"checkpoint_latest.pt", "checkpoint_best.pt", "training_log.jsonl",
                                                "progress.png", "config.json", "gradient_log"}
     steps = [json.loads(line) for path in sorted((out / "gradient_log").iterdir())
@@ -60,6 +61,7 @@ def test_training_writes_every_artifact(tiny, run_cli, configuration):
     assert records[1]["learning_rate"] < records[0]["learning_rate"] == pytest.approx(1e-2)
     config = json.loads((out / "config.json").read_text())
     assert config["training"]["configuration"] == configuration and "plans" in config
+    assert config["training"]["fusion"] == "weighted"  # the default fusion of the DS network
     assert f"{out}: 2 epochs" in result.stdout
 
 
@@ -68,7 +70,7 @@ def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path, strategy):
     args = [sys.executable, "-m", "mmseg_robust", "train", "-d", DATASET, "-c", "3d_fullres", "--epochs", "3",
             "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1",
             "--strategy", strategy, "--subsets", "all" if strategy == "plain" else "k=4"]
-    run = f"3d_fullres__{strategy}"
+    run = f"3d_fullres__{strategy}__weightedfusion"
 
     def env(results: Path) -> dict[str, str]:
         return {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
@@ -101,24 +103,25 @@ def test_resume_after_sigkill_is_bit_identical(tiny, tmp_path, strategy):
 
 
 def test_two_gloo_processes_stay_in_sync(tiny, tmp_path):
-    """Default strategy gmd+cggm: the ranks average the per-subset gradients and the heads' gradients
+    """gmd+cggm: the ranks average the per-subset gradients and the heads' gradients
     and utilisations, so they resolve the same conflicts and hold identical parameters."""
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")},
            "MMROBUST_PREPROCESSED": tiny["MMROBUST_PREPROCESSED"], "MMROBUST_RESULTS": str(tmp_path),
            "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                "-m", "mmseg_robust", "train", "-d", DATASET, "-c", "3d_fullres", "--epochs", "1",
-               "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1"]
+               "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu", "--val-patches-per-case", "1",
+               "--strategy", "gmd+cggm"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    (record,) = log(tmp_path / DATASET / "3d_fullres__gmd+cggm" / "fold_0")
+    (record,) = log(tmp_path / DATASET / "3d_fullres__gmd+cggm__weightedfusion" / "fold_0")
     assert record["world_size"] == 2 and record["ranks_in_sync"] is True
 
 
 def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
     bf16 = run_cli("train", "-d", DATASET, "-c", "2d", "-f", "1", *FAST, "--amp", "bf16", env=tiny)
     assert bf16.returncode == 0, bf16.stderr
-    records = log(run_dir(tiny, "2d__gmd+cggm", fold=1))
+    records = log(run_dir(tiny, "2d__plain__weightedfusion", fold=1))  # the defaults
     assert records[-1]["precision"] == "bf16" and all(r["train_loss"] == r["train_loss"] for r in records)
     early = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "1", *FAST, "--model", "early_fusion", env=tiny)
     assert early.returncode == 0, early.stderr
@@ -131,7 +134,7 @@ def test_bf16_autocast_on_the_cpu_and_the_early_fusion_baseline(tiny, run_cli):
 
 
 def test_refusals_are_one_line(tiny, run_cli, tmp_path):
-    plain = ("--strategy", "plain")
+    plain = ("--strategy", "plain", "--fusion", "mean")
     first = run_cli("train", "-d", DATASET, "-c", "3d_fullres", "-f", "2", *FAST, *plain, "--diagnostics", "2",
                     env=tiny)
     assert first.returncode == 0, first.stderr

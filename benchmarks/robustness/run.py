@@ -3,11 +3,14 @@ held-out test cases under all 15 modality subsets; one combined table with the n
 
 Run:  .venv/bin/python benchmarks/robustness/run.py --budget small [--seeds 3] [--jobs 2]
       [--methods plain,gmd,...] [-o benchmarks/robustness/runs/small]
+      [--raw DATASET_DIR --split-file train.txt --split-file val.txt]   (a real dataset instead)
 
 Steps, each resumable (a rerun skips what is finished and resumes what was interrupted):
 1. ``mmrobust make-synthetic --core-contrast t1ce-only`` (only T1ce shows the tumour core), a
    train/val/test split of the sorted case IDs (``--split-file``: the test cases are in no fold),
-   ``plan_and_preprocess`` and the budget's plan;
+   ``plan_and_preprocess`` and the budget's plan. With ``--raw`` the dataset is the user's (read
+   only; e.g. BraTS 2018 with RFNet's lists) and its split files say which cases train and
+   validate: every labelled case in neither is a test case;
 2. per (method, seed): ``mmrobust train`` into its own results folder, then ``mmrobust evaluate
    --cases test`` (the best checkpoint, chosen on the validation cases only);
 3. the report: ``results.md``, ``study.json`` and ``robustness_study.png`` in the output folder.
@@ -26,6 +29,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import study_diagnostics
@@ -63,16 +67,50 @@ def run_logged(args: list[str], env: dict[str, str], log: Path) -> float:
     return time.perf_counter() - started
 
 
-def study_env(output: Path, threads: int) -> dict[str, str]:
-    return {**os.environ, "MMROBUST_RAW": str(output / "raw"), "MMROBUST_PREPROCESSED": str(output / "preprocessed"),
+@dataclass(frozen=True)
+class StudyData:
+    """The study's dataset: the synthetic phantom made in the output folder, or the user's."""
+
+    name: str
+    raw_root: Path
+    split_files: tuple[Path, ...] = ()
+
+    @property
+    def synthetic(self) -> bool:
+        return not self.split_files
+
+    def describe(self) -> dict:
+        return {"name": self.name, "raw_root": str(self.raw_root),
+                "split_files": {str(p): p.read_text() for p in self.split_files}}
+
+
+def study_env(output: Path, data: StudyData, threads: int) -> dict[str, str]:
+    return {**os.environ, "MMROBUST_RAW": str(data.raw_root), "MMROBUST_PREPROCESSED": str(output / "preprocessed"),
             "OMP_NUM_THREADS": str(threads), "TQDM_DISABLE": "1"}
 
 
-def prepare_data(output: Path, budget: Budget, env: dict[str, str], jobs: int) -> float:
-    """Synthetic dominance data, the split with held-out test cases, preprocessing and the plan;
-    returns when the study started (the data step's start, kept across reruns)."""
+def synthetic_split(output: Path, budget: Budget, data: StudyData, env: dict[str, str], jobs: int) -> tuple[Path, ...]:
+    """Make the dominance phantom and its train/val lists (the rest of the sorted IDs are test cases)."""
+    raw = data.raw_root / data.name
+    run_logged(["make-synthetic", "-o", str(raw), "--layout", "brats2018", "--cases", str(budget.cases),
+                "--shape", ",".join(map(str, budget.shape)), "--seed", "0", "--core-contrast", "t1ce-only",
+                "--overwrite", "-np", str(jobs), "--preview", str(output / "first_case.png")], env,
+               output / "logs" / "make_synthetic.log")
+    ids = sorted(case.case_id for case in discover_dataset(raw).cases)
+    splits = output / "splits"
+    splits.mkdir(parents=True, exist_ok=True)
+    train_ids, val_ids = ids[:budget.train_cases], ids[budget.train_cases:budget.train_cases + budget.val_cases]
+    write_bytes_atomic(splits / "train.txt", ("\n".join(train_ids) + "\n").encode())
+    write_bytes_atomic(splits / "val.txt", ("\n".join(val_ids) + "\n").encode())
+    return splits / "train.txt", splits / "val.txt"
+
+
+def prepare_data(output: Path, budget: Budget, data: StudyData, env: dict[str, str], jobs: int) -> float:
+    """The dataset and its split with held-out test cases, preprocessing and the plan; returns when
+    the study started (the data step's start, kept across reruns)."""
     marker = output / DATA_MARKER
-    spec = json.loads(json.dumps({"schema_version": STUDY_SCHEMA_VERSION, "budget": budget.to_dict()}))
+    spec = json.loads(json.dumps({"schema_version": STUDY_SCHEMA_VERSION, "budget": budget.to_dict(),
+                                  "data": data.describe()}))
     if marker.is_file():
         stored = json.loads(marker.read_text())
         if stored["spec"] != spec:
@@ -81,38 +119,28 @@ def prepare_data(output: Path, budget: Budget, env: dict[str, str], jobs: int) -
         return float(stored["started_at"])
     started_at = time.time()
     logs = output / "logs"
-    raw = output / "raw" / DATASET
     started = time.perf_counter()
-    run_logged(["make-synthetic", "-o", str(raw), "--layout", "brats2018", "--cases", str(budget.cases),
-                "--shape", ",".join(map(str, budget.shape)), "--seed", "0", "--core-contrast", "t1ce-only",
-                "--overwrite", "-np", str(jobs), "--preview", str(output / "first_case.png")], env,
-               logs / "make_synthetic.log")
-    ids = sorted(case.case_id for case in discover_dataset(raw).cases)
-    splits = output / "splits"
-    splits.mkdir(parents=True, exist_ok=True)
-    train_ids, val_ids = ids[:budget.train_cases], ids[budget.train_cases:budget.train_cases + budget.val_cases]
-    write_bytes_atomic(splits / "train.txt", ("\n".join(train_ids) + "\n").encode())
-    write_bytes_atomic(splits / "val.txt", ("\n".join(val_ids) + "\n").encode())
-    run_logged(["plan_and_preprocess", "-d", DATASET, "-c", budget.configuration, "-np", str(jobs), "--overwrite",
-                "--split-file", str(splits / "train.txt"), "--split-file", str(splits / "val.txt")], env,
-               logs / "plan_and_preprocess.log")
+    split_files = synthetic_split(output, budget, data, env, jobs) if data.synthetic else data.split_files
+    splits = [arg for path in split_files for arg in ("--split-file", str(path))]
+    run_logged(["plan_and_preprocess", "-d", data.name, "-c", budget.configuration, "-np", str(jobs), "--overwrite",
+                *splits], env, logs / "plan_and_preprocess.log")
     if budget.plan_args:
-        run_logged(["plan", "-d", DATASET, "-c", budget.configuration, *budget.plan_args], env, logs / "plan.log")
+        run_logged(["plan", "-d", data.name, "-c", budget.configuration, *budget.plan_args], env, logs / "plan.log")
     write_json_atomic(marker, {"spec": spec, "started_at": started_at})
-    print(f"data: {budget.cases} cases ({budget.train_cases} train, {budget.val_cases} val, {budget.test_cases} "
-          f"test), {budget.configuration} plan, in {time.perf_counter() - started:.0f} s", flush=True)
+    print(f"data: {data.name} split by {', '.join(p.name for p in split_files)}, {budget.configuration} plan, "
+          f"ready in {time.perf_counter() - started:.0f} s", flush=True)
     return started_at
 
 
-def run_dir(run: StudyRun) -> Path:
+def run_dir(run: StudyRun, dataset: str) -> Path:
     """The fold folder ``mmrobust train`` writes for ``run`` (found, not re-derived: one per run)."""
-    folds = sorted((run.results / DATASET).glob("*/fold_0"))
+    folds = sorted((run.results / dataset).glob("*/fold_0"))
     if len(folds) != 1:
         raise StudyError(f"{run.results}: expected one training run, found {len(folds)}")
     return folds[0]
 
 
-def execute(run: StudyRun, budget: Budget, env: dict[str, str]) -> tuple[str, float, float]:
+def execute(run: StudyRun, budget: Budget, dataset: str, env: dict[str, str]) -> tuple[str, float, float]:
     """Train (or resume) and evaluate one run; returns (what happened, train s, evaluate s)."""
     record = run.folder / RUN_MARKER
     if record.is_file():
@@ -122,12 +150,12 @@ def execute(run: StudyRun, budget: Budget, env: dict[str, str]) -> tuple[str, fl
     if train_marker.is_file():
         train_seconds, action = json.loads(train_marker.read_text())["train_seconds"], "evaluated"
     else:
-        args = study_plan.train_command(run, budget)
-        resuming = any((run.results / DATASET).glob("*/fold_0/checkpoint_latest.pt"))
+        args = study_plan.train_command(run, budget, dataset)
+        resuming = any((run.results / dataset).glob("*/fold_0/checkpoint_latest.pt"))
         train_seconds = run_logged(args + (["--resume"] if resuming else []), env, run.folder / "train.log")
         write_json_atomic(train_marker, {"train_seconds": train_seconds, "command": args, "resumed": resuming})
         action = "resumed and evaluated" if resuming else "trained and evaluated"
-    folder = run_dir(run)
+    folder = run_dir(run, dataset)
     evaluate_seconds = run_logged(study_plan.evaluate_command(folder, run.folder / "evaluation", budget), env,
                                   run.folder / "evaluate.log")
     write_json_atomic(record, {"method": run.method.name, "seed": run.seed, "train_seconds": train_seconds,
@@ -136,14 +164,14 @@ def execute(run: StudyRun, budget: Budget, env: dict[str, str]) -> tuple[str, fl
     return action, train_seconds, evaluate_seconds
 
 
-def run_all(runs: list[StudyRun], budget: Budget, env: dict[str, str], jobs: int) -> list[str]:
+def run_all(runs: list[StudyRun], budget: Budget, dataset: str, env: dict[str, str], jobs: int) -> list[str]:
     """Every run, ``jobs`` at a time, a progress line each; returns the failures' messages."""
     lock, counter, failures = threading.Lock(), [0], []
 
     def one(run: StudyRun) -> None:
         started = time.perf_counter()
         try:
-            action, train_s, eval_s = execute(run, budget, env)
+            action, train_s, eval_s = execute(run, budget, dataset, env)
             line = f"{action}: train {train_s:.0f} s, evaluate {eval_s:.0f} s"
         except StudyError as error:
             line = f"FAILED after {time.perf_counter() - started:.0f} s"
@@ -166,11 +194,13 @@ def load_scores(run: StudyRun) -> study_report.RunScores:
         done["train_seconds"], done["evaluate_seconds"], study_diagnostics.run_diagnostics(folder, CGGM_RHO))
 
 
-def write_report(output: Path, budget: Budget, runs: list[StudyRun], seeds: int, started_at: float) -> Path:
+def write_report(output: Path, budget: Budget, data: StudyData, runs: list[StudyRun], seeds: int,
+                 started_at: float) -> Path:
     """results.md, study.json and robustness_study.png from the finished runs. The wall time is
     from the data step's start to the last run's end, whatever reruns happened in between."""
-    finished_at = max(json.loads((r.folder / RUN_MARKER).read_text()).get("finished_at", started_at) for r in runs)
-    wall_seconds = finished_at - started_at
+    records = [json.loads((r.folder / RUN_MARKER).read_text()) for r in runs]
+    span_seconds = max(r.get("finished_at", started_at) for r in records) - started_at
+    compute_seconds = sum(r["train_seconds"] + r["evaluate_seconds"] for r in records)
     methods = list(dict.fromkeys(r.method.name for r in sorted(runs, key=lambda r: study_plan.METHODS.index(r.method))))
     scores: dict[str, list[study_report.RunScores]] = {m: [] for m in methods}
     for run in runs:
@@ -184,9 +214,13 @@ def write_report(output: Path, budget: Budget, runs: list[StudyRun], seeds: int,
     sections = [
         f"# Robustness study, budget `{budget.name}` ({budget.description})", "",
         f"Command: `.venv/bin/python benchmarks/robustness/run.py --budget {budget.name} --seeds {seeds}`; "
-        f"machine: {machine}; {wall_seconds / 60:.1f} min from the data step to the last evaluation.",
-        f"Data: `make-synthetic --core-contrast t1ce-only --shape {','.join(map(str, budget.shape))}` "
-        f"({budget.train_cases} train, {budget.val_cases} validation, {test_cases} test cases); "
+        f"machine: {machine}; the runs took {compute_seconds / 60:.1f} min of training and evaluation in all, "
+        f"{budget.jobs} at a time; {span_seconds / 60:.1f} min from the data step to the last evaluation "
+        f"(reruns and pauses included).",
+        (f"Data: `make-synthetic --core-contrast t1ce-only --shape {','.join(map(str, budget.shape))}` "
+         f"({budget.train_cases} train, {budget.val_cases} validation, {test_cases} test cases); " if data.synthetic
+         else f"Data: {data.raw_root / data.name}, split by {', '.join(p.name for p in data.split_files)} "
+              f"({test_cases} test cases); ") +
         f"{budget.configuration} plan {' '.join(budget.plan_args) or '(planner default)'}; "
         f"{budget.epochs} x {budget.iters_per_epoch} iterations, {' '.join(budget.optimizer_args)}; "
         f"the best checkpoint by validation Dice; Dice on the test cases, raw prediction.", "",
@@ -234,6 +268,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help=f"comma-separated subset of: {', '.join(study_plan.METHODS_BY_NAME)} (plain always runs)")
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help=f"study folder (default: {DEFAULT_OUTPUT}/<budget>)")
+    parser.add_argument("--raw", type=Path, default=None,
+                        help="a real dataset folder (any layout mmrobust reads) instead of the synthetic phantom")
+    parser.add_argument("--split-file", type=Path, action="append", default=[],
+                        help="with --raw: train/val list files (e.g. RFNet's); the cases in neither are the test set")
     return parser.parse_args(argv)
 
 
@@ -242,30 +280,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1:
         print("error: --seeds must be at least 1", file=sys.stderr)
         return 2
+    budget = BUDGETS[args.budget]
     try:
-        methods = study_plan.select_methods(args.methods)
+        methods = study_plan.select_methods(args.methods, budget)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    budget = BUDGETS[args.budget]
     jobs = args.jobs or budget.jobs
     output = (args.output or DEFAULT_OUTPUT / budget.name).resolve()
+    if args.raw is not None:
+        missing = [p for p in [args.raw, *args.split_file] if not p.exists()]
+        if missing or not args.split_file:
+            print(f"error: --raw needs an existing dataset folder and --split-file lists that leave test cases out"
+                  f"{' (missing: ' + ', '.join(map(str, missing)) + ')' if missing else ''}", file=sys.stderr)
+            return 2
+        raw = args.raw.resolve()
+        data = StudyData(raw.name, raw.parent, tuple(p.resolve() for p in args.split_file))
+    elif args.split_file:
+        print("error: --split-file is for --raw; the synthetic study makes its own split", file=sys.stderr)
+        return 2
+    else:
+        data = StudyData(DATASET, output / "raw")
     output.mkdir(parents=True, exist_ok=True)
-    env = study_env(output, max(1, (os.cpu_count() or 1) // jobs))
+    env = study_env(output, data, max(1, (os.cpu_count() or 1) // jobs))
     started = time.perf_counter()
     try:
-        started_at = prepare_data(output, budget, env, jobs)
+        started_at = prepare_data(output, budget, data, env, jobs)
     except StudyError as error:
         print(f"error: data: {error}", file=sys.stderr)
         return 1
     runs = study_plan.study_runs(output, methods, args.seeds)
     print(f"{len(runs)} runs ({len(methods)} methods x {args.seeds} seeds), {jobs} at a time", flush=True)
-    failures = run_all(runs, budget, env, jobs)
+    failures = run_all(runs, budget, data.name, env, jobs)
     if failures:
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    report = write_report(output, budget, runs, args.seeds, started_at)
+    report = write_report(output, budget, data, runs, args.seeds, started_at)
     print(f"report: {report} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -37,7 +37,7 @@ def model_options(command):
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
     from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.training.config import DEFAULT_STRATEGY
+    from mmseg_robust.training.config import DEFAULT_FUSION, DEFAULT_STRATEGY
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
@@ -50,7 +50,7 @@ def model_options(command):
         click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
                      help="Which run of the dataset (its results folder <configuration>__<strategy>)."),
         click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ds", show_default=True),
-        click.option("--fusion", type=click.Choice(FUSIONS), default="mean", show_default=True,
+        click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
                      help="Which run of the dataset: the DS fusion it trained with."),
         click.option("--checkpoint", type=click.Choice(["best", "latest"]), default="best", show_default=True),
         click.option("--results", type=click.Path(file_okay=False), default=None,

@@ -18,7 +18,7 @@ from mmseg_robust.choices import (
     STRATEGIES,
 )
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.training.config import DEFAULT_STRATEGY
+from mmseg_robust.training.config import DEFAULT_FUSION, DEFAULT_STRATEGY
 
 #: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
 HYPERPARAMETERS = {
@@ -39,11 +39,12 @@ HYPERPARAMETERS = {
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--model", type=click.Choice(MODEL_KINDS), default="ds", show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="mean", show_default=True,
-              help="DS: how the branch logits of a subset are combined. mean: their mean; weighted: learned "
-                   "per-region weights of each modality, softmax over the modalities present.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+              help=f"DS: how the branch logits of a subset are combined [default: {DEFAULT_FUSION}]. mean: their "
+                   "mean; weighted: learned per-region weights of each modality, softmax over the modalities "
+                   "present.")
 @click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
-              help=f"Gradient strategy [default: {DEFAULT_STRATEGY}; plain for --model early_fusion]. plain: mean "
+              help=f"Gradient strategy [default: {DEFAULT_STRATEGY}]. plain: mean "
                    "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
                    "classifier-guided modulation; gmd+cggm: both.")
 @click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
@@ -109,8 +110,6 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, fusio
     from mmseg_robust.training.subsets import check_subset_spec
     from mmseg_robust.training.trainer import train
 
-    if strategy is None:
-        strategy = "plain" if model == "early_fusion" else DEFAULT_STRATEGY
     config = TrainingConfig(
         dataset=dataset, configuration=configuration, fold=fold, model=model, fusion=fusion, strategy=strategy,
         subsets=check_subset_spec(subsets), gmd_scope=gmd_scope,

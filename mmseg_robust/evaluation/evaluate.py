@@ -3,7 +3,7 @@ label map under every modality subset, score them, and write the report (DESIGN 
 
 Notebook use::
 
-    predictor = Predictor.from_results([Path(".../2d__gmd+cggm/fold_0")])
+    predictor = Predictor.from_results([Path(".../2d__plain__weightedfusion/fold_0")])
     cases, _ = dataset_cases(raw_root, preprocessed / "splits.json", fold=0, spec="val")
     report = evaluate_model(predictor, cases, Path("evaluation"))
     report.summary.table("dice").value("ET", "T1,Fl.")
