@@ -16,11 +16,10 @@ from mmseg_robust.strategies.cggm_parts import (
     direction_loss,
     scale_modality_gradients,
 )
-from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.subsets import SubsetSampler
 
-from .test_gmd import MODALITIES, tiny_batch, tiny_ds
+from .test_gmd import MODALITIES, filled_buffer, tiny_batch, tiny_ds
 
 FULL_PRECISION = make_precision("off", torch.device("cpu"))
 CPU = StrategyEnvironment(torch.device("cpu"))
@@ -219,13 +218,7 @@ def test_strategies_log_cggm_state_and_export_no_heads(name: str) -> None:
 # --------------------------------------------------------------------------- composition with GMD
 def test_gram_and_combination_with_a_shared_term_equal_the_materialised_rows() -> None:
     net, batch = tiny_ds(), tiny_batch()
-    subsets = [(0,), (1, 3), (0, 2, 3)]
-    branches = net.forward_branches(batch["images"], batch["available"], batched=False)
-    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
-                                 CGGMStrategy(SubsetSampler("all")).loss)
-    buffer = SubsetGradientBuffer(net, len(subsets))
-    for i, (loss, subset) in enumerate(zip(losses, subsets)):
-        buffer.fill(i, loss, subset)
+    buffer = filled_buffer(net, batch, [(0,), (1, 3), (0, 2, 3)])
     shared = torch.randn(buffer.buffer.shape[1], generator=torch.Generator().manual_seed(4)) * 1e-2
     rows = buffer.buffer + shared
     assert torch.allclose(buffer.gram_with_shared(buffer.gram(), shared), rows @ rows.T, rtol=1e-5, atol=1e-7)

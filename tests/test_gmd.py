@@ -122,16 +122,22 @@ def test_diagnostics_from_the_gram_matrix() -> None:
 
 
 # --------------------------------------------------------------------------- per-subset gradients
-def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
-    net, batch = tiny_ds(), tiny_batch()
-    owners = net.parameter_modalities()
-    subsets = [(0,), (1, 3), (0, 2, 3), (0, 1, 2, 3)]
+def filled_buffer(net, batch, subsets) -> SubsetGradientBuffer:
+    """The per-subset gradients of ``subsets`` on ``batch`` (per-modality graphs), one row each."""
     branches = net.forward_branches(batch["images"], batch["available"], batched=False)
     losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
                                  GMDStrategy(SubsetSampler("all")).loss)
     buffer = SubsetGradientBuffer(net, len(subsets))
     for i, (loss, subset) in enumerate(zip(losses, subsets)):
         buffer.fill(i, loss, subset)
+    return buffer
+
+
+def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
+    net, batch = tiny_ds(), tiny_batch()
+    owners = net.parameter_modalities()
+    subsets = [(0,), (1, 3), (0, 2, 3), (0, 1, 2, 3)]
+    buffer = filled_buffer(net, batch, subsets)
     for i, subset in enumerate(subsets):
         # Reference: a fresh forward (batched path, one graph) and a plain backward of this loss alone.
         net.zero_grad(set_to_none=True)

@@ -194,7 +194,7 @@ def load_scores(run: StudyRun) -> study_report.RunScores:
         done["train_seconds"], done["evaluate_seconds"], study_diagnostics.run_diagnostics(folder, CGGM_RHO))
 
 
-def write_report(output: Path, budget: Budget, data: StudyData, runs: list[StudyRun], seeds: int,
+def write_report(output: Path, budget: Budget, data: StudyData, runs: list[StudyRun], seeds: int, jobs: int,
                  started_at: float) -> Path:
     """results.md, study.json and robustness_study.png from the finished runs. The wall time is
     from the data step's start to the last run's end, whatever reruns happened in between."""
@@ -215,7 +215,7 @@ def write_report(output: Path, budget: Budget, data: StudyData, runs: list[Study
         f"# Robustness study, budget `{budget.name}` ({budget.description})", "",
         f"Command: `.venv/bin/python benchmarks/robustness/run.py --budget {budget.name} --seeds {seeds}`; "
         f"machine: {machine}; the runs took {compute_seconds / 60:.1f} min of training and evaluation in all, "
-        f"{budget.jobs} at a time; {span_seconds / 60:.1f} min from the data step to the last evaluation "
+        f"{jobs} at a time; {span_seconds / 60:.1f} min from the data step to the last evaluation "
         f"(reruns and pauses included).",
         (f"Data: `make-synthetic --core-contrast t1ce-only --shape {','.join(map(str, budget.shape))}` "
          f"({budget.train_cases} train, {budget.val_cases} validation, {test_cases} test cases); " if data.synthetic
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    report = write_report(output, budget, data, runs, args.seeds, started_at)
+    report = write_report(output, budget, data, runs, args.seeds, jobs, started_at)
     print(f"report: {report} ({time.perf_counter() - started:.0f} s)")
     return 0
 
