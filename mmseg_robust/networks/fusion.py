@@ -110,11 +110,6 @@ class WeightedFusion(BranchFusion):
         scores = torch.where(mask | ~valid, scores, torch.full_like(scores, float("-inf")))
         return torch.softmax(scores, dim=1) * valid
 
-    def region_weights(self) -> dict[str, list[float]]:
-        """Each modality's weight per region when all are present (for logs and reports)."""
-        weights = torch.softmax(torch.stack([self.scores[m] for m in self.modalities]).detach(), dim=0)
-        return {m: [round(float(w), 4) for w in weights[i]] for i, m in enumerate(self.modalities)}
-
 
 #: One class per name of :data:`~mmseg_robust.choices.FUSIONS` (a test checks they agree).
 FUSION_CLASSES: dict[str, type[BranchFusion]] = {"mean": MeanFusion, "weighted": WeightedFusion}
