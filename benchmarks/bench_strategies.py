@@ -26,10 +26,10 @@ import torch
 from mmseg_robust.planners.plans import ConfigurationPlan
 
 from mmseg_robust.networks import build_network
+from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment, build_strategy
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
-from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.subsets import SubsetSampler, nonempty_subsets
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")

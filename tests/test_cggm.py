@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import CGGMSettings, CGGMStrategy, GMDStrategy, StrategyEnvironment
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent
@@ -16,7 +17,6 @@ from mmseg_robust.strategies.cggm_parts import (
     direction_loss,
     scale_modality_gradients,
 )
-from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.subsets import SubsetSampler
 
 from .test_gmd import MODALITIES, filled_buffer, tiny_batch, tiny_ds

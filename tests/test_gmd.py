@@ -10,12 +10,12 @@ import torch
 from mmseg_robust.planners.plans import ConfigurationPlan
 
 from mmseg_robust.networks import build_network
+from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import GMDStrategy, StrategyEnvironment
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.conflicts import GradientConflictResolver, random_orders, resolve_conflicts
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.subsets import SubsetSampler
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")

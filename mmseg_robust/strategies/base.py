@@ -10,9 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.losses import DeepSupervisionLoss
+from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import SubsetSampler
 
 #: Builds an optimiser for extra trainable state of a strategy (CGGM's heads) like the main one.

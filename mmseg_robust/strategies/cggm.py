@@ -21,6 +21,7 @@ from mmseg_robust.choices import CGGM_DIRECTIONS
 from mmseg_robust.data.modality_subsets import subset_name
 from mmseg_robust.losses import RegionLoss
 from mmseg_robust.networks.ds_unet import BranchOutput
+from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.base import (
     GradientStrategy,
     StepOutcome,
@@ -35,7 +36,6 @@ from mmseg_robust.strategies.cggm_parts import (
     head_losses,
     scale_modality_gradients,
 )
-from mmseg_robust.training.precision import Precision
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
 HEAD_LR_FACTOR = 0.5

@@ -37,12 +37,12 @@ from torch import Tensor, nn
 
 from mmseg_robust.choices import GMD_CGGM_COMPOSITIONS, GMD_SCOPES
 from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics, shared_term_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.precision import Precision
 
 
 class GMDStrategy(GradientStrategy):

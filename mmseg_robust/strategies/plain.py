@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.precision import Precision
 from mmseg_robust.random_streams import MODALITY_DROPOUT, step_generator
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients
-from mmseg_robust.training.precision import Precision
 from mmseg_robust.training.subsets import random_modality_dropout
 
 

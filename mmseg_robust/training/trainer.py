@@ -25,6 +25,7 @@ from mmseg_robust.devices import resolve_device
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.planners.plans import Plans
+from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, build_strategy
 from mmseg_robust.training import checkpoint as ckpt
 from mmseg_robust.training.config import RESUME_REQUIRES, TrainingConfig, save_run_config
@@ -37,7 +38,6 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
-from mmseg_robust.training.precision import make_precision
 from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
 from mmseg_robust.training.step_log import write_step_log
 from mmseg_robust.training.subsets import SubsetSampler

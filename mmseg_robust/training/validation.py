@@ -14,7 +14,7 @@ from torch import nn
 
 from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.data.modality_subsets import subset_name
-from mmseg_robust.training.precision import Precision
+from mmseg_robust.precision import Precision
 
 
 def dice_from_counts(tp: float, fp: float, fn: float) -> float:
