@@ -3,24 +3,21 @@
 ``-i`` is one case folder or a folder of case folders. In a case folder every NIfTI file whose name
 ends in a modality name or alias (``_flair``, ``-t2f``, ``_t1c``, ...) is that modality; a ``seg``
 file is ignored. nnU-Net channel files (``CASE_0000.nii.gz``) map through the ``channel_names`` of
-a ``dataset.json`` in the folder or its parent; one folder of such files may hold many cases.
+a ``dataset.json`` in the folder or its parent; one folder of such files may hold many cases, and
+nnU-Net's label folders (``labelsTr``) are skipped. File names are read by the same functions as
+the raw dataset's discovery (:mod:`mmseg_robust.data.discovery`), so both find the same files.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from mmseg_robust.data.layouts import SEGMENTATION_TOKEN
-from mmseg_robust.data.modalities import MODALITIES, canonical_modality, parse_modality_list, sort_modalities
-from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
-from mmseg_robust.errors import MMRobustError
-
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-_SUFFIX = re.compile(r"^(?P<case>.+?)[_\-.](?P<token>[A-Za-z0-9]+)$")
+from mmseg_robust.data.discovery import list_nifti_files, list_subfolders, read_channel_names
+from mmseg_robust.data.layouts import NNUNET_DATASET_JSON, NNUNET_LABEL_FOLDERS, split_case_file_name
+from mmseg_robust.data.modalities import MODALITIES, parse_modality_list, sort_modalities
+from mmseg_robust.errors import DatasetError, MMRobustError
 
 
 class InputError(MMRobustError):
@@ -60,74 +57,75 @@ class InputCase:
         return sort_modalities(requested)
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_nifti(p))
-
-
 def _channel_map(folder: Path) -> dict[int, str] | None:
-    for candidate in (folder / "dataset.json", folder.parent / "dataset.json"):
+    for candidate in (folder / NNUNET_DATASET_JSON, folder.parent / NNUNET_DATASET_JSON):
         if candidate.is_file():
             try:
-                names = json.loads(candidate.read_text()).get("channel_names") or {}
-            except (OSError, ValueError) as error:
-                raise InputError(f"{candidate}: unreadable dataset.json ({error})") from None
-            mapping = {}
-            for index, name in names.items():
-                modality = canonical_modality(str(name))
-                if modality is None:
-                    raise InputError(f"{candidate}: channel {index} {name!r} is not a known modality")
-                mapping[int(index)] = modality
-            return mapping
+                channels = read_channel_names(candidate)
+            except DatasetError as error:
+                raise InputError(str(error)) from None
+            return {index: modality for modality, index in channels.items()}
     return None
+
+
+def _add_image(images: dict[str, Path], modality: str, file: Path) -> None:
+    if modality in images:
+        raise InputError(f"{file}: second {modality} image in {file.parent} (also {images[modality].name})")
+    images[modality] = file
 
 
 def _cases_in_folder(folder: Path, files: list[Path]) -> list[InputCase]:
     """Every case of one folder: nnU-Net channel files grouped by case, else the folder is one case."""
-    channel_files = [f for f in files if _CHANNEL_FILE.match(strip_nifti_suffix(f.name))]
-    if channel_files and len(channel_files) == len(files):
+    names = [split_case_file_name(file.name) for file in files]
+    if files and all(name.channel is not None for name in names):
         mapping = _channel_map(folder)
         if mapping is None:
-            raise InputError(f"{folder}: nnU-Net channel files (e.g. {channel_files[0].name}) need a dataset.json "
+            raise InputError(f"{folder}: nnU-Net channel files (e.g. {files[0].name}) need a dataset.json "
                              f"with channel_names in the folder or its parent")
         grouped: dict[str, dict[str, Path]] = {}
-        for file in channel_files:
-            match = _CHANNEL_FILE.match(strip_nifti_suffix(file.name))
-            channel = int(match["channel"])
-            if channel not in mapping:
-                raise InputError(f"{file}: channel {channel} is not in dataset.json's channel_names")
-            grouped.setdefault(match["case"], {})[mapping[channel]] = file
+        for file, name in zip(files, names):
+            if name.channel not in mapping:
+                raise InputError(f"{file}: channel {name.channel} is not in dataset.json's channel_names")
+            _add_image(grouped.setdefault(name.case_id, {}), mapping[name.channel], file)
         return [InputCase(case, images, folder) for case, images in sorted(grouped.items())]
     images: dict[str, Path] = {}
-    for file in files:
-        match = _SUFFIX.match(strip_nifti_suffix(file.name))
-        token = match["token"] if match else strip_nifti_suffix(file.name)
-        if token.lower() == SEGMENTATION_TOKEN:
+    for file, name in zip(files, names):
+        if name.is_segmentation:
             continue
-        modality = canonical_modality(token)
-        if modality is None:
-            raise InputError(f"{file}: unknown modality suffix {token!r} (expected flair, t1, t1ce, t2 or an "
-                             f"alias such as t2f, t1n, t1c, t2w)")
-        if modality in images:
-            raise InputError(f"{file}: second {modality} image in {folder} (also {images[modality].name})")
-        images[modality] = file
+        if name.modality is None:
+            raise InputError(f"{file}: unknown modality suffix {name.token!r} (expected flair, t1, t1ce, t2 or "
+                             f"an alias such as t2f, t1n, t1c, t2w)")
+        _add_image(images, name.modality, file)
     return [InputCase(folder.name, images, folder)] if images else []
+
+
+def _case_folders(root: Path) -> list[Path]:
+    """The folders of ``root`` that hold cases: its sub-folders, or theirs for grouped layouts
+    (``HGG/<case>``); nnU-Net's label folders are not inputs."""
+    folders = []
+    for folder in list_subfolders(root):
+        if folder.name in NNUNET_LABEL_FOLDERS:
+            continue
+        folders += [folder] if list_nifti_files(folder) else list_subfolders(folder)
+    return folders
 
 
 def find_input_cases(path: str | Path) -> list[InputCase]:
     """The cases under ``path`` (a case folder, a folder of case folders, or a folder of nnU-Net
-    channel files), sorted by ID; a folder with no image at all is an error."""
+    channel files), sorted by ID.
+
+    Raises:
+        InputError: the folder does not exist, holds no image, a file names no known modality or
+            channel, a modality appears twice in a case, or a case ID appears twice.
+    """
     root = Path(path)
     if not root.is_dir():
         raise InputError(f"{root}: input folder does not exist")
-    files = _nifti_files(root)
+    files = list_nifti_files(root)
     if files:
         cases = _cases_in_folder(root, files)
     else:
-        cases = []
-        for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for group in ([folder] if _nifti_files(folder) else
-                          sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))):
-                cases += _cases_in_folder(group, _nifti_files(group))
+        cases = [case for folder in _case_folders(root) for case in _cases_in_folder(folder, list_nifti_files(folder))]
     if not cases:
         raise InputError(f"{root}: no NIfTI images found (expected a case folder or a folder of case folders)")
     ids = [c.case_id for c in cases]

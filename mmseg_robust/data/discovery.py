@@ -1,9 +1,13 @@
-"""Find the cases of a raw dataset folder in any supported layout, without reading voxels."""
+"""Find the cases of a raw dataset folder in any supported layout, without reading voxels.
+
+Also the one place for what every case scanner needs (predict's inputs, evaluation's references
+and predictions): listing NIfTI files, reading a ``dataset.json``'s channel names, and finding
+label files.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Union
@@ -15,18 +19,19 @@ from mmseg_robust.data.layouts import (
     BRATS2021_LAYOUT,
     BRATS2023_LAYOUT,
     BRATS_GRADES,
+    NNUNET_DATASET_JSON,
+    NNUNET_IMAGES_FOLDER,
+    NNUNET_LABEL_FOLDERS,
     SEGMENTATION_TOKEN,
     CaseFolderLayout,
     NnUNetLayout,
+    split_case_file_name,
 )
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
 from mmseg_robust.errors import DatasetError
 
 Layout = Union[CaseFolderLayout, NnUNetLayout]
-
-_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
-
 
 @dataclass(frozen=True)
 class RawDataset:
@@ -48,30 +53,97 @@ class RawDataset:
         raise DatasetError(f"{self.root}: no case {case_id!r}")
 
 
-def _visible(entries: Iterable[Path]) -> list[Path]:
-    return sorted(p for p in entries if not p.name.startswith("."))
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
-def _subdirs(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder.iterdir()) if p.is_dir()]
+def list_subfolders(folder: Path) -> list[Path]:
+    """The folders directly in ``folder``, sorted, hidden ones (``.git``) skipped."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _nifti_files(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder.iterdir()) if p.is_file() and is_nifti(p.name)]
+def list_nifti_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The NIfTI files of ``folder`` (``.nii`` or ``.nii.gz``, in any case), sorted; hidden files
+    are skipped, and with ``recursive`` (every depth) so is everything in hidden folders."""
+    candidates: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(p for p in candidates if is_nifti(p.name) and p.is_file() and not _hidden(p, folder))
+
+
+def find_label_files(folder: Path) -> dict[str, Path]:
+    """The label maps under ``folder`` by case ID: ``<case>_seg`` files at any depth (BraTS case
+    folders), and plain ``<case>`` files directly in ``folder`` or in its nnU-Net label folders
+    (``labelsTr``, ``labelsTs``); a ``_seg`` file wins over a plain file of the same case."""
+    plain_folders = {folder, *(folder / name for name in NNUNET_LABEL_FOLDERS)}
+    found: dict[str, Path] = {}
+    for path in list_nifti_files(folder, recursive=True):
+        name = split_case_file_name(path.name)
+        if name.is_segmentation and name.case_id:
+            found[name.case_id] = path
+        elif path.parent in plain_folders:
+            found.setdefault(strip_nifti_suffix(path.name), path)
+    return found
+
+
+def _load_dataset_json(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: missing") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path}: unreadable ({error})") from None
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: not a JSON object")
+    return meta
+
+
+def _channels_of(meta: dict, path: Path) -> dict[str, int]:
+    channel_names = meta.get("channel_names") or meta.get("modality")
+    if not isinstance(channel_names, dict) or not channel_names:
+        raise DatasetError(f"{path}: no 'channel_names' entry")
+    channels: dict[str, int] = {}
+    for key, name in channel_names.items():
+        modality = canonical_modality(str(name))
+        if modality is None:
+            raise DatasetError(f"{path}: channel {key} is {name!r}, not a known modality "
+                               f"(flair, t1, t1ce, t2 or an alias)")
+        try:
+            index = int(key)
+        except ValueError:
+            raise DatasetError(f"{path}: channel key {key!r} is not a channel number") from None
+        if modality in channels:
+            raise DatasetError(f"{path}: channels {channels[modality]} and {index} are both {modality}")
+        channels[modality] = index
+    return channels
+
+
+def read_channel_names(path: Path) -> dict[str, int]:
+    """Modality -> nnU-Net channel index, from a ``dataset.json``'s ``channel_names`` (nnU-Net v2)
+    or ``modality`` (v1) entry, in any order; names are modality aliases in any case (``T1Gd``).
+
+    Raises:
+        DatasetError: one line naming ``path``: missing, unreadable, not JSON, no channel names, a
+            name that is no modality, or one modality on two channels.
+    """
+    return _channels_of(_load_dataset_json(path), path)
+
+
+def _is_nnunet_root(folder: Path) -> bool:
+    return (folder / NNUNET_DATASET_JSON).is_file() or (folder / NNUNET_IMAGES_FOLDER).is_dir()
 
 
 def _looks_like_dataset_root(folder: Path) -> bool:
-    return ((folder / "dataset.json").is_file() or (folder / "imagesTr").is_dir()
-            or any((folder / g).is_dir() for g in BRATS_GRADES))
+    return _is_nnunet_root(folder) or any((folder / g).is_dir() for g in BRATS_GRADES)
 
 
 def _unwrap(root: Path) -> Path:
     """Descend into a single wrapping folder such as ``MICCAI_BraTS_2018_Data_Training``."""
-    if _looks_like_dataset_root(root) or _nifti_files(root):
+    if _looks_like_dataset_root(root) or list_nifti_files(root):
         return root
-    subdirs = _subdirs(root)
-    if len(subdirs) == 1 and not _nifti_files(subdirs[0]) and (
-            _looks_like_dataset_root(subdirs[0]) or any(_nifti_files(d) for d in _subdirs(subdirs[0]))):
+    subdirs = list_subfolders(root)
+    if len(subdirs) == 1 and not list_nifti_files(subdirs[0]) and (
+            _looks_like_dataset_root(subdirs[0]) or any(list_nifti_files(d) for d in list_subfolders(subdirs[0]))):
         return subdirs[0]
     return root
 
@@ -86,11 +158,11 @@ def discover_dataset(root: str | Path) -> RawDataset:
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder does not exist")
     root = _unwrap(root)
-    if (root / "dataset.json").is_file() or (root / "imagesTr").is_dir():
+    if _is_nnunet_root(root):
         return _discover_nnunet(root)
     if any((root / g).is_dir() for g in BRATS_GRADES):
         return _discover_case_folders(root, BRATS2018_LAYOUT)
-    case_dirs = _subdirs(root)
+    case_dirs = list_subfolders(root)
     if not case_dirs:
         raise DatasetError(f"{root}: empty dataset folder (no case folders, HGG/LGG or imagesTr found)")
     return _discover_case_folders(root, _guess_layout(case_dirs))
@@ -98,11 +170,11 @@ def discover_dataset(root: str | Path) -> RawDataset:
 
 def _guess_layout(case_dirs: list[Path]) -> CaseFolderLayout:
     """BraTS 2023+ names its files ``<case>-t2f``; 2020/2021 ``<case>_flair``."""
-    tokens_2023 = {f"-{t}" for t in BRATS2023_LAYOUT.tokens.values()} | {f"-{SEGMENTATION_TOKEN}"}
+    tokens_2023 = {*BRATS2023_LAYOUT.tokens.values(), SEGMENTATION_TOKEN}
     for folder in case_dirs:
-        for file in _nifti_files(folder):
-            stem = strip_nifti_suffix(file.name).lower()
-            if any(stem.endswith(t) for t in tokens_2023):
+        for file in list_nifti_files(folder):
+            name = split_case_file_name(file.name)
+            if name.separator == BRATS2023_LAYOUT.separator and name.token.lower() in tokens_2023:
                 return BRATS2023_LAYOUT
     return BRATS2021_LAYOUT
 
@@ -112,9 +184,9 @@ def _discover_case_folders(root: Path, layout: CaseFolderLayout) -> RawDataset:
     if layout.grouped:
         for group in BRATS_GRADES:
             if (root / group).is_dir():
-                folders += [(group, d) for d in _subdirs(root / group)]
+                folders += [(group, d) for d in list_subfolders(root / group)]
     else:
-        folders = [(None, d) for d in _subdirs(root)]
+        folders = [(None, d) for d in list_subfolders(root)]
     cases: list[Case] = []
     problems: list[Problem] = []
     seen: dict[str, Path] = {}
@@ -137,20 +209,19 @@ def _read_case_folder(root: Path, layout: CaseFolderLayout, folder: Path, group:
     case_id = folder.name
     images: dict[str, Path] = {}
     label: Path | None = None
-    for file in _nifti_files(folder):
-        stem = strip_nifti_suffix(file.name)
-        if not (stem.startswith(case_id) and stem[len(case_id):len(case_id) + 1] in ("_", "-")):
+    for file in list_nifti_files(folder):
+        name = split_case_file_name(file.name, case_id)
+        if name is None:
             problems.append(Problem(file, f"file name does not start with its case ID {case_id!r}", case_id))
             continue
-        token = stem[len(case_id) + 1:]
-        if token.lower() == SEGMENTATION_TOKEN:
+        if name.is_segmentation:
             if label is not None:
                 problems.append(Problem(file, f"second segmentation (also {label.name})", case_id))
             label = label or file
             continue
-        modality = canonical_modality(token)
+        modality = name.modality
         if modality is None:
-            problems.append(Problem(file, f"unknown modality suffix {token!r} (expected flair, t1, "
+            problems.append(Problem(file, f"unknown modality suffix {name.token!r} (expected flair, t1, "
                                           f"t1ce, t2 or seg, or an alias such as t2f, t1n, t1c, t2w)", case_id))
         elif modality in images:
             problems.append(Problem(file, f"second {modality} image (also {images[modality].name})", case_id))
@@ -165,26 +236,12 @@ def _read_case_folder(root: Path, layout: CaseFolderLayout, folder: Path, group:
                 expected_label=layout.label_path(root, case_id, group), group=group)
 
 
-def _read_dataset_json(root: Path) -> NnUNetLayout:
-    path = root / "dataset.json"
+def _read_nnunet_layout(root: Path) -> NnUNetLayout:
+    path = root / NNUNET_DATASET_JSON
     if not path.is_file():
         raise DatasetError(f"{path}: missing (the nnU-Net raw layout needs it)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DatasetError(f"{path}: not valid JSON ({error})") from None
-    channel_names = meta.get("channel_names") or meta.get("modality")
-    if not isinstance(channel_names, dict) or not channel_names:
-        raise DatasetError(f"{path}: no 'channel_names' entry")
-    channels: dict[str, int] = {}
-    for index, name in channel_names.items():
-        modality = canonical_modality(str(name))
-        if modality is None:
-            raise DatasetError(f"{path}: channel {index} is {name!r}, not a known modality "
-                               f"(flair, t1, t1ce, t2 or an alias)")
-        if modality in channels:
-            raise DatasetError(f"{path}: channels {channels[modality]} and {index} are both {modality}")
-        channels[modality] = int(index)
+    meta = _load_dataset_json(path)
+    channels = _channels_of(meta, path)
     if not isinstance(meta.get("labels"), dict):
         raise DatasetError(f"{path}: no 'labels' entry")
     convention = convention_from_nnunet_labels(meta["labels"], str(path))
@@ -193,31 +250,28 @@ def _read_dataset_json(root: Path) -> NnUNetLayout:
 
 
 def _discover_nnunet(root: Path) -> RawDataset:
-    layout = _read_dataset_json(root)
+    layout = _read_nnunet_layout(root)
     by_channel = {index: modality for modality, index in layout.channels.items()}
     problems: list[Problem] = []
     images: dict[str, dict[str, Path]] = {}
-    images_dir = root / "imagesTr"
-    files = _visible(images_dir.iterdir()) if images_dir.is_dir() else []
-    for file in (f for f in files if f.is_file()):
-        if not file.name.endswith(layout.file_ending):
-            continue
-        match = _CHANNEL_FILE.match(file.name[: -len(layout.file_ending)])
-        if match is None:
+    images_dir = root / NNUNET_IMAGES_FOLDER
+    for file in list_nifti_files(images_dir) if images_dir.is_dir() else []:
+        name = split_case_file_name(file.name)
+        if name.channel is None:
             problems.append(Problem(file, "not named <case>_<XXXX> (nnU-Net channel suffix)"))
-            continue
-        channel = int(match["channel"])
-        if channel not in by_channel:
-            problems.append(Problem(file, f"unknown modality suffix _{match['channel']}: channel "
-                                          f"{channel} is not in dataset.json channel_names"))
-            continue
-        images.setdefault(match["case"], {})[by_channel[channel]] = file
-    labels_dir = root / "labelsTr"
-    labels = {f.name[: -len(layout.file_ending)]: f for f in
-              (_visible(labels_dir.iterdir()) if labels_dir.is_dir() else [])
-              if f.is_file() and f.name.endswith(layout.file_ending)}
+        elif name.channel not in by_channel:
+            problems.append(Problem(file, f"unknown modality suffix _{name.token}: channel "
+                                          f"{name.channel} is not in dataset.json channel_names"))
+        elif by_channel[name.channel] in images.get(name.case_id, {}):
+            other = images[name.case_id][by_channel[name.channel]]
+            problems.append(Problem(file, f"second {by_channel[name.channel]} image (also {other.name})",
+                                    name.case_id))
+        else:
+            images.setdefault(name.case_id, {})[by_channel[name.channel]] = file
+    labels_dir = root / NNUNET_LABEL_FOLDERS[0]
+    labels = find_label_files(labels_dir) if labels_dir.is_dir() else {}
     for case_id in sorted(set(labels) - set(images)):
-        problems.append(Problem(labels[case_id], "segmentation without any image in imagesTr"))
+        problems.append(Problem(labels[case_id], f"segmentation without any image in {NNUNET_IMAGES_FOLDER}"))
     cases = tuple(
         Case(case_id=case_id, layout=layout.name, convention=layout.convention,
              images={m: found[m] for m in MODALITIES if m in found}, label=labels.get(case_id),
@@ -225,5 +279,5 @@ def _discover_nnunet(root: Path) -> RawDataset:
              expected_label=layout.label_path(root, case_id))
         for case_id, found in sorted(images.items()))
     if not cases and not problems:
-        raise DatasetError(f"{root}: empty dataset folder (imagesTr holds no {layout.file_ending} image)")
+        raise DatasetError(f"{root}: empty dataset folder ({NNUNET_IMAGES_FOLDER} holds no NIfTI image)")
     return RawDataset(root, layout, cases, tuple(problems))

@@ -4,21 +4,18 @@ uses, or a list file; and the reference label maps of a folder for ``evaluate-fo
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from mmseg_robust.data.discovery import discover_dataset
+from mmseg_robust.data.discovery import discover_dataset, find_label_files
 from mmseg_robust.data.labels import LabelConvention
-from mmseg_robust.data.nifti_io import is_nifti, strip_nifti_suffix
 from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.inference.inputs import InputCase
 
 #: ``--cases`` keywords; anything else is a file of case IDs.
 CASE_SETS: tuple[str, ...] = ("val", "test")
-#: Suffixes that mark a file as a segmentation in BraTS folders (``<case>_seg.nii.gz``).
-SEGMENTATION_SUFFIXES: tuple[str, ...] = ("_seg", "-seg")
 #: Case IDs named in an error; the rest are counted.
 MAX_IDS_SHOWN = 5
 
@@ -28,20 +25,19 @@ class CaseSelectionError(MMRobustError):
 
 
 @dataclass(frozen=True)
-class EvaluationCase:
-    """A labelled case: its modality files, its reference and that reference's label convention."""
+class EvaluationCase(InputCase):
+    """A labelled case: an input case (its modality files) with its reference and that reference's
+    label convention; its folder is the reference's."""
 
-    case_id: str
-    images: Mapping[str, Path]
+    folder: Path = field(init=False, repr=False)
     label: Path
     convention: LabelConvention
 
-    def as_input(self) -> InputCase:
-        return InputCase(self.case_id, dict(self.images), self.label.parent)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "folder", self.label.parent)
 
-    @property
-    def modalities(self) -> tuple[str, ...]:
-        return self.as_input().modalities
+    def as_input(self) -> InputCase:
+        return self
 
 
 def _preview(ids: list[str]) -> str:
@@ -100,19 +96,17 @@ def dataset_cases(raw_root: Path, splits_path: Path, fold: int, spec: str) -> tu
 
 
 def find_references(folder: Path) -> dict[str, Path]:
-    """Reference label maps under ``folder`` by case ID: ``<case>.nii.gz``, ``<case>_seg.nii.gz``
-    or BraTS case folders ``<case>/<case>_seg.nii.gz`` (searched recursively)."""
+    """Reference label maps under ``folder`` by case ID, as the raw dataset's discovery finds
+    labels: ``<case>.nii.gz`` (directly or in ``labelsTr``), or ``<case>_seg.nii.gz`` at any depth
+    (BraTS case folders ``<case>/<case>_seg.nii.gz``).
+
+    Raises:
+        CaseSelectionError: the folder does not exist or holds no label map.
+    """
     folder = Path(folder)
     if not folder.is_dir():
         raise CaseSelectionError(f"{folder}: reference folder does not exist")
-    found: dict[str, Path] = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file() and is_nifti(p) and not p.name.startswith(".")):
-        stem = strip_nifti_suffix(path.name)
-        suffix = next((s for s in SEGMENTATION_SUFFIXES if stem.lower().endswith(s)), None)
-        if suffix is not None:
-            found[stem[: -len(suffix)]] = path
-        elif path.parent == folder:
-            found.setdefault(stem, path)
+    found = find_label_files(folder)
     if not found:
         raise CaseSelectionError(f"{folder}: no reference label map (<case>.nii.gz or <case>_seg.nii.gz)")
     return found

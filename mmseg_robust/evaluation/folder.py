@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mmseg_robust.data.discovery import list_nifti_files, list_subfolders
 from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, NNUNET_BRATS, LabelConvention
 from mmseg_robust.data.modalities import MODALITIES, parse_modality_list
 from mmseg_robust.data.modality_subsets import subset_name, table_subsets
-from mmseg_robust.data.nifti_io import is_nifti, read_image, strip_nifti_suffix
+from mmseg_robust.data.nifti_io import read_image, strip_nifti_suffix
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.evaluation import EvaluationError
 from mmseg_robust.evaluation.case_scoring import CaseScorer, ScoringJob, ScoringOptions
@@ -33,11 +34,11 @@ def prediction_folder_subsets(folder: Path, single_subset: str = "Full") -> dict
     folder = Path(folder)
     if not folder.is_dir():
         raise EvaluationError(f"{folder}: prediction folder does not exist")
-    if any(p.is_file() and is_nifti(p) for p in folder.iterdir()):
+    if list_nifti_files(folder):
         return {single_subset: folder}
     found: dict[tuple[int, ...], Path] = {}
-    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not any(f.is_file() and is_nifti(f) for f in sub.iterdir()):
+    for sub in list_subfolders(folder):
+        if not list_nifti_files(sub):
             continue  # a report folder, or anything else without label maps
         if sub.name.lower() == FULL_FOLDER:
             names = MODALITIES
@@ -69,8 +70,7 @@ def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path,
     if labels != "auto" and labels not in LABEL_CONVENTIONS:
         raise EvaluationError(f"--labels {labels!r}: one of auto, {', '.join(LABEL_CONVENTIONS)}")
     convention = _detect_convention(references) if labels == "auto" else LABEL_CONVENTIONS[labels]
-    predictions = {name: {strip_nifti_suffix(p.name): p for p in folder.iterdir()
-                          if p.is_file() and is_nifti(p) and not p.name.startswith(".")}
+    predictions = {name: {strip_nifti_suffix(p.name): p for p in list_nifti_files(folder)}
                    for name, folder in subsets.items()}
     case_ids = sorted(set().union(*predictions.values()))
     unmatched = [c for c in case_ids if c not in references]
