@@ -85,7 +85,7 @@ def _cases_in_folder(folder: Path, files: list[Path]) -> list[InputCase]:
         grouped: dict[str, dict[str, Path]] = {}
         for file, name in zip(files, names):
             if name.channel not in mapping:
-                raise InputError(f"{file}: channel {name.channel} is not in dataset.json's channel_names")
+                raise InputError(f"{file}: {name.unknown_token_message()}")
             _add_image(grouped.setdefault(name.case_id, {}), mapping[name.channel], file)
         return [InputCase(case, images, folder) for case, images in sorted(grouped.items())]
     images: dict[str, Path] = {}
@@ -93,8 +93,7 @@ def _cases_in_folder(folder: Path, files: list[Path]) -> list[InputCase]:
         if name.is_segmentation:
             continue
         if name.modality is None:
-            raise InputError(f"{file}: unknown modality suffix {name.token!r} (expected flair, t1, t1ce, t2 or "
-                             f"an alias such as t2f, t1n, t1c, t2w)")
+            raise InputError(f"{file}: {name.unknown_token_message()}")
         _add_image(images, name.modality, file)
     return [InputCase(folder.name, images, folder)] if images else []
 

@@ -171,3 +171,21 @@ def test_hyphenated_aliases_name_the_same_modality_everywhere(copy_dataset) -> N
     assert case.label == case_dir / "BraTS2021_00001_SEG.nii.gz"
     assert dict(find_input_cases(case_dir)[0].images) == dict(case.images)
     assert find_label_files(root)["BraTS2021_00001"] == case.label
+
+
+def test_an_unknown_token_gets_the_same_line_from_predict_and_discovery(copy_dataset, tmp_path) -> None:
+    """A file naming no modality, and a channel file whose channel dataset.json lacks: predict's
+    error is the line the dataset's discovery reports (before, each worded its own)."""
+    case_dir = copy_dataset("brats2021") / "BraTS2021_00001"
+    dwi = Path(shutil.copy(case_dir / "BraTS2021_00001_t1.nii.gz", case_dir / "BraTS2021_00001_dwi.nii.gz"))
+    nnunet = copy_dataset("nnunet", "Channels")
+    extra = Path(shutil.copy(nnunet / "imagesTr" / "BraTS2021_00001_0000.nii.gz",
+                             nnunet / "imagesTr" / "BraTS2021_00001_0004.nii.gz"))
+    for root, culprit, scanned, message in [
+            (case_dir.parent, dwi, case_dir, "unknown modality suffix 'dwi' (expected flair, t1, t1ce, t2 or seg"),
+            (nnunet, extra, nnunet / "imagesTr", "unknown modality suffix _0004: channel 4 is not in dataset.json")]:
+        problems = [str(p) for p in discover_dataset(root).problems]
+        assert len(problems) == 1 and problems[0].startswith(f"{culprit}: {message}")
+        with pytest.raises(InputError) as from_predict:
+            find_input_cases(scanned)
+        assert str(from_predict.value) == problems[0]

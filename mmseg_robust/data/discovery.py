@@ -221,8 +221,7 @@ def _read_case_folder(root: Path, layout: CaseFolderLayout, folder: Path, group:
             continue
         modality = name.modality
         if modality is None:
-            problems.append(Problem(file, f"unknown modality suffix {name.token!r} (expected flair, t1, "
-                                          f"t1ce, t2 or seg, or an alias such as t2f, t1n, t1c, t2w)", case_id))
+            problems.append(Problem(file, name.unknown_token_message(), case_id))
         elif modality in images:
             problems.append(Problem(file, f"second {modality} image (also {images[modality].name})", case_id))
         else:
@@ -260,8 +259,7 @@ def _discover_nnunet(root: Path) -> RawDataset:
         if name.channel is None:
             problems.append(Problem(file, "not named <case>_<XXXX> (nnU-Net channel suffix)"))
         elif name.channel not in by_channel:
-            problems.append(Problem(file, f"unknown modality suffix _{name.token}: channel "
-                                          f"{name.channel} is not in dataset.json channel_names"))
+            problems.append(Problem(file, name.unknown_token_message()))
         elif by_channel[name.channel] in images.get(name.case_id, {}):
             other = images[name.case_id][by_channel[name.channel]]
             problems.append(Problem(file, f"second {by_channel[name.channel]} image (also {other.name})",

@@ -66,6 +66,14 @@ class CaseFileName:
             return int(self.token)
         return None
 
+    def unknown_token_message(self) -> str:
+        """Why this file is no known image, for the one-line errors of every scanner."""
+        if self.channel is not None:
+            return (f"unknown modality suffix {CHANNEL_SEPARATOR}{self.token}: channel {self.channel} is not "
+                    f"in {NNUNET_DATASET_JSON} channel_names")
+        return (f"unknown modality suffix {self.token!r} (expected flair, t1, t1ce, t2 or seg, or an alias "
+                f"such as t2f, t1n, t1c, t2w)")
+
 
 @overload
 def split_case_file_name(name: str) -> CaseFileName: ...
