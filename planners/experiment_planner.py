@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from math import prod
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 from mmseg_robust.planners.fingerprint import DatasetFingerprint
 from mmseg_robust.planners.memory_model import estimate_training_memory_bytes, topology_for
-from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES, ConfigurationPlan, Plans
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES, ConfigurationPlan, PlanOverrides, Plans
 
 from mmseg_robust.errors import MMRobustError
 
@@ -40,14 +40,20 @@ class PlanningError(MMRobustError):
 
 @dataclass(frozen=True)
 class PlanningRequest:
-    """User choices that shape a plan; overrides are recorded in the plan."""
+    """User choices that shape a plan. ``patch_size``, ``batch_size`` and ``base_features`` left
+    None are the planner's to choose; set ones are overrides, recorded in the plan."""
 
     gpu_memory_gb: float = 24.0
     configurations: tuple[str, ...] = CONFIGURATION_NAMES
     patch_size: tuple[int, ...] | None = None
     batch_size: int | None = None
     image_dtype: str = "float32"
-    base_features: int = BASE_FEATURES
+    base_features: int | None = None
+
+    def overrides(self) -> PlanOverrides:
+        """The request's own overrides (the same for every requested configuration)."""
+        return PlanOverrides(patch_size=None if self.patch_size is None else tuple(self.patch_size),
+                             batch_size=self.batch_size, base_features=self.base_features)
 
 
 def _topology(patch: Sequence[int], spacing: Sequence[float], max_stages: int, max_features: int,
@@ -131,52 +137,63 @@ def _largest_batch(patch: Sequence[int], spacing: Sequence[float], budget_gb: fl
 
 
 def plan_configuration(name: str, median_shape: Sequence[int], spacing: Sequence[float], n_modalities: int,
-                       request: PlanningRequest, dataset_voxels: float, data_identifier: str) -> ConfigurationPlan:
-    """Plan one configuration; ``2d`` works on axial (y, x) slices of the 3D median shape."""
+                       gpu_memory_gb: float, overrides: PlanOverrides, dataset_voxels: float,
+                       data_identifier: str) -> ConfigurationPlan:
+    """Plan one configuration within ``gpu_memory_gb``, taking what ``overrides`` sets as given;
+    ``2d`` works on axial (y, x) slices of the 3D median shape."""
     dims = 3 if name == "3d_fullres" else 2
     median = list(median_shape) if dims == 3 else [min(s, MAX_PATCH_2D) for s in median_shape[1:]]
     plane_spacing = list(spacing) if dims == 3 else list(spacing[1:])
-    overrides: dict = {}
-    if request.patch_size is not None:
-        if len(request.patch_size) != dims:
-            raise PlanningError(f"--patch-size {request.patch_size} has {len(request.patch_size)} values; "
+    base_features = overrides.base_features or BASE_FEATURES
+    if base_features < 1:
+        raise PlanningError(f"--base-features must be at least 1, got {base_features}")
+    if overrides.batch_size is not None and overrides.batch_size < 1:
+        raise PlanningError(f"--batch-size must be at least 1, got {overrides.batch_size}")
+    if overrides.patch_size is not None:
+        if len(overrides.patch_size) != dims:
+            raise PlanningError(f"--patch-size {overrides.patch_size} has {len(overrides.patch_size)} values; "
                                 f"configuration {name} needs {dims}")
-        patch = _make_divisible(request.patch_size, plane_spacing, dims)
-        overrides["patch_size"] = list(request.patch_size)
+        patch = _make_divisible(overrides.patch_size, plane_spacing, dims)
     else:
-        patch = _fit_patch(median, plane_spacing, request.gpu_memory_gb, n_modalities, dims,
-                           request.batch_size or MIN_BATCH_SIZE, request.base_features)
-    if request.batch_size is not None:
-        batch = request.batch_size
-        overrides["batch_size"] = request.batch_size
+        patch = _fit_patch(median, plane_spacing, gpu_memory_gb, n_modalities, dims,
+                           overrides.batch_size or MIN_BATCH_SIZE, base_features)
+    if overrides.batch_size is not None:
+        batch = overrides.batch_size
     else:
-        batch = _largest_batch(patch, plane_spacing, request.gpu_memory_gb, n_modalities, dims, dataset_voxels,
-                               request.base_features)
-    if request.base_features != BASE_FEATURES:
-        overrides["base_features"] = request.base_features
+        batch = _largest_batch(patch, plane_spacing, gpu_memory_gb, n_modalities, dims, dataset_voxels,
+                               base_features)
     strides, kernels, features = _topology(patch, plane_spacing, MAX_STAGES[dims], MAX_FEATURES[dims],
-                                           request.base_features)
-    memory = _memory_gb(patch, plane_spacing, batch, n_modalities, dims, request.base_features)
-    if memory > request.gpu_memory_gb:
+                                           base_features)
+    memory = _memory_gb(patch, plane_spacing, batch, n_modalities, dims, base_features)
+    if memory > gpu_memory_gb:
         logger.warning("%s: the chosen patch %s and batch %d need about %.1f GB, over the %.1f GB budget",
-                       name, patch, batch, memory, request.gpu_memory_gb)
+                       name, patch, batch, memory, gpu_memory_gb)
     return ConfigurationPlan(name=name, spatial_dims=dims, patch_size=tuple(patch), batch_size=batch,
                              features_per_stage=features, kernel_sizes=kernels, strides=strides,
                              data_identifier=data_identifier, estimated_memory_gb=round(memory, 3),
                              overrides=overrides)
 
 
-def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = PlanningRequest()) -> Plans:
-    """Turn a dataset fingerprint into plans for the requested configurations."""
+def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = PlanningRequest(),
+                    recorded_overrides: Mapping[str, PlanOverrides] | None = None) -> Plans:
+    """Turn a dataset fingerprint into plans for the requested configurations.
+
+    Args:
+        fingerprint: the dataset's fingerprint.
+        request: budget, configurations, dtype and the user's overrides.
+        recorded_overrides: per configuration, overrides an earlier plan recorded; they apply
+            where ``request`` sets nothing itself (field by field), and end up recorded again.
+
+    Raises:
+        PlanningError: an unknown configuration or dtype, an override out of range, or a budget
+            too small for any patch.
+    """
     unknown = set(request.configurations) - set(CONFIGURATION_NAMES)
     if unknown:
         raise PlanningError(f"unknown configuration(s) {sorted(unknown)} (one of {', '.join(CONFIGURATION_NAMES)})")
     if request.image_dtype not in IMAGE_DTYPES:
         raise PlanningError(f"--dtype {request.image_dtype} is not one of {', '.join(IMAGE_DTYPES)}")
-    if request.base_features < 1:
-        raise PlanningError(f"--base-features must be at least 1, got {request.base_features}")
-    if request.batch_size is not None and request.batch_size < 1:
-        raise PlanningError(f"--batch-size must be at least 1, got {request.batch_size}")
+    recorded_overrides = recorded_overrides or {}
     target = tuple(float(s) for s in fingerprint.median_spacing)
     resample = not fingerprint.spacings_identical
     shapes = np.array([np.round(np.array(c.cropped_shape) * np.array(c.spacing) / np.array(target))
@@ -184,9 +201,11 @@ def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = 
     median_shape = tuple(int(s) for s in np.median(shapes, axis=0))
     dataset_voxels = float(np.sum(np.prod(shapes, axis=1)))
     data_identifier = "data_" + "x".join(f"{s:g}" for s in target)
-    configurations = {name: plan_configuration(name, median_shape, target, len(fingerprint.modalities), request,
-                                               dataset_voxels, data_identifier)
-                      for name in request.configurations}
+    configurations = {
+        name: plan_configuration(name, median_shape, target, len(fingerprint.modalities), request.gpu_memory_gb,
+                                 recorded_overrides.get(name, PlanOverrides()).updated(request.overrides()),
+                                 dataset_voxels, data_identifier)
+        for name in request.configurations}
     return Plans(dataset_name=fingerprint.dataset_name, modalities=tuple(fingerprint.modalities),
                  label_convention=fingerprint.label_convention, target_spacing=target, resample=resample,
                  normalization={m: "zscore_brain" for m in fingerprint.modalities},

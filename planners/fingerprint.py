@@ -17,15 +17,13 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-from mmseg_robust.preprocessing.cropping import nonzero_bounding_box, union_nonzero_mask
 from tqdm import tqdm
 
-from mmseg_robust.artifacts import read_json_artifact, require_schema_version
-from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.artifacts import JsonArtifact, require_schema_version
+from mmseg_robust.data.boxes import box_shape, nonzero_bounding_box, union_nonzero_mask
 from mmseg_robust.data.case import Case
 from mmseg_robust.data.discovery import RawDataset
 from mmseg_robust.data.labels import REGIONS, LabelConvention
@@ -115,11 +113,16 @@ class CaseFingerprint:
 
 
 @dataclass(frozen=True)
-class DatasetFingerprint:
+class DatasetFingerprint(JsonArtifact):
     """Everything ``mmrobust plan`` reads about a raw dataset; written to ``fingerprint.json``.
 
     Medians are per axis over cases, so median shapes may be fractional (x.5) for an even count.
     """
+
+    artifact_kind = "fingerprint"
+    artifact_error = FingerprintError
+    missing_hint = "run mmrobust plan_and_preprocess first"
+    file_name = FINGERPRINT_FILE_NAME
 
     dataset_name: str
     layout: str
@@ -170,15 +173,6 @@ class DatasetFingerprint:
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise FingerprintError(
                 f"{source}: malformed fingerprint ({type(error).__name__}: {error})") from None
-
-    def save(self, path: str | Path) -> Path:
-        write_json_atomic(path, self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "DatasetFingerprint":
-        data = read_json_artifact(path, "fingerprint", FingerprintError, "run mmrobust plan_and_preprocess first")
-        return cls.from_dict(data, str(path))
 
 
 def case_seed(seed: int, case_id: str, modality: str) -> list[int]:
@@ -257,9 +251,9 @@ def fingerprint_case(case: Case, seed: int,
     fingerprint = CaseFingerprint(
         case_id=case.case_id, modalities=case.modalities, shape=tuple(int(s) for s in brain.shape),
         # "+ 0.0" turns the -0.0 entries ITK headers often carry into 0.0 (same value, cleaner JSON).
-        spacing=tuple(reversed(reference.spacing)), origin=tuple(o + 0.0 for o in reference.origin),
+        spacing=reference.array_spacing, origin=tuple(o + 0.0 for o in reference.origin),
         direction=tuple(d + 0.0 for d in reference.direction),
-        crop_box=crop_box, cropped_shape=tuple(stop - start for start, stop in crop_box),
+        crop_box=crop_box, cropped_shape=box_shape(crop_box),
         label_counts=label_counts,
         region_counts=_region_counts(label_counts, case.convention) if label is not None else {},
         intensity=intensity)

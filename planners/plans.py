@@ -6,16 +6,16 @@ Spatial quantities (spacing, shapes, patch sizes, kernels, strides) are in array
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
 
-from mmseg_robust.artifacts import read_json_artifact, require_schema_version
-from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.artifacts import JsonArtifact, require_schema_version
 from mmseg_robust.data.labels import LabelConvention
 from mmseg_robust.errors import MMRobustError
 
 PLANS_SCHEMA_VERSION = 1
+#: File name of the plans inside a preprocessed dataset folder.
+PLANS_FILE_NAME = "plans.json"
 #: Configurations mmrobust plans; ``2d`` trains on axial slices (the z axis is dropped).
 CONFIGURATION_NAMES: tuple[str, ...] = ("3d_fullres", "2d")
 #: Stored image dtypes accepted by ``--dtype``.
@@ -24,6 +24,47 @@ IMAGE_DTYPES: tuple[str, ...] = ("float16", "float32")
 
 class PlansError(MMRobustError):
     """A plans file that is missing, from another schema, or inconsistent with its use."""
+
+
+@dataclass(frozen=True)
+class PlanOverrides:
+    """What the user chose for a configuration instead of the planner (None: the planner decides).
+
+    Recorded in the configuration's plan so that replanning (a rerun of ``plan_and_preprocess``
+    after adding cases, say) applies them again. Stored as the fields that are set, so plans
+    written before this class existed (a plain dict with the same keys, or nothing) read back.
+    """
+
+    patch_size: tuple[int, ...] | None = None
+    batch_size: int | None = None
+    base_features: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, f.name) is not None for f in fields(self))
+
+    def updated(self, newer: "PlanOverrides") -> "PlanOverrides":
+        """These overrides with every field that ``newer`` sets taken from ``newer``."""
+        return PlanOverrides(**{f.name: getattr(newer, f.name) if getattr(newer, f.name) is not None
+                                else getattr(self, f.name) for f in fields(self)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: list(value) if isinstance(value, tuple) else value
+                for f in fields(self) if (value := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "PlanOverrides":
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise TypeError(f"unknown override(s) {', '.join(sorted(unknown))}")
+        patch = data.get("patch_size")
+        return cls(patch_size=None if patch is None else tuple(int(p) for p in patch),
+                   batch_size=None if data.get("batch_size") is None else int(data["batch_size"]),
+                   base_features=None if data.get("base_features") is None else int(data["base_features"]))
+
+    def describe(self) -> str:
+        """``patch_size=96,96 batch_size=4`` (empty when nothing is overridden)."""
+        return " ".join(f"{key}={','.join(map(str, value)) if isinstance(value, list) else value}"
+                        for key, value in self.to_dict().items())
 
 
 @dataclass(frozen=True)
@@ -40,11 +81,14 @@ class ConfigurationPlan:
     data_identifier: str
     estimated_memory_gb: float
     n_conv_per_stage: int = 2
-    overrides: dict[str, Any] = field(default_factory=dict)
+    overrides: PlanOverrides = field(default_factory=PlanOverrides)
 
     @property
     def n_stages(self) -> int:
         return len(self.features_per_stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "overrides": self.overrides.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConfigurationPlan":
@@ -52,12 +96,18 @@ class ConfigurationPlan:
                       "patch_size": tuple(data["patch_size"]),
                       "features_per_stage": tuple(data["features_per_stage"]),
                       "kernel_sizes": tuple(tuple(k) for k in data["kernel_sizes"]),
-                      "strides": tuple(tuple(s) for s in data["strides"])})
+                      "strides": tuple(tuple(s) for s in data["strides"]),
+                      "overrides": PlanOverrides.from_dict(data.get("overrides") or {})})
 
 
 @dataclass(frozen=True)
-class Plans:
+class Plans(JsonArtifact):
     """What ``mmrobust plan`` decided for a dataset; written to ``plans.json``."""
+
+    artifact_kind = "plans"
+    artifact_error = PlansError
+    missing_hint = "run mmrobust plan_and_preprocess first"
+    file_name = PLANS_FILE_NAME
 
     dataset_name: str
     modalities: tuple[str, ...]
@@ -88,6 +138,7 @@ class Plans:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["label_convention"] = self.label_convention.to_dict()
+        data["configurations"] = {name: config.to_dict() for name, config in self.configurations.items()}
         return data
 
     @classmethod
@@ -101,14 +152,5 @@ class Plans:
                           "median_shape": tuple(data["median_shape"]),
                           "configurations": {k: ConfigurationPlan.from_dict(v)
                                              for k, v in data["configurations"].items()}})
-        except (KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise PlansError(f"{source}: malformed plans ({error})") from None
-
-    def save(self, path: str | Path) -> Path:
-        write_json_atomic(path, self.to_dict())
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Plans":
-        data = read_json_artifact(path, "plans", PlansError, "run mmrobust plan_and_preprocess first")
-        return cls.from_dict(data, str(path))

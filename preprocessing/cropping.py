@@ -1,4 +1,5 @@
-"""Cropping to the nonzero (brain) bounding box and the exact inverse (uncropping)."""
+"""Cropping an array to a box (the brain's, from :mod:`mmseg_robust.data.boxes`) and the exact
+inverse (uncropping)."""
 
 from __future__ import annotations
 
@@ -6,44 +7,15 @@ from typing import Sequence
 
 import numpy as np
 
-#: A crop box as (start, stop) per array axis, half-open like Python slices.
-CropBox = tuple[tuple[int, int], ...]
+from mmseg_robust.data.boxes import Box, box_shape, box_slices
 
 
-def nonzero_bounding_box(mask: np.ndarray) -> CropBox:
-    """Smallest box holding every nonzero voxel of ``mask``; the whole array if it is all zero."""
-    if not np.any(mask):
-        return tuple((0, n) for n in mask.shape)
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        box.append((int(hits[0]), int(hits[-1]) + 1))
-    return tuple(box)
-
-
-def union_nonzero_mask(arrays: Sequence[np.ndarray]) -> np.ndarray:
-    """Voxels nonzero in any of ``arrays`` (BraTS images are skull-stripped: this is the brain)."""
-    mask = np.zeros(arrays[0].shape, dtype=bool)
-    for array in arrays:
-        mask |= array != 0
-    return mask
-
-
-def box_slices(box: CropBox) -> tuple[slice, ...]:
-    return tuple(slice(start, stop) for start, stop in box)
-
-
-def box_shape(box: CropBox) -> tuple[int, ...]:
-    return tuple(stop - start for start, stop in box)
-
-
-def crop(array: np.ndarray, box: CropBox) -> np.ndarray:
+def crop(array: np.ndarray, box: Box) -> np.ndarray:
     """The part of ``array`` inside ``box`` (trailing axes; leading channel axes are kept)."""
     return array[(Ellipsis,) + box_slices(box)]
 
 
-def uncrop(array: np.ndarray, box: CropBox, original_shape: Sequence[int], fill: float = 0) -> np.ndarray:
+def uncrop(array: np.ndarray, box: Box, original_shape: Sequence[int], fill: float = 0) -> np.ndarray:
     """Place a cropped ``array`` back into a ``fill``-valued array of ``original_shape``."""
     leading = array.shape[: array.ndim - len(box)]
     if tuple(array.shape[len(leading):]) != box_shape(box):

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 from mmseg_robust.planners.plans import Plans
-from mmseg_robust.preprocessing.cropping import box_shape, crop, nonzero_bounding_box, union_nonzero_mask
+from mmseg_robust.preprocessing.cropping import crop
 from mmseg_robust.preprocessing.normalization import ZSCORE_BRAIN, zscore_in_mask
 from mmseg_robust.preprocessing.resampling import (
     compute_new_shape,
@@ -31,6 +31,7 @@ from mmseg_robust.preprocessing.storage import (
 )
 from tqdm import tqdm
 
+from mmseg_robust.data.boxes import box_shape, nonzero_bounding_box, union_nonzero_mask
 from mmseg_robust.data.case import Case
 from mmseg_robust.data.labels import REGIONS, label_to_subregions, regions_to_subregions, subregions_to_regions
 from mmseg_robust.data.nifti_io import ImageGeometry, read_image
@@ -138,7 +139,7 @@ def prepare_images(raw: Sequence[np.ndarray], modalities: Sequence[str], geometr
                                    "mean": mean, "std": std}
     codes = crop(codes_full, box) if codes_full is not None else None
 
-    spacing = tuple(reversed(geometry.spacing))  # ITK (x, y, z) -> array (z, y, x)
+    spacing = geometry.array_spacing
     cropped_shape = box_shape(box)
     new_shape = cropped_shape
     resampled = plans.resample and needs_resampling(spacing, plans.target_spacing)

@@ -21,8 +21,8 @@ from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 
-from mmseg_robust.artifacts import read_json_artifact, require_schema_version
-from mmseg_robust.atomic import atomic_output, write_json_atomic
+from mmseg_robust.artifacts import JsonArtifact, require_schema_version
+from mmseg_robust.atomic import atomic_output
 from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.errors import MMRobustError
 
@@ -47,7 +47,7 @@ class PreprocessedCaseError(MMRobustError):
 
 
 @dataclass(frozen=True)
-class PreprocessedCaseProperties:
+class PreprocessedCaseProperties(JsonArtifact):
     """``properties.json``: where the stored arrays came from and how to map them back.
 
     Spatial tuples are in array order (z, y, x) except ``itk_geometry``, which is the raw header
@@ -55,6 +55,11 @@ class PreprocessedCaseProperties:
     ``target_spacing`` is the spacing of the stored arrays: the plans' target when the case was
     resampled, else its original spacing. ``crop_box`` holds (start, stop) original voxel indices.
     """
+
+    artifact_kind = "properties"
+    artifact_error = PreprocessedCaseError
+    missing_hint = "case not preprocessed or interrupted"
+    file_name = PROPERTIES_FILE
 
     case_id: str
     modalities: tuple[str, ...]
@@ -171,16 +176,15 @@ def write_preprocessed_case(folder: str | Path, images: np.ndarray, seg: np.ndar
     else:
         (folder / SEG_FILE).unlink(missing_ok=True)  # a label map from an older run would mislead
     _save_npy_atomic(folder / FOREGROUND_FILE, foreground.astype(FOREGROUND_DTYPE, copy=False))
-    write_json_atomic(folder / PROPERTIES_FILE, properties.to_dict())
+    properties.save(folder / PROPERTIES_FILE)
     logger.debug("wrote preprocessed case %s to %s", properties.case_id, folder)
     return folder
 
 
 def read_properties(folder: str | Path) -> PreprocessedCaseProperties:
     """Read ``properties.json`` of a case folder."""
-    path = Path(folder) / PROPERTIES_FILE
-    data = read_json_artifact(path, "properties", PreprocessedCaseError, "case not preprocessed or interrupted")
-    return PreprocessedCaseProperties.from_dict(data, str(path))
+    # The file, not the folder: a missing folder is then reported as the missing properties.json.
+    return PreprocessedCaseProperties.load(Path(folder) / PROPERTIES_FILE)
 
 
 def _canonical_json(value: Any) -> Any:

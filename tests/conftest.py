@@ -90,7 +90,8 @@ def _preprocessed_tiny_dataset(root: Path, name: str, cases: int, configurations
     """A small synthetic BraTS 2021 dataset, fingerprinted, planned with 4 base features (a CPU
     step takes milliseconds), preprocessed and split; returns (raw folder, MMROBUST_* variables)."""
     from mmseg_robust.planners.experiment_planner import PlanningRequest
-    from mmseg_robust.planners.plan_and_preprocess import (
+
+    from mmseg_robust.plan_and_preprocess import (
         DatasetLocation,
         ensure_splits,
         run_extract_fingerprint,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mmseg_robust.planners.plans import Plans
+from mmseg_robust.planners.plans import PlanOverrides, Plans
 from mmseg_robust.preprocessing.storage import load_preprocessed_case
 
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
@@ -107,7 +108,7 @@ def test_overrides_on_the_cli_are_recorded(copy_dataset, run_cli, tmp_path):
     plans = Plans.load(tmp_path / "pre" / "BraTS" / "plans.json")
     config = plans.configuration("3d_fullres")
     assert (config.patch_size, config.batch_size, config.overrides) == (
-        (32, 32, 32), 3, {"patch_size": [32, 32, 32], "batch_size": 3})
+        (32, 32, 32), 3, PlanOverrides(patch_size=(32, 32, 32), batch_size=3))
     images = load_preprocessed_case(next((tmp_path / "pre" / "BraTS" / "data_1x1x1").iterdir())).images
     assert images.dtype == np.float16
 
@@ -169,4 +170,48 @@ def test_replanning_one_configuration_keeps_the_others(copy_dataset, run_cli, tm
     assert after.configuration("3d_fullres") == before.configuration("3d_fullres")
     assert after.configuration("2d").patch_size == (32, 32)
     assert after.configuration("2d").features_per_stage[0] == 8
-    assert after.configuration("2d").overrides == {"patch_size": [32, 32], "base_features": 8}
+    assert after.configuration("2d").overrides == PlanOverrides(patch_size=(32, 32), base_features=8)
+
+
+def _add_case(raw: Path, source_id: str, new_id: str) -> None:
+    """A new case folder of the brats2021 layout: a copy of ``source_id``'s files under ``new_id``."""
+    (raw / new_id).mkdir()
+    for image in (raw / source_id).iterdir():
+        shutil.copyfile(image, raw / new_id / image.name.replace(source_id, new_id))
+
+
+def test_rerun_replans_with_recorded_overrides_and_overwrite_restores_the_defaults(copy_dataset, run_cli,
+                                                                                     tmp_path):
+    raw = copy_dataset("brats2021")
+    common = ("-d", "BraTS", "--raw", str(raw.parent), "--preprocessed", str(tmp_path / "pre"), "-c", "2d")
+    plans_path = tmp_path / "pre" / "BraTS" / "plans.json"
+    assert run_cli("plan_and_preprocess", *common).returncode == 0
+    default = Plans.load(plans_path).configuration("2d")
+    assert (default.patch_size, default.batch_size) != ((32, 32), 4)
+    chosen = PlanOverrides(patch_size=(32, 32), batch_size=4, base_features=8)
+    planned = run_cli("plan", *common, "--patch-size", "32,32", "--batch-size", "4", "--base-features", "8")
+    assert planned.returncode == 0, planned.stderr
+    assert Plans.load(plans_path).configuration("2d").overrides == chosen
+
+    reapplied = "2d: replanned with the overrides recorded in plans.json (patch_size=32,32 batch_size=4 base_features=8"
+    same_data = run_cli("plan_and_preprocess", *common)
+    assert same_data.returncode == 0, same_data.stderr
+    assert reapplied in same_data.stdout
+    _add_case(raw, "BraTS2021_00001", "BraTS2021_00005")
+    more_data = run_cli("plan_and_preprocess", *common)
+    assert more_data.returncode == 0, more_data.stderr
+    assert reapplied in more_data.stdout
+    config = Plans.load(plans_path).configuration("2d")
+    assert (config.patch_size, config.batch_size, config.features_per_stage[0], config.overrides) == (
+        (32, 32), 4, 8, chosen)
+    fingerprint = json.loads((tmp_path / "pre" / "BraTS" / "fingerprint.json").read_text())
+    assert [c["case_id"] for c in fingerprint["cases"]][-1] == "BraTS2021_00005", "the stale fingerprint is redone"
+    assert "1 cases preprocessed, 4 already done" in more_data.stdout
+
+    fresh = run_cli("plan_and_preprocess", *common, "--overwrite")
+    assert fresh.returncode == 0, fresh.stderr
+    assert ("2d: --overwrite: planned from the defaults, dropping the recorded overrides "
+            "(patch_size=32,32 batch_size=4 base_features=8)") in fresh.stdout
+    restored = Plans.load(plans_path).configuration("2d")
+    assert not restored.overrides and restored.features_per_stage == default.features_per_stage
+    assert restored.patch_size == default.patch_size

@@ -17,7 +17,7 @@ from mmseg_robust.planners.memory_model import (
     estimate_training_memory_bytes,
     topology_for,
 )
-from mmseg_robust.planners.plans import Plans, PlansError
+from mmseg_robust.planners.plans import PlanOverrides, Plans, PlansError
 
 from mmseg_robust.data.labels import BRATS_2018
 from mmseg_robust.data.modalities import MODALITIES
@@ -129,7 +129,7 @@ def test_overrides_are_used_and_recorded():
                                                            batch_size=3))
     config = plans.configuration("3d_fullres")
     assert (config.patch_size, config.batch_size) == ((96, 96, 96), 3)
-    assert config.overrides == {"patch_size": [96, 96, 96], "batch_size": 3}
+    assert config.overrides == PlanOverrides(patch_size=(96, 96, 96), batch_size=3)
     assert set(plans.configurations) == {"3d_fullres"}
     with pytest.raises(PlanningError, match="needs 3"):
         plan_experiment(fingerprint(), PlanningRequest(configurations=("3d_fullres",), patch_size=(96, 96)))
@@ -154,3 +154,34 @@ def test_plans_json_round_trip_and_schema_check(tmp_path):
         Plans.load(path)
     with pytest.raises(PlansError, match="no plans file"):
         Plans.load(tmp_path / "missing.json")
+
+
+def test_recorded_overrides_apply_where_the_request_sets_nothing():
+    recorded = {"2d": PlanOverrides(patch_size=(96, 96), batch_size=4, base_features=8)}
+    replanned = plan_experiment(fingerprint(), PlanningRequest(configurations=("2d",)), recorded).configuration("2d")
+    assert (replanned.patch_size, replanned.batch_size, replanned.features_per_stage[0]) == ((96, 96), 4, 8)
+    assert replanned.overrides == recorded["2d"]
+    # The request's own choice wins field by field; the other recorded choices stay.
+    changed = plan_experiment(fingerprint(), PlanningRequest(configurations=("2d",), batch_size=6),
+                              recorded).configuration("2d")
+    assert (changed.patch_size, changed.batch_size, changed.features_per_stage[0]) == ((96, 96), 6, 8)
+    assert changed.overrides == PlanOverrides(patch_size=(96, 96), batch_size=6, base_features=8)
+    # Recorded overrides of one configuration never leak into another.
+    other = plan_experiment(fingerprint(), PlanningRequest(configurations=("3d_fullres",)), recorded)
+    assert not other.configuration("3d_fullres").overrides
+
+
+def test_overrides_stored_as_the_fields_set_and_older_plans_still_load(tmp_path):
+    plans = plan_experiment(fingerprint(), PlanningRequest(configurations=("2d",), patch_size=(96, 96),
+                                                           base_features=8))
+    path = plans.save(tmp_path / "plans.json")
+    data = json.loads(path.read_text())
+    assert data["configurations"]["2d"]["overrides"] == {"patch_size": [96, 96], "base_features": 8}
+    # Plans written before overrides were recorded have no such key.
+    del data["configurations"]["2d"]["overrides"]
+    path.write_text(json.dumps(data))
+    assert Plans.load(path).configuration("2d").overrides == PlanOverrides()
+    data["configurations"]["2d"]["overrides"] = {"patch_size": [96, 96], "tile": 3}
+    path.write_text(json.dumps(data))
+    with pytest.raises(PlansError, match=r"plans.json: malformed plans \(unknown override\(s\) tile\)"):
+        Plans.load(path)

@@ -36,10 +36,12 @@ planning_options = _stack([
     click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
     click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
                  show_default=True, help="Stored image dtype."),
-    click.option("--base-features", type=click.IntRange(min=1), default=32, show_default=True,
-                 help="Features of the first stage (doubling per stage, capped at 10x in 3D, 16x in 2D); "
-                      "smaller for CPU runs."),
+    click.option("--base-features", type=click.IntRange(min=1), default=None,
+                 help="Features of the first stage (default 32; doubling per stage, capped at 10x in 3D, 16x "
+                      "in 2D); smaller for CPU runs."),
 ])
+#: Overrides recorded in plans.json are applied again on a rerun; this flag drops them.
+overwrite_plan_help = "plan from the defaults, dropping the overrides recorded in plans.json"
 
 
 def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features):
@@ -54,13 +56,21 @@ def _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
                            batch_size=batch_size, image_dtype=image_dtype, base_features=base_features)
 
 
-def _describe(plans) -> None:
+def _describe(outcome) -> None:
+    plans = outcome.plans
     click.echo(f"target spacing {plans.target_spacing} (resample: {plans.resample}), median shape "
                f"{plans.median_shape}, {len(plans.modalities)} modality branches, budget {plans.gpu_memory_gb:g} GB")
     for config in plans.configurations.values():
-        override = f" (overrides: {config.overrides})" if config.overrides else ""
+        override = f" (overrides: {config.overrides.describe()})" if config.overrides else ""
         click.echo(f"  {config.name}: patch {config.patch_size}, batch {config.batch_size}, {config.n_stages} "
                    f"stages, features {config.features_per_stage}, ~{config.estimated_memory_gb:.1f} GB{override}")
+    for note in outcome.recorded_overrides:
+        if note.reapplied:
+            click.echo(f"{note.configuration}: replanned with the overrides recorded in plans.json "
+                       f"({note.overrides.describe()}; --overwrite plans from the defaults)")
+        else:
+            click.echo(f"{note.configuration}: --overwrite: planned from the defaults, dropping the recorded "
+                       f"overrides ({note.overrides.describe()})")
 
 
 @click.command("extract_fingerprint")
@@ -72,12 +82,12 @@ def _describe(plans) -> None:
 @click.option("--overwrite", is_flag=True, help="Recompute an existing fingerprint.json.")
 def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, num_processes, overwrite):
     """Verify the raw dataset and write fingerprint.json."""
-    from mmseg_robust.planners import plan_and_preprocess as api
+    from mmseg_robust import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)
-    click.echo(location.artifact(api.FINGERPRINT_FILE))
+    click.echo(location.fingerprint_path)
 
 
 @click.command("plan")
@@ -86,16 +96,17 @@ def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, nu
 @preprocessed_option
 @configurations_option
 @planning_options
+@click.option("--overwrite", is_flag=True, help=overwrite_plan_help.capitalize() + ".")
 def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
-                 base_features):
+                 base_features, overwrite):
     """Write plans.json from fingerprint.json (patch, batch and network per configuration)."""
-    from mmseg_robust.planners import plan_and_preprocess as api
+    from mmseg_robust import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
-    plans = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
-                                            base_features))
-    _describe(plans)
-    click.echo(location.artifact(api.PLANS_FILE))
+    outcome = api.run_plan(location, _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype,
+                                              base_features), overwrite)
+    _describe(outcome)
+    click.echo(location.plans_path)
 
 
 def _user_splits(data, split_files):
@@ -111,7 +122,7 @@ def _preprocess_and_split(api, location, data, configurations, num_processes, ov
         click.echo(f"{location.artifact(identifier)}: {summary.n_processed} cases preprocessed, "
                    f"{summary.n_skipped} already done")
     splits = api.ensure_splits(location, [c.case_id for c in data.cases], user_splits, split_seed)
-    click.echo(f"{location.artifact(api.SPLITS_FILE)}: {splits.n_folds} folds")
+    click.echo(f"{location.splits_path}: {splits.n_folds} folds")
 
 
 with_split_options = _stack([
@@ -133,7 +144,7 @@ with_split_options = _stack([
 def preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes, overwrite,
                        split_files, split_seed):
     """Crop, normalise, resample and store every case as plans.json says; write splits.json."""
-    from mmseg_robust.planners import plan_and_preprocess as api
+    from mmseg_robust import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
@@ -149,19 +160,19 @@ def preprocess_command(dataset, raw, preprocessed, configurations, allow_incompl
 @incomplete_option
 @num_processes_option
 @planning_options
-@click.option("--overwrite", is_flag=True, help="Recompute the fingerprint and preprocess finished cases again.")
+@click.option("--overwrite", is_flag=True,
+              help=f"Recompute the fingerprint, {overwrite_plan_help}, and preprocess finished cases again.")
 @with_split_options
 def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes,
                                 gpu_memory_gb, patch_size, batch_size, image_dtype, base_features, overwrite,
                                 split_files, split_seed):
     """Verify, fingerprint, plan and preprocess a raw dataset, and write its splits."""
-    from mmseg_robust.planners import plan_and_preprocess as api
+    from mmseg_robust import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
     request = _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features)
     data = api.load_verified_dataset(location, allow_incomplete, num_processes)
     user_splits = _user_splits(data, split_files)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)
-    plans = api.run_plan(location, request)
-    _describe(plans)
+    _describe(api.run_plan(location, request, overwrite))
     _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed)

@@ -46,6 +46,11 @@ class ImageGeometry:
         """Shape of the numpy array SimpleITK gives for this grid (reversed axes)."""
         return tuple(reversed(self.size))
 
+    @property
+    def array_spacing(self) -> tuple[float, ...]:
+        """Spacing in the array's (z, y, x) axis order, the order of :attr:`array_shape`."""
+        return tuple(reversed(self.spacing))
+
     def mismatches(self, other: "ImageGeometry", tolerance: float = 1e-3) -> list[str]:
         """Describe every field in which ``other`` differs from this geometry (empty if none)."""
         problems = []

@@ -17,8 +17,7 @@ from typing import Any, Collection, Iterable, Sequence
 
 import numpy as np
 
-from mmseg_robust.artifacts import read_json_artifact, require_schema_version
-from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.artifacts import JsonArtifact, require_schema_version
 from mmseg_robust.data.nifti_io import strip_nifti_suffix
 from mmseg_robust.errors import MMRobustError
 
@@ -50,8 +49,14 @@ class Split:
 
 
 @dataclass(frozen=True)
-class Splits:
-    """All folds of a dataset; ``seed`` is None for a user-supplied split."""
+class Splits(JsonArtifact):
+    """All folds of a dataset; ``seed`` is None for a user-supplied split. ``save`` and ``load``
+    accept the file or its folder (``<folder>/splits.json``)."""
+
+    artifact_kind = "splits"
+    artifact_error = SplitError
+    missing_hint = "run mmrobust plan_and_preprocess first"
+    file_name = SPLITS_FILE_NAME
 
     seed: int | None
     source: str
@@ -86,20 +91,6 @@ class Splits:
             return cls(seed=seed, source=str(data["source"]), folds=folds, schema_version=version)
         except (KeyError, TypeError, ValueError) as error:
             raise SplitError(f"{source}: malformed splits ({type(error).__name__}: {error})") from None
-
-    def save(self, path: str | Path) -> Path:
-        """Write atomically to ``path`` (a folder gets ``splits.json`` inside it)."""
-        path = Path(path)
-        target = path / SPLITS_FILE_NAME if path.is_dir() else path
-        write_json_atomic(target, self.to_dict())
-        return target
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Splits":
-        path = Path(path)
-        path = path / SPLITS_FILE_NAME if path.is_dir() else path
-        data = read_json_artifact(path, "splits", SplitError, "run mmrobust plan_and_preprocess first")
-        return cls.from_dict(data, str(path))
 
 
 def _checked_fold(train: Iterable[str], val: Iterable[str], source: str, index: int) -> Split:
