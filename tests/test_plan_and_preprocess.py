@@ -207,6 +207,8 @@ def test_rerun_replans_with_recorded_overrides_and_overwrite_restores_the_defaul
     fingerprint = json.loads((tmp_path / "pre" / "BraTS" / "fingerprint.json").read_text())
     assert [c["case_id"] for c in fingerprint["cases"]][-1] == "BraTS2021_00005", "the stale fingerprint is redone"
     assert "1 cases preprocessed, 4 already done" in more_data.stdout
+    # Trained folds keep their validation cases: the split stays, and says what it leaves out.
+    assert "splits.json: 1 case(s) are in no fold (e.g. BraTS2021_00005)" in more_data.stderr
 
     fresh = run_cli("plan_and_preprocess", *common, "--overwrite")
     assert fresh.returncode == 0, fresh.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ from mmseg_robust.preprocessing.resampling import (
 from mmseg_robust.preprocessing.storage import (
     MAX_FOREGROUND_SAMPLES,
     PROPERTIES_FILE,
+    PreprocessedCaseError,
     PreprocessedCaseProperties,
     is_finished,
     load_preprocessed_case,
+    read_properties,
     sample_foreground,
 )
 
@@ -135,6 +138,24 @@ def test_seg_matches_label_and_uncrop_restores_it(synthetic_datasets, tmp_path, 
 def test_properties_round_trip(raw_cases, stored):
     props = load_preprocessed_case(stored["float32"] / raw_cases[0].case_id).properties
     assert PreprocessedCaseProperties.from_dict(props.to_dict()) == props
+
+
+def test_properties_errors_name_the_file(raw_cases, stored, tmp_path):
+    absent = tmp_path / "absent"
+    with pytest.raises(PreprocessedCaseError, match=f"^{absent / PROPERTIES_FILE}: no properties file "
+                                                    r"\(case not preprocessed or interrupted\)$"):
+        read_properties(absent)
+    props = load_preprocessed_case(stored["float32"] / raw_cases[0].case_id).properties
+    folder = tmp_path / "case"
+    folder.mkdir()
+    props.save(folder / PROPERTIES_FILE)
+    assert read_properties(folder) == props
+    (folder / PROPERTIES_FILE).write_text(json.dumps({**props.to_dict(), "schema_version": 0}))
+    with pytest.raises(PreprocessedCaseError, match="properties.json: properties schema version 0"):
+        read_properties(folder)
+    (folder / PROPERTIES_FILE).write_text("{")
+    with pytest.raises(PreprocessedCaseError, match="properties.json: unreadable properties"):
+        read_properties(folder)
 
 
 def test_foreground_locations_lie_in_their_region(raw_cases, stored):
