@@ -13,6 +13,7 @@ from mmseg_robust.planners.fingerprint import DatasetFingerprint
 from mmseg_robust.planners.memory_model import estimate_training_memory_bytes, topology_for
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES, ConfigurationPlan, PlanOverrides, Plans
 
+from mmseg_robust.choices import check_choice
 from mmseg_robust.errors import MMRobustError
 
 logger = logging.getLogger(__name__)
@@ -188,11 +189,9 @@ def plan_experiment(fingerprint: DatasetFingerprint, request: PlanningRequest = 
         PlanningError: an unknown configuration or dtype, an override out of range, or a budget
             too small for any patch.
     """
-    unknown = set(request.configurations) - set(CONFIGURATION_NAMES)
-    if unknown:
-        raise PlanningError(f"unknown configuration(s) {sorted(unknown)} (one of {', '.join(CONFIGURATION_NAMES)})")
-    if request.image_dtype not in IMAGE_DTYPES:
-        raise PlanningError(f"--dtype {request.image_dtype} is not one of {', '.join(IMAGE_DTYPES)}")
+    for name in request.configurations:
+        check_choice(name, CONFIGURATION_NAMES, "configuration", PlanningError)
+    check_choice(request.image_dtype, IMAGE_DTYPES, "image_dtype", PlanningError)
     recorded_overrides = recorded_overrides or {}
     target = tuple(float(s) for s in fingerprint.median_spacing)
     resample = not fingerprint.spacings_identical

@@ -185,3 +185,12 @@ def test_overrides_stored_as_the_fields_set_and_older_plans_still_load(tmp_path)
     path.write_text(json.dumps(data))
     with pytest.raises(PlansError, match=r"plans.json: malformed plans \(unknown override\(s\) tile\)"):
         Plans.load(path)
+
+
+@pytest.mark.parametrize("request_, message", [
+    (PlanningRequest(configurations=("2D",)), "configuration '2D': expected one of 3d_fullres, 2d; did you mean '2d'?"),
+    (PlanningRequest(image_dtype="float61"), "image_dtype 'float61': expected one of float16, float32; did you mean"),
+])
+def test_unknown_choices_name_the_parameter(request_, message):
+    with pytest.raises(PlanningError, match=message.replace("?", r"\?")):
+        plan_experiment(fingerprint(), request_)
