@@ -70,7 +70,7 @@ def _channel_map(folder: Path) -> dict[int, str] | None:
 
 def _add_image(images: dict[str, Path], modality: str, file: Path) -> None:
     if modality in images:
-        raise InputError(f"{file}: second {modality} image in {file.parent} (also {images[modality].name})")
+        raise InputError(f"{file}: second {modality} image (also {images[modality].name})")
     images[modality] = file
 
 

@@ -33,6 +33,7 @@ from mmseg_robust.errors import DatasetError
 
 Layout = Union[CaseFolderLayout, NnUNetLayout]
 
+
 @dataclass(frozen=True)
 class RawDataset:
     """The cases found in a raw dataset folder, plus the problems met while finding them."""
@@ -260,12 +261,12 @@ def _discover_nnunet(root: Path) -> RawDataset:
             problems.append(Problem(file, "not named <case>_<XXXX> (nnU-Net channel suffix)"))
         elif name.channel not in by_channel:
             problems.append(Problem(file, name.unknown_token_message()))
-        elif by_channel[name.channel] in images.get(name.case_id, {}):
-            other = images[name.case_id][by_channel[name.channel]]
-            problems.append(Problem(file, f"second {by_channel[name.channel]} image (also {other.name})",
-                                    name.case_id))
         else:
-            images.setdefault(name.case_id, {})[by_channel[name.channel]] = file
+            found, modality = images.setdefault(name.case_id, {}), by_channel[name.channel]
+            if modality in found:
+                problems.append(Problem(file, f"second {modality} image (also {found[modality].name})", name.case_id))
+            else:
+                found[modality] = file
     labels_dir = root / NNUNET_LABEL_FOLDERS[0]
     labels = find_label_files(labels_dir) if labels_dir.is_dir() else {}
     for case_id in sorted(set(labels) - set(images)):
