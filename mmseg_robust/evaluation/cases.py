@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
 from mmseg_robust.data.discovery import discover_dataset, find_label_files
 from mmseg_robust.data.labels import LabelConvention
