@@ -25,12 +25,13 @@ import time
 import torch
 from mmseg_robust.planners.plans import ConfigurationPlan
 
+from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
-from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment, build_strategy
+from mmseg_robust.segmentation_task import SegmentationTask
+from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment, SubsetSampler, build_strategy
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
-from mmseg_robust.training.subsets import SubsetSampler, nonempty_subsets
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 #: The demo's CPU-sized plans (Makefile): base features 8.
@@ -62,15 +63,15 @@ def make_batch(plan: ConfigurationPlan, device: torch.device) -> dict[str, torch
     generator = torch.Generator().manual_seed(0)
     shape = (plan.batch_size, len(MODALITIES)) + tuple(plan.patch_size)
     target = torch.rand((plan.batch_size, 3) + tuple(plan.patch_size), generator=generator) > 0.8
-    return {"images": torch.randn(shape, generator=generator).to(device),
+    return {"inputs": torch.randn(shape, generator=generator).to(device),
             "available": torch.ones(shape[:2], dtype=torch.bool, device=device),
             "target": target.float().to(device)}
 
 
-def floor_step(model, batch, subsets, loss) -> None:
+def floor_step(model, batch, subsets, task) -> None:
     """One forward with per-modality graphs, then one backward per subset, nothing else."""
-    branches = model.forward_branches(batch["images"], batch["available"], batched=False)
-    losses = fused_subset_losses(model, branches.logits, batch["available"], batch["target"], subsets, loss)
+    branches = model.forward_branches(batch["inputs"], batch["available"], batched=False)
+    losses = fused_subset_losses(model, branches.logits, batch["available"], batch["target"], subsets, task)
     params = [p for p in model.parameters() if p.requires_grad]
     for i, value in enumerate(losses):
         torch.autograd.grad(value, params, retain_graph=i < len(losses) - 1, allow_unused=True)
@@ -89,9 +90,9 @@ def measure(config: str, strategy_name: str, subsets: str, scope: str, steps: in
     model = build_network("ds", plan, MODALITIES, deep_supervision=True).to(device)
     precision = make_precision(amp, device)
     batch = make_batch(plan, device)
-    sampler = SubsetSampler(subsets, seed=0)
-    strategy = build_strategy("plain" if strategy_name == "floor" else strategy_name, sampler, gmd_scope=scope,
-                              cggm=CGGMSettings())
+    sampler = SubsetSampler(subsets, MODALITIES, seed=0)
+    strategy = build_strategy("plain" if strategy_name == "floor" else strategy_name, sampler, SegmentationTask(),
+                              gmd_scope=scope, cggm=CGGMSettings())
     strategy.prepare(model, StrategyEnvironment(device))
     all_subsets = nonempty_subsets(range(len(MODALITIES)))
 
@@ -99,7 +100,7 @@ def measure(config: str, strategy_name: str, subsets: str, scope: str, steps: in
         model.zero_grad(set_to_none=True)
         if strategy_name == "floor":
             with precision.autocast():
-                floor_step(model, batch, all_subsets, strategy.loss)
+                floor_step(model, batch, all_subsets, strategy.task)
         else:
             strategy.backward(model, batch, index, precision)
         if device.type == "cuda":

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from mmseg_robust.precision import make_precision
-from mmseg_robust.strategies import CGGMSettings, CGGMStrategy, GMDStrategy, StrategyEnvironment
+from mmseg_robust.strategies import CGGMSettings, CGGMStrategy, GMDStrategy, StrategyEnvironment, SubsetSampler
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import (
@@ -17,9 +17,8 @@ from mmseg_robust.strategies.cggm_parts import (
     direction_loss,
     scale_modality_gradients,
 )
-from mmseg_robust.training.subsets import SubsetSampler
 
-from .test_gmd import MODALITIES, filled_buffer, tiny_batch, tiny_ds
+from .test_gmd import MODALITIES, TASK, filled_buffer, tiny_batch, tiny_ds
 
 FULL_PRECISION = make_precision("off", torch.device("cpu"))
 CPU = StrategyEnvironment(torch.device("cpu"))
@@ -133,11 +132,11 @@ def test_trend_turns_batch_noise_into_a_smooth_signal_that_still_sees_dominance(
 # --------------------------------------------------------------------------- magnitude
 def _grads_with_factors(net, batch, factors: torch.Tensor) -> dict[str, torch.Tensor]:
     net.zero_grad(set_to_none=True)
-    branches = net.forward_branches(batch["images"], batch["available"])
+    branches = net.forward_branches(batch["inputs"], batch["available"])
     logits = [scale_modality_gradients(scale, factors) for scale in branches.logits]
     subsets = [(0,), (0, 2), (0, 1, 2, 3), (2, 3)]
     loss = torch.stack(fused_subset_losses(net, logits, batch["available"], batch["target"], subsets,
-                                           CGGMStrategy(SubsetSampler("all")).loss)).mean()
+                                           TASK)).mean()
     loss.backward()
     return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in net.named_parameters()}
 
@@ -168,9 +167,9 @@ def test_direction_loss_value_and_gradient_on_the_output_layer() -> None:
     loss = direction_loss(main, heads, [2.0, 0.5])
     assert float(loss.detach()) == pytest.approx(((2 - 2 * 1.0) + (0.5 - 0.5 * 0.0)) / 2)
     net, batch = tiny_ds(), tiny_batch()
-    cggm = CGGMComponent(CGGMSettings())
+    cggm = CGGMComponent(CGGMSettings(), TASK)
     cggm.prepare(net, CPU)
-    branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
+    branches = net.forward_branches(batch["inputs"], batch["available"], return_features=True)
     step = cggm.update(branches.features, batch["available"], batch["target"])
     l_gm = cggm.direction(net, cggm.task_loss(net, branches.logits[0], batch["available"], batch["target"]), step,
                           step.head_gradients)
@@ -180,16 +179,16 @@ def test_direction_loss_value_and_gradient_on_the_output_layer() -> None:
 
 def test_heads_and_network_never_exchange_gradients() -> None:
     net, batch = tiny_ds(), tiny_batch()
-    cggm = CGGMComponent(CGGMSettings())
+    cggm = CGGMComponent(CGGMSettings(), TASK)
     cggm.prepare(net, CPU)
-    branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
+    branches = net.forward_branches(batch["inputs"], batch["available"], return_features=True)
     before = {n: p.detach().clone() for n, p in cggm.heads.named_parameters()}
     step = cggm.update(branches.features, batch["available"], batch["target"])
     assert all(p.grad is None for p in net.parameters())  # training the heads left the network alone
     assert any(not torch.equal(before[n], p) for n, p in cggm.heads.named_parameters())  # the heads learned
     head_grads = {n: p.grad.clone() for n, p in cggm.heads.named_parameters()}
     task = torch.stack(fused_subset_losses(net, branches.logits, batch["available"], batch["target"], [(0, 1, 2, 3)],
-                                           CGGMStrategy(SubsetSampler("all")).loss)).mean()
+                                           TASK)).mean()
     task_loss = cggm.task_loss(net, branches.logits[0], batch["available"], batch["target"])
     (task + 0.1 * cggm.direction(net, task_loss, step, step.head_gradients)).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.parameters())
@@ -200,8 +199,9 @@ def test_heads_and_network_never_exchange_gradients() -> None:
 def test_strategies_log_cggm_state_and_export_no_heads(name: str) -> None:
     net = tiny_ds()
     settings = CGGMSettings(balance="raw")
-    strategy = (CGGMStrategy(SubsetSampler("all"), settings=settings) if name == "cggm"
-                else GMDStrategy(SubsetSampler("all"), cggm=settings))
+    sampler = SubsetSampler("all", MODALITIES)
+    strategy = (CGGMStrategy(sampler, TASK, settings=settings) if name == "cggm"
+                else GMDStrategy(sampler, TASK, cggm=settings))
     strategy.prepare(net, CPU)
     keys = set(net.state_dict())
     for step in range(3):
@@ -230,7 +230,8 @@ def test_gram_and_combination_with_a_shared_term_equal_the_materialised_rows() -
 
 def _gmd_cggm_step(weight: float, composition: str):
     net, batch = tiny_ds(), tiny_batch()
-    strategy = GMDStrategy(SubsetSampler("all"), cggm=CGGMSettings(weight=weight), composition=composition, seed=2)
+    strategy = GMDStrategy(SubsetSampler("all", MODALITIES), TASK, cggm=CGGMSettings(weight=weight),
+                           composition=composition, seed=2)
     strategy.prepare(net, CPU)
     outcome = strategy.backward(net, batch, 0, FULL_PRECISION)
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in net.parameters()])
@@ -258,15 +259,15 @@ def test_apart_composition_resolves_subset_conflicts_and_adds_the_direction_once
 # --------------------------------------------------------------------------- directions and ranks
 def test_branch_direction_uses_each_branch_gradient_at_the_shared_output_layer() -> None:
     net, batch = tiny_ds(), tiny_batch()
-    cggm = CGGMComponent(CGGMSettings(direction="branches"))
+    cggm = CGGMComponent(CGGMSettings(direction="branches"), TASK)
     cggm.prepare(net, CPU)
-    branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
+    branches = net.forward_branches(batch["inputs"], batch["available"], return_features=True)
     references = cggm.branch_gradients(net, branches.logits[0], batch["available"], batch["target"], FULL_PRECISION)
     assert sorted(references) == [0, 1, 2, 3]  # every modality is present in some row
     for m, gradient in references.items():
         rows = batch["available"][:, m]
-        fresh = net.forward_branches(batch["images"], batch["available"], return_features=True)
-        loss = cggm.region_loss(fresh.logits[0][rows, m], batch["target"][rows])
+        fresh = net.forward_branches(batch["inputs"], batch["available"], return_features=True)
+        loss = TASK.region_loss(fresh.logits[0][rows, m], batch["target"][rows])
         (expected,) = torch.autograd.grad(loss, net.output_layer.weight)
         assert gradient.shape == net.output_layer.weight.shape
         assert torch.allclose(gradient, expected, rtol=1e-5, atol=1e-8), m
@@ -279,7 +280,7 @@ RANK_SCRIPT = """
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[3])
-from test_gmd import tiny_batch, tiny_ds
+from test_gmd import TASK, tiny_batch, tiny_ds
 from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import head_losses
@@ -288,10 +289,10 @@ dist.init_process_group("gloo", init_method="file://" + sys.argv[2], rank=rank, 
 net = tiny_ds()
 # t1ce (index 2) is in rank 0's batch only
 batch = tiny_batch(seed=rank, available=((1, 1, 1, 1), (1, 0, 1, 1)) if rank == 0 else ((1, 1, 0, 1), (1, 1, 0, 0)))
-cggm = CGGMComponent(CGGMSettings(balance="raw"))
+cggm = CGGMComponent(CGGMSettings(balance="raw"), TASK)
 cggm.prepare(net, StrategyEnvironment(torch.device("cpu"), world_size=2))
-branches = net.forward_branches(batch["images"], batch["available"], return_features=True)
-local = head_losses(cggm.heads, branches.features.detach(), batch["available"], batch["target"], cggm.region_loss)
+branches = net.forward_branches(batch["inputs"], batch["available"], return_features=True)
+local = head_losses(cggm.heads, branches.features.detach(), batch["available"], batch["target"], TASK)
 step = cggm.update(branches.features, batch["available"], batch["target"])
 print(json.dumps({"local": {m: u for m, (_, u) in local.items()}, "reduced": step.record["utilisation"]}))
 dist.destroy_process_group()

@@ -66,8 +66,8 @@ def available_of(folder: Path, modalities=MODALITIES) -> list[bool]:
 
 def assert_batch_format(batch: dict, settings: LoaderSettings, folders_by_id: dict[str, Path]) -> None:
     b, m = settings.batch_size, len(settings.modalities)
-    assert set(batch) == {"images", "available", "target", "case_ids"}
-    assert batch["images"].dtype == torch.float32 and batch["images"].shape == (b, m, *settings.patch_size)
+    assert set(batch) == {"inputs", "available", "target", "case_ids"}
+    assert batch["inputs"].dtype == torch.float32 and batch["inputs"].shape == (b, m, *settings.patch_size)
     assert batch["target"].dtype == torch.float32 and batch["target"].shape == (b, 3, *settings.patch_size)
     assert batch["available"].dtype == torch.bool and batch["available"].shape == (b, m)
     assert isinstance(batch["case_ids"], list) and len(batch["case_ids"]) == b
@@ -75,13 +75,13 @@ def assert_batch_format(batch: dict, settings: LoaderSettings, folders_by_id: di
     assert set(torch.unique(target).tolist()) <= {0.0, 1.0}
     # Regions are nested: ET within TC within WT.
     assert torch.all(target[:, 2] <= target[:, 1]) and torch.all(target[:, 1] <= target[:, 0])
-    assert torch.isfinite(batch["images"]).all()
+    assert torch.isfinite(batch["inputs"]).all()
     for i, case_id in enumerate(batch["case_ids"]):
         expected = available_of(folders_by_id[case_id], settings.modalities)
         assert batch["available"][i].tolist() == expected
         for channel, present in enumerate(expected):
             if not present:
-                assert torch.count_nonzero(batch["images"][i, channel]) == 0
+                assert torch.count_nonzero(batch["inputs"][i, channel]) == 0
 
 
 @pytest.mark.parametrize("patch", [PATCH_3D, PATCH_2D], ids=["3d", "2d"])
@@ -96,7 +96,7 @@ def test_batch_format_available_and_missing_channels_zero(case_folders, patch, m
         assert_batch_format(batch, settings, folders_by_id)
         seen_missing |= not bool(batch["available"].all())
         # Present channels carry image content.
-        assert torch.count_nonzero(batch["images"][batch["available"]]) > 0
+        assert torch.count_nonzero(batch["inputs"][batch["available"]]) > 0
     assert seen_missing, "the incomplete cases were never sampled"
     assert len(batches) > 10**12
 
@@ -133,7 +133,7 @@ def test_unaugmented_patch_is_a_block_of_the_stored_case(case_folders, dims):
     for index in range(4):
         batch = batches[index]
         for i in range(settings.batch_size):
-            block = batch["images"][i].numpy()[channels]
+            block = batch["inputs"][i].numpy()[channels]
             if dims == 2:
                 block = block[:, None]  # a slice is a (1, y, x) block of the volume
             hits = _locate(block, padded_images)
@@ -200,19 +200,19 @@ def test_case_without_foreground_falls_back_to_random_patches(case_folders, tmp_
     np.save(folder / FOREGROUND_FILE, np.zeros((0, 4), dtype=np.int32))
     settings = LoaderSettings(PATCH_3D, 2, MODALITIES, oversample_foreground=1.0, augment=False)
     batch = TrainingBatches([folder], settings)[0]
-    assert batch["images"].shape == (2, 4, *PATCH_3D)
+    assert batch["inputs"].shape == (2, 4, *PATCH_3D)
     validation = make_validation_batches([folder], settings, patches_per_case=2)
     assert sum(len(b["case_ids"]) for b in validation) == 2
 
 
 def _assert_batches_equal(a: dict, b: dict) -> None:
     assert a["case_ids"] == b["case_ids"]
-    for key in ("images", "available", "target"):
+    for key in ("inputs", "available", "target"):
         assert torch.equal(a[key], b[key]), key
 
 
 def _batches_differ(a: dict, b: dict) -> bool:
-    return a["case_ids"] != b["case_ids"] or not torch.equal(a["images"], b["images"])
+    return a["case_ids"] != b["case_ids"] or not torch.equal(a["inputs"], b["inputs"])
 
 
 def test_batches_are_pure_functions_of_seed_rank_and_index(case_folders):
@@ -268,8 +268,8 @@ def test_validation_batches_are_fixed_and_foreground_centred(case_folders):
         assert_batch_format(batch, LoaderSettings(PATCH_3D, len(batch["case_ids"]), MODALITIES), folders_by_id)
     # Seeded per case: the patches of a case do not depend on the order of the list.
     reversed_batches = make_validation_batches(case_folders[::-1], settings, patches_per_case=2)
-    reversed_images = torch.cat([b["images"] for b in reversed_batches])
-    images = torch.cat([b["images"] for b in first])
+    reversed_images = torch.cat([b["inputs"] for b in reversed_batches])
+    images = torch.cat([b["inputs"] for b in first])
     assert torch.equal(images[:2], reversed_images[-2:])
     # The training loader's augmentation setting does not leak into validation patches.
     augmented = make_validation_batches(case_folders, LoaderSettings(PATCH_3D, 3, MODALITIES, augment=True,
@@ -286,7 +286,7 @@ def test_augmentation_changes_images_and_keeps_binary_nested_targets(case_folder
         a, b = on[index], off[index]
         assert a["case_ids"] == b["case_ids"]  # same sampling decisions, then augmentation
         assert_batch_format(a, on.settings, folders_by_id)
-        changed += sum(not torch.equal(a["images"][i], b["images"][i]) for i in range(2))
+        changed += sum(not torch.equal(a["inputs"][i], b["inputs"][i]) for i in range(2))
     assert changed >= 6
 
 
@@ -349,7 +349,7 @@ def test_patch_larger_than_the_volume(case_folders):
         if not augment:  # at least (patch - volume) z-slices lie outside the case: all zero
             for i, case_id in enumerate(batch["case_ids"]):
                 depth = stored(folders_by_id[case_id])[1].shape[0]
-                empty = [not batch["images"][i, :, z].any() and not batch["target"][i, :, z].any()
+                empty = [not batch["inputs"][i, :, z].any() and not batch["target"][i, :, z].any()
                          for z in range(patch[0])]
                 assert sum(empty) >= patch[0] - depth
 

@@ -7,20 +7,20 @@ import itertools
 
 import pytest
 import torch
-from mmseg_robust.planners.plans import ConfigurationPlan
 
-from mmseg_robust.networks import build_network
+from mmseg_robust.networks import DynamicSharingUNet
 from mmseg_robust.precision import make_precision
-from mmseg_robust.strategies import GMDStrategy, StrategyEnvironment
+from mmseg_robust.segmentation_task import SegmentationTask
+from mmseg_robust.strategies import GMDStrategy, StrategyEnvironment, SubsetSampler
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.conflicts import GradientConflictResolver, random_orders, resolve_conflicts
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.subsets import SubsetSampler
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 ALL_SUBSETS = [s for k in range(1, 5) for s in itertools.combinations(range(4), k)]
 FULL_PRECISION = make_precision("off", torch.device("cpu"))
+TASK = SegmentationTask()
 
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -28,10 +28,8 @@ pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 def tiny_ds(seed: int = 0, deep_supervision: bool = True):
     torch.manual_seed(seed)
-    plan = ConfigurationPlan(name="3d_fullres", spatial_dims=3, patch_size=(8, 8, 8), batch_size=2,
-                             features_per_stage=(3, 6), kernel_sizes=((3, 3, 3),) * 2,
-                             strides=((1, 1, 1), (2, 2, 2)), data_identifier="t", estimated_memory_gb=0.0)
-    net = build_network("ds", plan, MODALITIES, deep_supervision=deep_supervision)
+    net = DynamicSharingUNet(3, MODALITIES, features_per_stage=(3, 6), kernel_sizes=(3, 3), strides=(1, 2),
+                             deep_supervision=deep_supervision)
     with torch.no_grad():  # modality-specific norms, so that a mix-up would show
         for name, param in net.named_parameters():
             if "norm" in name:
@@ -41,7 +39,7 @@ def tiny_ds(seed: int = 0, deep_supervision: bool = True):
 
 def tiny_batch(seed: int = 1, available=((1, 1, 0, 1), (1, 0, 1, 1))) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"images": torch.randn((2, 4, 8, 8, 8), generator=generator),
+    return {"inputs": torch.randn((2, 4, 8, 8, 8), generator=generator),
             "available": torch.tensor(available, dtype=torch.bool),
             "target": (torch.rand((2, 3, 8, 8, 8), generator=generator) > 0.6).float()}
 
@@ -124,9 +122,8 @@ def test_diagnostics_from_the_gram_matrix() -> None:
 # --------------------------------------------------------------------------- per-subset gradients
 def filled_buffer(net, batch, subsets) -> SubsetGradientBuffer:
     """The per-subset gradients of ``subsets`` on ``batch`` (per-modality graphs), one row each."""
-    branches = net.forward_branches(batch["images"], batch["available"], batched=False)
-    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
-                                 GMDStrategy(SubsetSampler("all")).loss)
+    branches = net.forward_branches(batch["inputs"], batch["available"], batched=False)
+    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets, TASK)
     buffer = SubsetGradientBuffer(net, len(subsets))
     for i, (loss, subset) in enumerate(zip(losses, subsets)):
         buffer.fill(i, loss, subset)
@@ -141,9 +138,8 @@ def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
     for i, subset in enumerate(subsets):
         # Reference: a fresh forward (batched path, one graph) and a plain backward of this loss alone.
         net.zero_grad(set_to_none=True)
-        fresh = net.forward_branches(batch["images"], batch["available"], batched=True)
-        fused_subset_losses(net, fresh.logits, batch["available"], batch["target"], [subset],
-                            GMDStrategy(SubsetSampler("all")).loss)[0].backward()
+        fresh = net.forward_branches(batch["inputs"], batch["available"], batched=True)
+        fused_subset_losses(net, fresh.logits, batch["available"], batch["target"], [subset], TASK)[0].backward()
         row = buffer.row_gradients(i)
         members = {MODALITIES[m] for m in subset}
         for name, param in net.named_parameters():
@@ -154,7 +150,7 @@ def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
 
 
 def _strategy_grads(scope: str, net, batch, step: int = 0) -> dict[str, torch.Tensor]:
-    strategy = GMDStrategy(SubsetSampler("all"), scope=scope, seed=5)
+    strategy = GMDStrategy(SubsetSampler("all", MODALITIES), TASK, scope=scope, seed=5)
     strategy.prepare(net, StrategyEnvironment(torch.device("cpu")))
     net.zero_grad(set_to_none=True)
     outcome = strategy.backward(net, batch, step, FULL_PRECISION)
@@ -165,10 +161,9 @@ def _strategy_grads(scope: str, net, batch, step: int = 0) -> dict[str, torch.Te
 def test_full_scope_update_is_pcgrad_of_the_subset_gradients() -> None:
     net, batch = tiny_ds(), tiny_batch()
     grads = _strategy_grads("full", net, batch, step=3)
-    subsets = SubsetSampler("all").subsets([0, 1, 2, 3], 3)
-    branches = net.forward_branches(batch["images"], batch["available"], batched=True)
-    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets,
-                                 GMDStrategy(SubsetSampler("all")).loss)
+    subsets = SubsetSampler("all", MODALITIES).subsets([0, 1, 2, 3], 3)
+    branches = net.forward_branches(batch["inputs"], batch["available"], batched=True)
+    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets, TASK)
     params = list(net.named_parameters())
     vectors = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(
         loss, [p for _, p in params], retain_graph=True, allow_unused=True, materialize_grads=True)])
@@ -204,7 +199,7 @@ def test_output_scope_equals_full_scope_when_only_the_output_layers_train() -> N
 
 def test_gmd_under_bf16_autocast_gives_finite_float32_gradients() -> None:
     net, batch = tiny_ds(), tiny_batch()
-    strategy = GMDStrategy(SubsetSampler("k=5"), scope="full")
+    strategy = GMDStrategy(SubsetSampler("k=5", MODALITIES), TASK, scope="full")
     strategy.prepare(net, StrategyEnvironment(torch.device("cpu")))
     outcome = strategy.backward(net, batch, 0, make_precision("bf16", torch.device("cpu")))
     assert len(outcome.subset_losses) == 5

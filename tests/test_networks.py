@@ -1,22 +1,26 @@
-"""DS U-Net and early-fusion U-Net: shapes, batched == per-modality branches, fusion, ownership."""
+"""DS U-Net and early-fusion U-Net: shapes, batched == per-modality branches, fusion, ownership,
+construction from explicit arguments and from a plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 
 import pytest
 import torch
-from mmseg_robust.planners.plans import ConfigurationPlan
 
 from mmseg_robust.networks import (
+    NETWORKS,
     BranchOutput,
     DynamicSharingUNet,
     EarlyFusionUNet,
     ModalityNorm,
     NetworkError,
+    RegionNetwork,
     build_network,
 )
+from mmseg_robust.planners.plans import ConfigurationPlan
 
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 ALL_SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(range(4), k)]
@@ -25,22 +29,34 @@ ALL_SUBSETS = [list(s) for k in range(1, 5) for s in itertools.combinations(rang
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-def plan(dims: int, n_conv: int = 2) -> ConfigurationPlan:
+def topology(dims: int, n_conv: int = 2) -> dict:
+    """The constructor arguments of a tiny network (an int kernel or stride stands for every axis)."""
     if dims == 3:
-        return ConfigurationPlan(name="3d_fullres", spatial_dims=3, patch_size=(16, 16, 16), batch_size=2,
-                                 features_per_stage=(4, 8, 16), kernel_sizes=((3, 3, 3),) * 3,
-                                 strides=((1, 1, 1), (2, 2, 2), (2, 2, 2)), data_identifier="test",
-                                 estimated_memory_gb=0.1, n_conv_per_stage=n_conv)
-    return ConfigurationPlan(name="2d", spatial_dims=2, patch_size=(32, 32), batch_size=2,
-                             features_per_stage=(4, 8, 16, 32), kernel_sizes=((3, 3),) * 4,
-                             strides=((1, 1), (2, 2), (2, 2), (2, 2)), data_identifier="test",
-                             estimated_memory_gb=0.1, n_conv_per_stage=n_conv)
+        return {"spatial_dims": 3, "features_per_stage": (4, 8, 16), "kernel_sizes": (3, 3, 3), "strides": (1, 2, 2),
+                "n_conv_per_stage": n_conv}
+    return {"spatial_dims": 2, "features_per_stage": (4, 8, 16, 32), "kernel_sizes": (3, 3, 3, 3),
+            "strides": (1, 2, 2, 2), "n_conv_per_stage": n_conv}
+
+
+def make_net(kind: str, dims: int, modalities=MODALITIES, n_conv: int = 2, **kwargs) -> RegionNetwork:
+    return NETWORKS[kind](modalities=modalities, **topology(dims, n_conv), **kwargs)
+
+
+def plan(dims: int) -> ConfigurationPlan:
+    """A planner's plan with :func:`topology`'s network (kernels and strides spelled per axis)."""
+    args = topology(dims)
+    ones = (1,) * dims
+    return ConfigurationPlan(name=f"{dims}d", spatial_dims=dims, patch_size=(16,) * dims, batch_size=2,
+                             features_per_stage=args["features_per_stage"],
+                             kernel_sizes=tuple((k,) * dims for k in args["kernel_sizes"]),
+                             strides=(ones,) + tuple((s,) * dims for s in args["strides"][1:]),
+                             data_identifier="test", estimated_memory_gb=0.1)
 
 
 def make_ds(dims: int, deep_supervision: bool = False, seed: int = 0, fusion: str = "mean",
-            **kwargs) -> DynamicSharingUNet:
+            n_conv: int = 2) -> DynamicSharingUNet:
     torch.manual_seed(seed)
-    net = build_network("ds", plan(dims, **kwargs), MODALITIES, deep_supervision=deep_supervision, fusion=fusion)
+    net = make_net("ds", dims, n_conv=n_conv, deep_supervision=deep_supervision, fusion=fusion)
     _randomize_affine(net)
     return net
 
@@ -100,7 +116,7 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5
 @pytest.mark.parametrize("dims", [3, 2])
 @pytest.mark.parametrize("kind", ["ds", "early_fusion"])
 def test_output_shapes(dims: int, kind: str) -> None:
-    net = build_network(kind, plan(dims), MODALITIES, n_regions=3)
+    net = make_net(kind, dims, n_regions=3)
     assert net.kind == kind and net.modalities == MODALITIES
     images = images_for(dims, batch=2)
     out = net(images, torch.ones(2, 4, dtype=torch.bool))
@@ -112,10 +128,9 @@ def test_output_shapes(dims: int, kind: str) -> None:
 @pytest.mark.parametrize("dims", [3, 2])
 @pytest.mark.parametrize("kind", ["ds", "early_fusion"])
 def test_deep_supervision_scales(dims: int, kind: str) -> None:
-    config = plan(dims)
-    net = build_network(kind, config, MODALITIES, deep_supervision=True)
+    net = make_net(kind, dims, deep_supervision=True)
     images = images_for(dims, batch=2)
-    expected_scales = config.n_stages - 1  # one per decoder stage; the bottleneck has none
+    expected_scales = len(topology(dims)["features_per_stage"]) - 1  # one per decoder stage, not the bottleneck
     assert net.n_scales == expected_scales
     spatial = images.shape[2:]
     expected_shapes = [tuple(s // f for s, f in zip(spatial, factor)) for factor in net.output_strides]
@@ -127,16 +142,22 @@ def test_deep_supervision_scales(dims: int, kind: str) -> None:
     results = net.subset_logits(images, available, [[0, 1]])
     assert [tuple(t.shape) for t in results[0][0]] == [(2, 3) + s for s in expected_shapes]
     assert net(images, available).shape == (2, 3) + spatial  # inference: full resolution only
-    flat = build_network(kind, config, MODALITIES, deep_supervision=False)
+    flat = make_net(kind, dims, deep_supervision=False)
     assert flat.n_scales == 1 and len(flat.subset_logits(images, available, [[0]])[0][0]) == 1
 
 
 def test_build_network_rejects_bad_input() -> None:
-    with pytest.raises(ValueError, match="unknown network kind"):
+    with pytest.raises(NetworkError, match="^kind 'unet\\+\\+': expected one of ds, early_fusion$"):
         build_network("unet++", plan(3), MODALITIES)
+    with pytest.raises(NetworkError, match="^kind 'DS': expected one of ds, early_fusion; did you mean 'ds'\\?$"):
+        build_network("DS", plan(3), MODALITIES)
+    with pytest.raises(NetworkError, match="^fusion 'means': expected one of mean, weighted; did you mean 'mean'"):
+        make_net("ds", 3, fusion="means")
     with pytest.raises(NetworkError):
-        build_network("ds", plan(3), ["flair", "t2f"])  # the same modality twice
-    net = build_network("ds", plan(3), MODALITIES)
+        make_net("ds", 3, modalities=["flair", "t2f"])  # the same modality twice
+    with pytest.raises(NetworkError, match="^3d: kernel_sizes\\[1\\]"):  # errors name the plan they come from
+        build_network("ds", dataclasses.replace(plan(3), kernel_sizes=((3, 3, 3), (3, 3), (3, 3, 3))), MODALITIES)
+    net = make_net("ds", 3)
     with pytest.raises(NetworkError, match="divisible"):
         net(torch.zeros(1, 4, 14, 16, 16))
     with pytest.raises(NetworkError, match="M=4"):
@@ -146,7 +167,7 @@ def test_build_network_rejects_bad_input() -> None:
 
 
 def test_modalities_in_canonical_order() -> None:
-    net = build_network("ds", plan(2), ["T2", "flair"])
+    net = make_net("ds", 2, modalities=["T2", "flair"])
     assert net.modalities == ("flair", "t2") and list(net.stems) == ["flair", "t2"]
     assert net(torch.randn(1, 2, 32, 32)).shape == (1, 3, 32, 32)
 
@@ -166,7 +187,7 @@ def test_batched_equals_per_modality_loop(dims: int) -> None:
     images = images_for(dims)
     batched = net.forward_branches(images, MIXED, batched=True, return_features=True)
     looped = net.forward_branches(images, MIXED, batched=False, return_features=True)
-    assert len(batched.logits) == len(looped.logits) == plan(dims).n_stages - 1
+    assert len(batched.logits) == len(looped.logits) == len(topology(dims)["features_per_stage"]) - 1
     for a, b in zip(batched.logits, looped.logits):
         assert_close(a, b)
     assert_close(batched.features, looped.features)
@@ -338,7 +359,7 @@ def test_ds_subset_logits_equals_fuse(dims: int) -> None:
 @pytest.mark.parametrize("dims", [3, 2])
 def test_early_fusion_subset_logits_equals_zeroed_forward(dims: int) -> None:
     torch.manual_seed(0)
-    net = build_network("early_fusion", plan(dims), MODALITIES, deep_supervision=True)
+    net = make_net("early_fusion", dims, deep_supervision=True)
     assert isinstance(net, EarlyFusionUNet)
     images = images_for(dims)
     garbage = images.clone()
@@ -393,7 +414,7 @@ def test_head_parameter_names() -> None:
 
 
 def test_parameter_modalities_early_fusion() -> None:
-    net = build_network("early_fusion", plan(2), MODALITIES)
+    net = make_net("early_fusion", 2)
     owners = net.parameter_modalities()
     assert set(owners) == {name for name, _ in net.named_parameters()}
     assert set(owners.values()) == {"shared"}
@@ -424,3 +445,28 @@ def test_compile_blocks_covers_the_training_path_and_keeps_results_and_names() -
     for name, grad in results[0][1].items():
         assert_close(grad, results[1][1][name])
     torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------- explicit arguments and plans
+@pytest.mark.parametrize("dims", [3, 2])
+@pytest.mark.parametrize("kind", ["ds", "early_fusion"])
+def test_from_plan_equals_the_explicit_arguments(dims: int, kind: str) -> None:
+    """A plan's network and the one built from the same arguments by hand have the same state-dict
+    keys, shapes and (same seed) values, so checkpoints load into either; build_network is from_plan."""
+    kwargs = {"deep_supervision": True, **({"fusion": "weighted"} if kind == "ds" else {})}
+    config = plan(dims)
+    torch.manual_seed(0)
+    planned = NETWORKS[kind].from_plan(config, MODALITIES, **kwargs)
+    torch.manual_seed(0)
+    explicit = NETWORKS[kind](config.spatial_dims, MODALITIES, config.features_per_stage, config.kernel_sizes,
+                              config.strides, config.n_conv_per_stage, **kwargs)
+    torch.manual_seed(0)
+    built = build_network(kind, config, MODALITIES, **kwargs)
+    torch.manual_seed(0)
+    shorthand = make_net(kind, dims, **kwargs)
+    reference = planned.state_dict()
+    for other in (explicit, built, shorthand):
+        state = other.state_dict()
+        assert list(state) == list(reference)
+        assert all(torch.equal(state[key], value) for key, value in reference.items())
+    assert planned.strides == shorthand.strides and planned.kernel_sizes == shorthand.kernel_sizes

@@ -105,14 +105,14 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, fusio
     Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. Multi-GPU or
     multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
     """
+    from mmseg_robust.data.modality_subsets import parse_subset_spec
     from mmseg_robust.paths import data_folder
     from mmseg_robust.training.config import TrainingConfig, TrainingConfigError, load_run_config
-    from mmseg_robust.training.subsets import check_subset_spec
     from mmseg_robust.training.trainer import train
 
     config = TrainingConfig(
         dataset=dataset, configuration=configuration, fold=fold, model=model, fusion=fusion, strategy=strategy,
-        subsets=check_subset_spec(subsets), gmd_scope=gmd_scope,
+        subsets=parse_subset_spec(subsets, name="--subsets").text, gmd_scope=gmd_scope,
         gmd_cggm_composition=gmd_cggm_composition, cggm_rho=cggm_rho, cggm_lambda=cggm_lambda,
         cggm_balance=cggm_balance, cggm_ema=cggm_ema, cggm_direction=cggm_direction, diagnostics_every=diagnostics,
         epochs=epochs, iters_per_epoch=iters_per_epoch, optimizer=optimizer,

@@ -26,15 +26,14 @@ the loop 1.1-1.3x faster for one backward and about 3x for per-subset backwards)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.planners.plans import ConfigurationPlan
+from mmseg_robust.multimodal import SHARED, BranchOutput
 
-from .base import RegionNetwork, _check_available
+from .base import AxisSizes, RegionNetwork, _check_available
 from .blocks import (
     ConvNormAct,
     ModalityNorm,
@@ -42,22 +41,8 @@ from .blocks import (
     UNetBackbone,
     init_weights,
 )
+from .classifier_heads import ConvClassifierHeads
 from .fusion import BranchFusion, make_fusion
-
-
-@dataclass
-class BranchOutput:
-    """What :meth:`DynamicSharingUNet.forward_branches` returns.
-
-    ``logits[k]``: ``(B, M, R, *spatial_k)`` at scale ``k`` (0 = full resolution); rows of
-    unavailable (sample, modality) pairs are exactly 0 and were never computed. ``available``:
-    ``(B, M)`` bool as given. ``features``: ``(B, M, F0, *spatial)`` last decoder features before
-    the output conv (only with ``return_features=True``), zeros for unavailable pairs.
-    """
-
-    logits: list[Tensor]
-    available: Tensor
-    features: Tensor | None = None
 
 
 class _AssembleRows(torch.autograd.Function):
@@ -93,24 +78,28 @@ class _AssembleRows(torch.autograd.Function):
 
 class DynamicSharingUNet(RegionNetwork):
     """DS U-Net: per-modality stems, shared backbone with per-modality norms, fusion of the branch
-    logits (``fusion``: ``mean`` or ``weighted``, :mod:`~mmseg_robust.networks.fusion`).
+    logits (``fusion``: ``mean`` or ``weighted``, :mod:`~mmseg_robust.networks.fusion`). The other
+    arguments are :class:`~mmseg_robust.networks.base.RegionNetwork`'s; ``from_plan`` reads them
+    from a plan. Offers the branch model protocol of :mod:`mmseg_robust.multimodal`.
 
     ``modalities`` are put in canonical order (``flair, t1, t1ce, t2``); the modality axis of the
     images and of ``available`` follows that order.
     """
 
     kind = "ds"
+    has_branches = True
 
-    def __init__(self, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
-                 deep_supervision: bool = False, fusion: str = "mean"):
-        super().__init__(config, modalities, n_regions, deep_supervision)
-        kernels, strides = self._kernels, self._strides
-        features = tuple(config.features_per_stage)
-        self.stems = nn.ModuleDict({m: ConvNormAct(config.spatial_dims, 1, features[0], kernels[0], strides[0],
+    def __init__(self, spatial_dims: int, modalities: Sequence[str], features_per_stage: Sequence[int],
+                 kernel_sizes: Sequence[AxisSizes], strides: Sequence[AxisSizes], n_conv_per_stage: int = 2,
+                 n_regions: int = 3, deep_supervision: bool = False, fusion: str = "mean"):
+        super().__init__(spatial_dims, modalities, features_per_stage, kernel_sizes, strides, n_conv_per_stage,
+                         n_regions, deep_supervision)
+        kernels, strides, features = self.kernel_sizes, self.strides, self.features_per_stage
+        self.stems = nn.ModuleDict({m: ConvNormAct(spatial_dims, 1, features[0], kernels[0], strides[0],
                                                    norm="instance") for m in self.modalities})
-        self.backbone = UNetBackbone(config.spatial_dims, features[0], features, kernels, strides,
-                                     config.n_conv_per_stage, n_regions, deep_supervision, norm="modality",
-                                     n_modalities=self.n_modalities, include_stem=False)
+        self.backbone = UNetBackbone(spatial_dims, features[0], features, kernels, strides, n_conv_per_stage,
+                                     n_regions, deep_supervision, norm="modality", n_modalities=self.n_modalities,
+                                     include_stem=False)
         self.apply(init_weights)
         self.fusion: BranchFusion = make_fusion(fusion, self.modalities, n_regions)
 
@@ -130,7 +119,7 @@ class DynamicSharingUNet(RegionNetwork):
             if isinstance(module, ModalityNorm):
                 for local, index in module.owned_parameters():
                     owners[f"{prefix}.{local}"] = self.modalities[index]
-        return {name: owners.get(name, "shared") for name, _ in self.named_parameters()}
+        return {name: owners.get(name, SHARED) for name, _ in self.named_parameters()}
 
     def head_parameter_names(self) -> list[str]:
         """Names of the parameters of the last (full-resolution) decoder stage and of every output
@@ -145,6 +134,11 @@ class DynamicSharingUNet(RegionNetwork):
         through any convolution block."""
         prefixes = ("backbone.output_layer.", "backbone.ds_layers.", "fusion.")
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]
+
+    def make_classifier_heads(self) -> ConvClassifierHeads:
+        """CGGM's heads: per modality a conv block and an output layer like ``output_layer``, on the
+        last decoder features (``F0`` channels)."""
+        return ConvClassifierHeads(self.spatial_dims, self.features_per_stage[0], self.n_regions, self.modalities)
 
     # ----------------------------------------------------------------- forward
     def forward_branches(self, images: Tensor, available: Tensor, batched: bool | None = None,
@@ -197,7 +191,7 @@ class DynamicSharingUNet(RegionNetwork):
         shapes = [tuple(s // f for s, f in zip(spatial, factor))
                   for factor in (self.output_strides if all_scales else self.output_strides[:1])]
         logits = [images.new_zeros((batch, self.n_modalities, self.n_regions) + shape) for shape in shapes]
-        features = (images.new_zeros((batch, self.n_modalities, self.config.features_per_stage[0]) + tuple(spatial))
+        features = (images.new_zeros((batch, self.n_modalities, self.features_per_stage[0]) + tuple(spatial))
                     if return_features else None)
         return BranchOutput(logits=logits, available=available, features=features)
 

@@ -2,7 +2,7 @@
 
 One nnU-Net-like U-Net on the M-channel stack of the modalities (canonical order); the channels of
 unavailable modalities are zero-filled. Plain affine InstanceNorm everywhere. Random modality
-dropout during training is the trainer's business, not the network's.
+dropout during training is the ``plain`` strategy's business, not the network's.
 """
 
 from __future__ import annotations
@@ -12,30 +12,33 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from mmseg_robust.planners.plans import ConfigurationPlan
+from mmseg_robust.multimodal import SHARED
 
-from .base import RegionNetwork
+from .base import AxisSizes, RegionNetwork
 from .blocks import UNetBackbone, init_weights
 from .fusion import check_subset
 
 
 class EarlyFusionUNet(RegionNetwork):
-    """One U-Net on the zero-filled M-channel stack; same constructor and inference API as the DS U-Net."""
+    """One U-Net on the zero-filled M-channel stack; the arguments are
+    :class:`~mmseg_robust.networks.base.RegionNetwork`'s, the inference API the DS U-Net's. No
+    per-modality branches: only the ``plain`` strategy trains it (with random modality dropout)."""
 
     kind = "early_fusion"
 
-    def __init__(self, config: ConfigurationPlan, modalities: Sequence[str], n_regions: int = 3,
-                 deep_supervision: bool = False):
-        super().__init__(config, modalities, n_regions, deep_supervision)
-        kernels, strides = self._kernels, self._strides
-        self.backbone = UNetBackbone(config.spatial_dims, self.n_modalities, tuple(config.features_per_stage),
-                                     kernels, strides, config.n_conv_per_stage, n_regions, deep_supervision,
-                                     norm="instance", include_stem=True)
+    def __init__(self, spatial_dims: int, modalities: Sequence[str], features_per_stage: Sequence[int],
+                 kernel_sizes: Sequence[AxisSizes], strides: Sequence[AxisSizes], n_conv_per_stage: int = 2,
+                 n_regions: int = 3, deep_supervision: bool = False):
+        super().__init__(spatial_dims, modalities, features_per_stage, kernel_sizes, strides, n_conv_per_stage,
+                         n_regions, deep_supervision)
+        self.backbone = UNetBackbone(spatial_dims, self.n_modalities, self.features_per_stage, self.kernel_sizes,
+                                     self.strides, n_conv_per_stage, n_regions, deep_supervision, norm="instance",
+                                     include_stem=True)
         self.apply(init_weights)
 
     def parameter_modalities(self) -> dict[str, str]:
         """Every parameter is shared: the first conv mixes all channels."""
-        return {name: "shared" for name, _ in self.named_parameters()}
+        return {name: SHARED for name, _ in self.named_parameters()}
 
     @staticmethod
     def _zero_fill(images: Tensor, keep: Tensor) -> Tensor:

@@ -21,7 +21,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.choices import FUSIONS
+from mmseg_robust.choices import FUSIONS, check_choice
 
 from .blocks import NetworkError
 
@@ -116,7 +116,10 @@ FUSION_CLASSES: dict[str, type[BranchFusion]] = {"mean": MeanFusion, "weighted":
 
 
 def make_fusion(kind: str, modalities: Sequence[str], n_regions: int) -> BranchFusion:
-    """The fusion called ``kind`` (one of :data:`~mmseg_robust.choices.FUSIONS`)."""
-    if kind not in FUSION_CLASSES:
-        raise NetworkError(f"unknown fusion {kind!r} (one of {', '.join(FUSIONS)})")
+    """The fusion called ``kind`` (one of :data:`~mmseg_robust.choices.FUSIONS`).
+
+    Raises:
+        NetworkError: an unknown ``kind``.
+    """
+    check_choice(kind, FUSIONS, "fusion", NetworkError)
     return FUSION_CLASSES[kind](modalities, n_regions)

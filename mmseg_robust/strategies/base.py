@@ -1,4 +1,9 @@
-"""The interface every gradient strategy implements, and the steps they share."""
+"""The interface every gradient strategy implements, and the steps they share.
+
+Strategies work against the protocol of :mod:`mmseg_robust.multimodal`: a model that offers
+branch outputs, their fusion and a parameter -> modality map, and a task that supplies the loss,
+CGGM's head loss and utilisation, and the names of subsets. They know nothing of U-Nets or regions.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,19 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.losses import DeepSupervisionLoss
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
-from mmseg_robust.training.subsets import SubsetSampler
+from mmseg_robust.strategies.subsets import SubsetSampler
 
 #: Builds an optimiser for extra trainable state of a strategy (CGGM's heads) like the main one.
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
+
+
+class StrategyError(MMRobustError, ValueError):
+    """A strategy that cannot be built as asked, or a model it cannot train."""
 
 
 @dataclass
@@ -49,15 +59,15 @@ class GradientStrategy(ABC):
     name: str = ""
     reduces_gradients: bool = False
 
-    def __init__(self, subsets: SubsetSampler, loss: DeepSupervisionLoss | None = None, seed: int = 0,
+    def __init__(self, subsets: SubsetSampler, task: MultimodalTask, seed: int = 0,
                  diagnostics_every: int = 0) -> None:
         self.sampler = subsets
-        self.loss = loss or DeepSupervisionLoss()
+        self.task = task
         self.seed = seed
         self.diagnostics_every = diagnostics_every
         self.world_size = 1
 
-    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+    def prepare(self, model: MultimodalModel, environment: StrategyEnvironment) -> None:
         """Called once before the first step (and before :meth:`load_state_dict` on resume)."""
         self.world_size = environment.world_size
 
@@ -65,7 +75,7 @@ class GradientStrategy(ABC):
         """The trainer's learning rate for this epoch (for optimisers a strategy owns)."""
 
     @abstractmethod
-    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
+    def backward(self, model: MultimodalModel, batch: MultimodalBatch, step: int,
                  precision: Precision) -> StepOutcome:
         """Compute this step's gradients into ``.grad`` of ``model``'s parameters."""
 
@@ -86,17 +96,28 @@ class GradientStrategy(ABC):
         return self.sampler.subsets(present, step)
 
 
-def fused_subset_losses(model: nn.Module, branch_logits: Sequence[Tensor], available: Tensor, target: Tensor,
-                        subsets: Sequence[Sequence[int]], loss: DeepSupervisionLoss) -> list[Tensor]:
-    """``L_S`` for every subset: the deep-supervision loss of the mean of the subset's branch logits."""
+def require_branches(model: MultimodalModel, strategy: str) -> None:
+    """GMD and CGGM need per-modality branches (``has_branches``).
+
+    Raises:
+        StrategyError: the model has none.
+    """
+    if not model.has_branches:
+        raise StrategyError(f"strategy {strategy!r} needs a model with per-modality branches; "
+                            f"{type(model).__name__} has none (train it with 'plain')")
+
+
+def fused_subset_losses(model: MultimodalModel, branch_logits: Sequence[Tensor], available: Tensor, target: Any,
+                        subsets: Sequence[Sequence[int]], task: MultimodalTask) -> list[Tensor]:
+    """``L_S`` for every subset: the task's loss of the fusion of the subset's branch outputs."""
     losses = []
     for subset in subsets:
         fused = [model.fuse(scale, available, subset) for scale in branch_logits]
-        losses.append(loss([f for f, _ in fused], target, fused[0][1]))
+        losses.append(task.loss([f for f, _ in fused], target, fused[0][1]))
     return losses
 
 
-def measure_subset_gradients(model: nn.Module, losses: Sequence[Tensor], subsets: Sequence[Sequence[int]],
+def measure_subset_gradients(model: MultimodalModel, losses: Sequence[Tensor], subsets: Sequence[Sequence[int]],
                              names: Sequence[str], precision: Precision) -> dict[str, Any]:
     """``--diagnostics``: the per-subset gradients' norms and cosines (one backward per subset,
     graph retained for the strategy's own backward)."""

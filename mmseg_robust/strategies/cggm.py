@@ -1,11 +1,12 @@
 """CGGM (DESIGN.md §6.3): classifier-guided gradient modulation, alone (``--strategy cggm``) and
 as the component :class:`CGGMComponent` that ``gmd+cggm`` plugs into GMD.
 
-One step: the network's forward yields every branch's logits and last decoder features; the heads
-train on the detached features (own loss, own optimiser at half the main learning rate, float32)
-and their Dice gives the utilisation of each modality; the balancer turns its change into B_m;
-B_m scales the cotangent of branch m's logits (magnitude); the direction loss L_gm compares the
-gradient of the task loss at the network's output layer with each head's output-layer gradient.
+One step: the model's forward yields every branch's outputs and the features its output layer
+reads; the heads (built by the model) train on the detached features (the task's head loss, own
+optimiser at half the main learning rate, float32) and the task's metric of their outputs gives
+the utilisation of each modality; the balancer turns its change into B_m; B_m scales the cotangent
+of branch m's outputs (magnitude); the direction loss L_gm compares the gradient of the task loss
+at the model's output layer with each head's output-layer gradient.
 """
 
 from __future__ import annotations
@@ -15,27 +16,27 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmseg_robust.choices import CGGM_DIRECTIONS
-from mmseg_robust.data.modality_subsets import subset_name
-from mmseg_robust.losses import RegionLoss
-from mmseg_robust.networks.ds_unet import BranchOutput
+from mmseg_robust.choices import CGGM_BALANCES, CGGM_DIRECTIONS, check_choice
+from mmseg_robust.multimodal import BranchOutput, ClassifierHeads, MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.base import (
     GradientStrategy,
     StepOutcome,
     StrategyEnvironment,
+    StrategyError,
     fused_subset_losses,
     measure_subset_gradients,
+    require_branches,
 )
 from mmseg_robust.strategies.cggm_parts import (
-    ClassifierHeads,
     ModalityBalancer,
     direction_loss,
     head_losses,
     scale_modality_gradients,
 )
+from mmseg_robust.strategies.subsets import SubsetSampler
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
 HEAD_LR_FACTOR = 0.5
@@ -47,7 +48,11 @@ class CGGMSettings:
     (the ``smoothed`` improvement, with ``smoothing``, or the paper's ``raw`` batch change;
     :mod:`~mmseg_robust.strategies.cggm_parts`), ``direction``: cosine of output-layer gradients
     against the heads' (the paper), of weights (the released code), or against the gradient of each
-    DS branch's own loss at the network's output layer (``branches``)."""
+    branch's own loss at the model's output layer (``branches``).
+
+    Raises:
+        StrategyError: an unknown ``balance`` or ``direction``, ``smoothing`` outside [0, 1).
+    """
 
     rho: float = 1.2
     weight: float = 0.1
@@ -56,8 +61,10 @@ class CGGMSettings:
     direction: str = "gradients"
 
     def __post_init__(self) -> None:
-        if self.direction not in CGGM_DIRECTIONS:
-            raise ValueError(f"--cggm-direction {self.direction!r}: one of {', '.join(CGGM_DIRECTIONS)}")
+        check_choice(self.balance, CGGM_BALANCES, "cggm balance", StrategyError)
+        check_choice(self.direction, CGGM_DIRECTIONS, "cggm direction", StrategyError)
+        if not 0 <= self.smoothing < 1:
+            raise StrategyError(f"cggm smoothing {self.smoothing}: must be in [0, 1)")
 
 
 @dataclass
@@ -71,7 +78,7 @@ class CGGMStep:
 
 @dataclass
 class CGGMOutcome:
-    """Branch logits with B on their backward, L_gm (or None) and its weight lambda, the step's record."""
+    """Branch outputs with B on their backward, L_gm (or None) and its weight lambda, the step's record."""
 
     logits: list[Tensor]
     direction: Tensor | None
@@ -80,25 +87,24 @@ class CGGMOutcome:
 
 
 class CGGMComponent:
-    """Heads, their optimiser and the balancer; checkpointed through :meth:`state_dict`."""
+    """Heads, their optimiser and the balancer; checkpointed through :meth:`state_dict`. ``task``
+    supplies the heads' loss and utilisation and the loss L_task of the direction term."""
 
-    def __init__(self, settings: CGGMSettings) -> None:
+    def __init__(self, settings: CGGMSettings, task: MultimodalTask) -> None:
         self.settings = settings
-        self.region_loss = RegionLoss()
+        self.task = task
         self.heads: ClassifierHeads | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.balancer: ModalityBalancer | None = None
         self.world_size = 1
 
-    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
-        if model.kind != "ds":
-            raise ValueError("CGGM needs the DS model's per-modality branches (--model ds)")
+    def prepare(self, model: MultimodalModel, environment: StrategyEnvironment) -> None:
+        require_branches(model, "cggm")
         self.world_size = environment.world_size
-        self.heads = ClassifierHeads(model.spatial_dims, model.config.features_per_stage[0], model.n_regions,
-                                     model.modalities).to(environment.device)
+        self.heads = model.make_classifier_heads().to(environment.device)
         make = environment.make_optimizer or (lambda params, lr: torch.optim.SGD(params, lr=lr))
         self.optimizer = make(self.heads.parameters(), environment.learning_rate * HEAD_LR_FACTOR)
-        self.balancer = ModalityBalancer(model.n_modalities, self.settings.rho, self.settings.balance,
+        self.balancer = ModalityBalancer(len(model.modalities), self.settings.rho, self.settings.balance,
                                          self.settings.smoothing)
 
     def set_learning_rate(self, learning_rate: float) -> None:
@@ -111,12 +117,12 @@ class CGGMComponent:
                 dist.all_reduce(tensor)
                 tensor.div_(self.world_size)
 
-    def update(self, features: Tensor, available: Tensor, target: Tensor) -> CGGMStep:
+    def update(self, features: Tensor, available: Tensor, target: Any) -> CGGMStep:
         """Train the heads one step on ``features`` (detached here), measure the utilisation and
         return this step's B. Ranks average the heads' gradients and utilisations, so every rank
         holds the same heads and the same B."""
         n = available.shape[1]
-        results = head_losses(self.heads, features.detach(), available, target, self.region_loss)
+        results = head_losses(self.heads, features.detach(), available, target, self.task)
         params = list(self.heads.parameters())
         self.optimizer.zero_grad(set_to_none=True)
         if results:
@@ -145,21 +151,21 @@ class CGGMComponent:
                   "head_loss": [float(results[m][0].detach()) if m in results else None for m in range(n)]}
         return CGGMStep(torch.tensor(factors, dtype=torch.float32, device=features.device), head_gradients, record)
 
-    def task_loss(self, model: nn.Module, logits: Tensor, available: Tensor, target: Tensor) -> Tensor:
-        """CGGM's L_task: the region loss of the fusion of every modality present (the multimodal
-        task of the paper) at full resolution, the only scale that reaches W_F. One loss, not the
-        mean of every subset's: L_gm differentiates through the gradient of L_task, and a second
+    def task_loss(self, model: MultimodalModel, logits: Tensor, available: Tensor, target: Any) -> Tensor:
+        """CGGM's L_task: the task's loss of the fusion of every modality present (the multimodal
+        task of the paper) at scale 0, the only scale that reaches W_F. One loss, not the mean of
+        every subset's: L_gm differentiates through the gradient of L_task, and a second
         derivative through 15 full-resolution losses would cost more than the rest of CGGM."""
         present = torch.nonzero(available.any(0)).flatten().tolist()
         fused, valid = model.fuse(logits, available, present)
-        return self.region_loss(fused, target, valid)
+        return self.task.loss([fused], target, valid)
 
-    def branch_gradients(self, model: nn.Module, branch_logits: Tensor, available: Tensor, target: Tensor,
+    def branch_gradients(self, model: MultimodalModel, branch_logits: Tensor, available: Tensor, target: Any,
                          precision: Precision) -> dict[int, Tensor]:
-        """``--cggm-direction branches``: per present modality m, the gradient at the network's own
-        output layer W_F of the loss of branch m's logits alone. In the DS network every branch
-        reads its features through W_F, so these are the unimodal gradients on the same
-        coordinates as the fused one (a head's output layer reads the head's own conv block)."""
+        """``direction="branches"``: per present modality m, the gradient at the model's own
+        output layer W_F of the loss of branch m's outputs alone. Every branch reads its features
+        through W_F, so these are the unimodal gradients on the same coordinates as the fused one
+        (a head's output layer reads the head's own features)."""
         weight = model.output_layer.weight
         gradients = {}
         for m in range(available.shape[1]):
@@ -167,13 +173,13 @@ class CGGMComponent:
             if not bool(rows.any()):
                 continue
             with precision.autocast():
-                loss = self.region_loss(branch_logits[rows, m], target[rows])
+                loss = self.task.loss([branch_logits[:, m]], target, rows)
             (gradient,) = torch.autograd.grad(precision.scale(loss), weight, retain_graph=True)
             gradients[m] = gradient.detach().float()
         self._reduce(list(gradients.values()))
         return gradients
 
-    def direction(self, model: nn.Module, task_loss: Tensor, step: CGGMStep,
+    def direction(self, model: MultimodalModel, task_loss: Tensor, step: CGGMStep,
                   references: dict[int, Tensor]) -> Tensor | None:
         """L_gm against ``references`` (per modality: the heads' output-layer gradients, or the
         branches' for ``branches``); for ``gradients`` and ``branches`` with d(task_loss)/d(W_F)
@@ -189,10 +195,10 @@ class CGGMComponent:
         (main_gradient,) = torch.autograd.grad(task_loss, weight, create_graph=True)
         return direction_loss(main_gradient, references, factors)
 
-    def modulate(self, model: nn.Module, branches: BranchOutput, available: Tensor, target: Tensor,
+    def modulate(self, model: MultimodalModel, branches: BranchOutput, available: Tensor, target: Any,
                  precision: Precision) -> CGGMOutcome:
-        """The CGGM part of a step after the network's forward: train the heads, get B, put B on
-        the branch logits' backward, and build L_gm (None when no head saw data)."""
+        """The CGGM part of a step after the model's forward: train the heads, get B, put B on
+        the branch outputs' backward, and build L_gm (None when no head saw data)."""
         step = self.update(branches.features, available, target)
         references = (self.branch_gradients(model, branches.logits[0], available, target, precision)
                       if self.settings.direction == "branches" else step.head_gradients)
@@ -219,30 +225,31 @@ class CGGMStrategy(GradientStrategy):
 
     name = "cggm"
 
-    def __init__(self, subsets, settings: CGGMSettings | None = None, **kwargs) -> None:
-        super().__init__(subsets, **kwargs)
-        self.cggm = CGGMComponent(settings or CGGMSettings())
+    def __init__(self, subsets: SubsetSampler, task: MultimodalTask, settings: CGGMSettings | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(subsets, task, **kwargs)
+        self.cggm = CGGMComponent(settings or CGGMSettings(), task)
 
-    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+    def prepare(self, model: MultimodalModel, environment: StrategyEnvironment) -> None:
         super().prepare(model, environment)
         self.cggm.prepare(model, environment)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         self.cggm.set_learning_rate(learning_rate)
 
-    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
+    def backward(self, model: MultimodalModel, batch: MultimodalBatch, step: int,
                  precision: Precision) -> StepOutcome:
-        images, available, target = batch["images"], batch["available"], batch["target"]
+        inputs, available, target = batch["inputs"], batch["available"], batch["target"]
         subsets = self.step_subsets(available, step)
         with precision.autocast():
-            branches = model.forward_branches(images, available, return_features=True)
+            branches = model.forward_branches(inputs, available, return_features=True)
         cggm = self.cggm.modulate(model, branches, available, target, precision)
         with precision.autocast():
-            losses = fused_subset_losses(model, cggm.logits, available, target, subsets, self.loss)
+            losses = fused_subset_losses(model, cggm.logits, available, target, subsets, self.task)
         total = torch.stack(losses).mean()
         if cggm.direction is not None:
             total = total + cggm.weight * cggm.direction
-        names = [subset_name(s, model.modalities) for s in subsets]
+        names = [self.task.subset_name(s, model.modalities) for s in subsets]
         diagnostics: dict[str, Any] = {"cggm": cggm.record}
         if self.wants_diagnostics(step):
             diagnostics["gradients"] = measure_subset_gradients(model, losses, subsets, names, precision)

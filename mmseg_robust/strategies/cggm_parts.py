@@ -1,10 +1,11 @@
-"""CGGM's pieces (DESIGN.md §6.3, CGGM paper §3): classifier heads, the balancing rule for B_m,
-the per-branch gradient scaling, and the direction loss L_gm.
+"""CGGM's pieces (DESIGN.md §6.3, CGGM paper §3): the heads' losses and utilisation, the balancing
+rule for B_m, the per-branch gradient scaling, and the direction loss L_gm. The heads themselves
+are the model's (``make_classifier_heads``), their loss and metric the task's.
 
 B_m = rho * sum_{k != m} d_k / sum_k d_k (the paper's Eq. 7) with d_k modality k's improvement.
 What d_k is (``rule``):
 
-* ``raw`` (the paper): ``d_k = eps_k(t) - eps_k(t-1)``, the change of a head's batch Dice between
+* ``raw`` (the paper): ``d_k = eps_k(t) - eps_k(t-1)``, the change of a head's batch metric between
   two steps. It is single-batch noise: signs flip from step to step and the sum nearly vanishes.
   Smoothing eps with an EMA does not help (the change of an EMA is ``(1 - a)(eps_t - l_(t-1))``,
   the factor cancels in the ratio), nor does an EMA of the raw changes (it telescopes to the same).
@@ -34,15 +35,13 @@ B starts at 1 (no modulation) and a modality absent from the batch keeps its sta
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from mmseg_robust.choices import CGGM_BALANCES
-from mmseg_robust.losses import RegionLoss
-from mmseg_robust.networks.blocks import ConvNormAct, conv_ops, init_weights
+from mmseg_robust.multimodal import ClassifierHeads, MultimodalTask
 
 #: Eq. 7's ratio is noise when the trends cancel: |sum d_k| below this fraction of sum |d_k|.
 DEGENERATE_FRACTION = 0.25
@@ -65,13 +64,10 @@ def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rh
 
 
 class ModalityBalancer:
-    """The improvement of each modality's utilisation and the factors B (state is checkpointed)."""
+    """The improvement of each modality's utilisation and the factors B (state is checkpointed).
+    ``rule`` and ``smoothing`` as :class:`~mmseg_robust.strategies.cggm.CGGMSettings` checked them."""
 
     def __init__(self, n_modalities: int, rho: float, rule: str = "smoothed", smoothing: float = 0.98) -> None:
-        if rule not in CGGM_BALANCES:
-            raise ValueError(f"CGGM balance rule {rule!r}: one of {', '.join(CGGM_BALANCES)}")
-        if not 0 <= smoothing < 1:
-            raise ValueError(f"CGGM smoothing must be in [0, 1), got {smoothing}")
         self.rho, self.rule, self.smoothing = rho, rule, smoothing
         self.level: list[float | None] = [None] * n_modalities
         self.trend: list[float | None] = [None] * n_modalities
@@ -133,41 +129,8 @@ def scale_modality_gradients(branch_logits: Tensor, factors: Tensor) -> Tensor:
     return _ScaleModalityGradients.apply(branch_logits, factors.detach())
 
 
-class ClassifierHeads(nn.Module):
-    """One light head per modality on that branch's detached last decoder features: a conv block
-    and an output layer shaped like the network's (1x1 conv, F0 -> R). Training only."""
-
-    def __init__(self, spatial_dims: int, features: int, n_regions: int, modalities: Sequence[str]) -> None:
-        super().__init__()
-        ops = conv_ops(spatial_dims)
-        kernel = (3,) * spatial_dims
-        self.modalities = tuple(modalities)
-        self.blocks = nn.ModuleDict({m: ConvNormAct(spatial_dims, features, features, kernel, (1,) * spatial_dims)
-                                     for m in self.modalities})
-        self.output_layers = nn.ModuleDict({m: ops.conv(features, n_regions, 1) for m in self.modalities})
-        self.apply(init_weights)
-
-    def output_weight(self, modality: int) -> nn.Parameter:
-        return self.output_layers[self.modalities[modality]].weight
-
-    def forward(self, features: Tensor, modality: int) -> Tensor:
-        name = self.modalities[modality]
-        return self.output_layers[name](self.blocks[name](features))
-
-
-def hard_region_dice(logits: Tensor, target: Tensor) -> float:
-    """Mean over regions of the batch-pooled hard Dice (both empty: 1): CGGM's utilisation."""
-    prediction = logits.detach() > 0
-    reference = target > 0.5
-    axes = [0] + list(range(2, prediction.dim()))
-    tp = (prediction & reference).sum(axes).double()
-    total = prediction.sum(axes).double() + reference.sum(axes).double()
-    dice = torch.where(total > 0, 2 * tp / total.clamp(min=1), torch.ones_like(total))
-    return float(dice.mean())
-
-
-def head_losses(heads: ClassifierHeads, features: Tensor, available: Tensor, target: Tensor,
-                loss: RegionLoss) -> dict[int, tuple[Tensor, float]]:
+def head_losses(heads: ClassifierHeads, features: Tensor, available: Tensor, target: Any,
+                task: MultimodalTask) -> dict[int, tuple[Tensor, float]]:
     """Per present modality: (head loss, utilisation) on the rows that have it. ``features`` must
     be detached: the heads never send gradient into the network."""
     results = {}
@@ -175,8 +138,8 @@ def head_losses(heads: ClassifierHeads, features: Tensor, available: Tensor, tar
         rows = available[:, m]
         if not bool(rows.any()):
             continue
-        logits = heads(features[rows, m].float(), m)
-        results[m] = (loss(logits, target[rows]), hard_region_dice(logits, target[rows]))
+        output = heads(features[rows, m].float(), m)
+        results[m] = (task.head_loss(output, target, rows), task.utilisation(output, target, rows))
     return results
 
 

@@ -8,12 +8,14 @@ separate autograd graphs (``batched=False``), so a backward through subset S onl
 branches (sum |S| / M = 8 of 15 full backwards for all subsets of four modalities). Under several
 ranks the buffer is averaged before the Gram matrix, so every rank removes the same conflicts.
 
-``scope="head"`` (approximate): the rows hold only the gradients of the last decoder stage and the
-output layers (``autograd.grad`` to those parameters stops there), then one full backward of
-``sum_l c_l L_l`` with ``c`` detached, which equals ``sum_l c_l g_l``. The full-resolution decoder
-stage is about a quarter of the network's arithmetic, so its k per-subset backwards still cost
-about 2x plain (``benchmarks/RESULTS.md``). ``scope="output"``: the same with the 1x1 output
-layers only, whose gradients need no backward through a convolution block (about 1.1x plain).
+``scope="head"`` (approximate): the rows hold only the gradients of the model's
+``head_parameter_names`` (the DS U-Net: the last decoder stage and the output layers;
+``autograd.grad`` to those parameters stops there), then one full backward of ``sum_l c_l L_l``
+with ``c`` detached, which equals ``sum_l c_l g_l``. The DS U-Net's full-resolution decoder stage
+is about a quarter of its arithmetic, so its k per-subset backwards still cost about 2x plain
+(``benchmarks/RESULTS.md``). ``scope="output"``: the same with ``output_parameter_names`` only
+(the 1x1 output layers, whose gradients need no backward through a convolution block: about
+1.1x plain).
 
 ``gmd+cggm``: B_m scales branch m's cotangent inside every subset gradient (the modulation sits on
 the branch logits, upstream of every subset loss). The gradient ``h`` of ``lambda * L_gm`` is
@@ -33,41 +35,48 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
-from mmseg_robust.choices import GMD_CGGM_COMPOSITIONS, GMD_SCOPES
-from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.choices import GMD_CGGM_COMPOSITIONS, GMD_SCOPES, check_choice
+from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
-from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, fused_subset_losses
+from mmseg_robust.strategies.base import (
+    GradientStrategy,
+    StepOutcome,
+    StrategyEnvironment,
+    StrategyError,
+    fused_subset_losses,
+    require_branches,
+)
 from mmseg_robust.strategies.cggm import CGGMComponent, CGGMSettings
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics, shared_term_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
+from mmseg_robust.strategies.subsets import SubsetSampler
 
 
 class GMDStrategy(GradientStrategy):
-    """``gmd`` (``cggm=None``) or ``gmd+cggm``; see the module docstring."""
+    """``gmd`` (``cggm=None``) or ``gmd+cggm``; see the module docstring.
+
+    Raises:
+        StrategyError: an unknown ``scope`` or ``composition``.
+    """
 
     name = "gmd"
 
-    def __init__(self, subsets, scope: str = "full", cggm: CGGMSettings | None = None,
-                 composition: str = "apart", **kwargs) -> None:
-        super().__init__(subsets, **kwargs)
-        if scope not in GMD_SCOPES:
-            raise ValueError(f"--gmd-scope {scope!r}: one of {', '.join(GMD_SCOPES)}")
-        if composition not in GMD_CGGM_COMPOSITIONS:
-            raise ValueError(f"--gmd-cggm-composition {composition!r}: one of {', '.join(GMD_CGGM_COMPOSITIONS)}")
-        self.scope, self.composition = scope, composition
+    def __init__(self, subsets: SubsetSampler, task: MultimodalTask, scope: str = "full",
+                 cggm: CGGMSettings | None = None, composition: str = "apart", **kwargs: Any) -> None:
+        super().__init__(subsets, task, **kwargs)
+        self.scope = check_choice(scope, GMD_SCOPES, "gmd scope", StrategyError)
+        self.composition = check_choice(composition, GMD_CGGM_COMPOSITIONS, "gmd+cggm composition", StrategyError)
         self.resolver = GradientConflictResolver(self.seed)
-        self.cggm = CGGMComponent(cggm) if cggm is not None else None
+        self.cggm = CGGMComponent(cggm, task) if cggm is not None else None
         if self.cggm is not None:
             self.name = "gmd+cggm"
         self.reduces_gradients = scope == "full"
 
-    def prepare(self, model: nn.Module, environment: StrategyEnvironment) -> None:
+    def prepare(self, model: MultimodalModel, environment: StrategyEnvironment) -> None:
         super().prepare(model, environment)
-        if model.kind != "ds":
-            raise ValueError("GMD needs the DS model's per-modality branches (--model ds)")
+        require_branches(model, self.name)
         if self.cggm is not None:
             self.cggm.prepare(model, environment)
 
@@ -75,14 +84,14 @@ class GMDStrategy(GradientStrategy):
         if self.cggm is not None:
             self.cggm.set_learning_rate(learning_rate)
 
-    def backward(self, model: nn.Module, batch: dict[str, Tensor], step: int,
+    def backward(self, model: MultimodalModel, batch: MultimodalBatch, step: int,
                  precision: Precision) -> StepOutcome:
-        images, available, target = batch["images"], batch["available"], batch["target"]
+        inputs, available, target = batch["inputs"], batch["available"], batch["target"]
         subsets = self.step_subsets(available, step)
         # The exact scope needs one graph per branch; the head scope one backward of everything.
         batched = False if self.scope == "full" else None
         with precision.autocast():
-            branches = model.forward_branches(images, available, batched=batched,
+            branches = model.forward_branches(inputs, available, batched=batched,
                                               return_features=self.cggm is not None)
         logits, direction, weight, diagnostics = branches.logits, None, 0.0, {}
         if self.cggm is not None:
@@ -90,7 +99,7 @@ class GMDStrategy(GradientStrategy):
             logits, direction, weight = cggm.logits, cggm.direction, cggm.weight
             diagnostics["cggm"] = cggm.record
         with precision.autocast():
-            losses = fused_subset_losses(model, logits, available, target, subsets, self.loss)
+            losses = fused_subset_losses(model, logits, available, target, subsets, self.task)
 
         scale = precision.loss_scale
         names = (None if self.scope == "full" else
@@ -125,7 +134,7 @@ class GMDStrategy(GradientStrategy):
         # runs with different strategies compare.
         total_value = float(torch.stack(losses).mean().detach()) + (
             weight * float(direction.detach()) if direction is not None else 0.0)
-        subset_names = [subset_name(s, model.modalities) for s in subsets]
+        subset_names = [self.task.subset_name(s, model.modalities) for s in subsets]
         diagnostics["gradients"] = gradient_diagnostics(gram, subset_names, resolution, resolved_gram)
         if shared is not None:
             diagnostics["gradients"]["direction"] = shared_term_diagnostics(buffer, shared)

@@ -3,42 +3,42 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel
 from mmseg_robust.precision import Precision
 from mmseg_robust.random_streams import MODALITY_DROPOUT, step_generator
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients
-from mmseg_robust.training.subsets import random_modality_dropout
+from mmseg_robust.strategies.subsets import random_modality_dropout
 
 
 class PlainStrategy(GradientStrategy):
-    """DS model: L = mean over the step's subsets S of loss(mean_{m in S} z_m, y).
+    """Model with branches: L = mean over the step's subsets S of loss(fusion over S, y).
 
-    Early-fusion model: the classic baseline, one forward on inputs with random modality dropout
-    (each sample keeps a random non-empty subset of its modalities, the rest zero-filled).
-    ``--diagnostics N`` (DS model) measures the per-subset gradients every N-th step, which costs
-    one backward per subset.
+    Model without branches (early fusion): the classic baseline, one forward on inputs with random
+    modality dropout (each sample keeps a random non-empty subset of its modalities, the model
+    zero-fills the rest). ``--diagnostics N`` (models with branches) measures the per-subset
+    gradients every N-th step, which costs one backward per subset.
     """
 
     name = "plain"
 
-    def backward(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int,
+    def backward(self, model: MultimodalModel, batch: MultimodalBatch, step: int,
                  precision: Precision) -> StepOutcome:
-        images, available, target = batch["images"], batch["available"], batch["target"]
-        if model.kind == "early_fusion":
+        inputs, available, target = batch["inputs"], batch["available"], batch["target"]
+        if not model.has_branches:
             generator = step_generator(self.seed, step, MODALITY_DROPOUT)
             available = random_modality_dropout(available.cpu(), generator).to(available.device)
             subsets = [tuple(range(len(model.modalities)))]
         else:
             subsets = self.step_subsets(available, step)
         with precision.autocast():
-            results = model.subset_logits(images, available, subsets)
-            losses = [self.loss(scales, target, valid) for scales, valid in results]
+            results = model.subset_logits(inputs, available, subsets)
+            losses = [self.task.loss(scales, target, valid) for scales, valid in results]
             total = torch.stack(losses).mean()
-        names = ["dropout"] if model.kind == "early_fusion" else [subset_name(s, model.modalities) for s in subsets]
+        names = ([self.task.subset_name(s, model.modalities) for s in subsets] if model.has_branches
+                 else ["dropout"])
         diagnostics = {}
-        if model.kind == "ds" and self.wants_diagnostics(step):
+        if model.has_branches and self.wants_diagnostics(step):
             diagnostics["gradients"] = measure_subset_gradients(model, losses, subsets, names, precision)
         precision.scale(total).backward()
         return StepOutcome(loss=float(total.detach()),

@@ -1,6 +1,6 @@
 """Per-subset gradients as the rows of one float32 ``(k, P)`` buffer (DESIGN.md §6.2).
 
-Which parameters a subset reaches comes from the network's explicit parameter -> modality map
+Which parameters a subset reaches comes from the model's explicit parameter -> modality map
 (``parameter_modalities``), never from ``grad is None``: the stems and norms of a modality outside
 the subset get an exact zero in that row, and autograd is not even asked for them.
 """
@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-SHARED = "shared"
+from mmseg_robust.multimodal import SHARED, MultimodalModel
 
 
 class SubsetGradientBuffer:
@@ -23,7 +23,7 @@ class SubsetGradientBuffer:
     trainable parameter. Rows are stored unscaled (divided by the AMP loss scale) in float32.
     """
 
-    def __init__(self, model: nn.Module, k: int, names: Sequence[str] | None = None) -> None:
+    def __init__(self, model: MultimodalModel, k: int, names: Sequence[str] | None = None) -> None:
         owners = model.parameter_modalities()
         wanted = set(names) if names is not None else None
         self.names: list[str] = []

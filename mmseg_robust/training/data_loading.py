@@ -1,8 +1,9 @@
 """Patch sampling from preprocessed cases: training batches and a fixed validation set (DESIGN §4, §7).
 
-Batch format (a dict of torch tensors), for ``B`` samples, ``M = len(settings.modalities)``:
+Batch format (a dict of torch tensors; the strategies' :class:`~mmseg_robust.multimodal.MultimodalBatch`
+plus case IDs), for ``B`` samples, ``M = len(settings.modalities)``:
 
-- ``"images"``    float32 ``(B, M, *patch)``, channels in ``settings.modalities`` order; a modality the
+- ``"inputs"``    float32 ``(B, M, *patch)``, channels in ``settings.modalities`` order; a modality the
   case lacks is all zeros;
 - ``"available"`` bool ``(B, M)``, which modalities the case has;
 - ``"target"``    float32 ``(B, 3, *patch)``, the regions WT, TC, ET;
@@ -261,7 +262,7 @@ def _make_batch(infos: Sequence[_CaseInfo], images: np.ndarray, codes: np.ndarra
     regions = np.stack([subregions_to_regions(c) for c in codes]).astype(np.float32)
     available = np.stack([infos[loc.case_index].available for loc in locations])
     images[~available] = 0.0
-    return {"images": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
+    return {"inputs": torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)),
             "available": torch.from_numpy(available),
             "target": torch.from_numpy(regions),
             "case_ids": [infos[loc.case_index].case_id for loc in locations]}

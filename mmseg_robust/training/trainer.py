@@ -26,7 +26,14 @@ from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.planners.plans import Plans
 from mmseg_robust.precision import make_precision
-from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, build_strategy
+from mmseg_robust.segmentation_task import SegmentationTask
+from mmseg_robust.strategies import (
+    CGGMSettings,
+    GradientStrategy,
+    StrategyEnvironment,
+    SubsetSampler,
+    build_strategy,
+)
 from mmseg_robust.training import checkpoint as ckpt
 from mmseg_robust.training.config import RESUME_REQUIRES, TrainingConfig, save_run_config
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
@@ -40,7 +47,6 @@ from mmseg_robust.training.distributed import (
 )
 from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
 from mmseg_robust.training.step_log import write_step_log
-from mmseg_robust.training.subsets import SubsetSampler
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
@@ -88,7 +94,8 @@ def _make_strategy(config: TrainingConfig, model: torch.nn.Module, device: torch
                    world_size: int) -> GradientStrategy:
     cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, balance=config.cggm_balance,
                         smoothing=config.cggm_ema, direction=config.cggm_direction)
-    strategy = build_strategy(config.strategy, SubsetSampler(config.subsets, config.seed), seed=config.seed,
+    subsets = SubsetSampler(config.subsets, model.modalities, config.seed)
+    strategy = build_strategy(config.strategy, subsets, SegmentationTask(), seed=config.seed,
                               gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every,
                               composition=config.gmd_cggm_composition)
     strategy.prepare(model, StrategyEnvironment(device, world_size, partial(_make_optimizer, config),

@@ -14,13 +14,8 @@ from torch import nn
 
 from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.dice import dice_from_counts
 from mmseg_robust.precision import Precision
-
-
-def dice_from_counts(tp: float, fp: float, fn: float) -> float:
-    """Dice from pooled counts; both prediction and reference empty counts as 1.0."""
-    denominator = 2 * tp + fp + fn
-    return 1.0 if denominator == 0 else 2 * tp / denominator
 
 
 @torch.no_grad()
@@ -31,7 +26,7 @@ def validate(model: nn.Module, batches: Sequence[dict], subsets: Sequence[tuple[
     model.eval()
     counts = np.zeros((len(subsets), len(REGIONS), 3))  # tp, fp, fn
     for batch in batches:
-        images = batch["images"].to(device)
+        images = batch["inputs"].to(device)
         available = batch["available"].to(device)
         target = batch["target"].to(device).bool()
         with precision.autocast():
