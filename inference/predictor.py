@@ -33,8 +33,8 @@ from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_imag
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
-from mmseg_robust.training import checkpoint as ckpt
-from mmseg_robust.training.config import TrainingConfig, load_run_config
+from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.config import TrainingConfig, load_run_config
 from mmseg_robust.visualization import save_case_overview
 
 logger = logging.getLogger(__name__)

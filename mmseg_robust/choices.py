@@ -1,5 +1,10 @@
 """Vocabularies of the training options, importable without torch (the CLI builds its choices
-from them before it imports anything heavy)."""
+from them before it imports anything heavy), and the one check of a choice."""
+
+from difflib import get_close_matches
+from typing import Sequence
+
+from mmseg_robust.errors import ConfigurationError, MMRobustError
 
 MODEL_KINDS: tuple[str, ...] = ("ds", "early_fusion")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
@@ -14,3 +19,26 @@ CGGM_DIRECTIONS: tuple[str, ...] = ("gradients", "weights", "branches")
 CGGM_BALANCES: tuple[str, ...] = ("smoothed", "raw")
 #: How the DS network fuses its branch logits (``mmseg_robust.networks.fusion``).
 FUSIONS: tuple[str, ...] = ("mean", "weighted")
+
+
+def closest_choice(value: object, choices: Sequence[str]) -> str | None:
+    """The choice ``value`` most likely misspells (``difflib``'s ratio at least 0.6), or None."""
+    matches = get_close_matches(str(value).lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    if not matches:
+        return None
+    return next(c for c in choices if c.lower() == matches[0])
+
+
+def check_choice(value: object, choices: Sequence[str], name: str,
+                 error: type[MMRobustError] = ConfigurationError) -> str:
+    """``value`` if it is one of ``choices``, else ``error`` naming ``name`` (a parameter in the
+    library, a flag in the CLI), the choices and the nearest one ("did you mean").
+
+    Raises:
+        MMRobustError: ``error``, when ``value`` is not among ``choices``.
+    """
+    if value in choices:
+        return str(value)
+    near = closest_choice(value, choices)
+    hint = f"; did you mean {near!r}?" if near is not None else ""
+    raise error(f"{name} {value!r}: expected one of {', '.join(choices)}{hint}")

@@ -59,7 +59,7 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     from mmseg_robust.evaluation.case_scoring import ScoringOptions
     from mmseg_robust.evaluation.cases import CASE_SETS, CaseSelectionError, dataset_cases
     from mmseg_robust.paths import data_folder, resolve_raw_dataset
-    from mmseg_robust.training.config import load_run_config
+    from mmseg_robust.runs.config import load_run_config
 
     model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results)
     config, plans = load_run_config(model_dirs[0])

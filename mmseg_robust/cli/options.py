@@ -37,7 +37,7 @@ def model_options(command):
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
     from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.training.config import DEFAULT_FUSION, DEFAULT_STRATEGY
+    from mmseg_robust.runs.config import DEFAULT_FUSION, DEFAULT_STRATEGY
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
@@ -67,7 +67,7 @@ def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, mode
 
     from mmseg_robust.errors import ConfigurationError
     from mmseg_robust.paths import data_folder
-    from mmseg_robust.training.config import run_name
+    from mmseg_robust.runs.config import run_name
 
     if model_dirs and dataset:
         raise ConfigurationError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")

@@ -18,7 +18,7 @@ from mmseg_robust.choices import (
     STRATEGIES,
 )
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.training.config import DEFAULT_FUSION, DEFAULT_STRATEGY
+from mmseg_robust.runs.config import DEFAULT_FUSION, DEFAULT_STRATEGY
 
 #: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
 HYPERPARAMETERS = {
@@ -107,7 +107,7 @@ def train_command(ctx: click.Context, dataset, configuration, fold, model, fusio
     """
     from mmseg_robust.data.modality_subsets import parse_subset_spec
     from mmseg_robust.paths import data_folder
-    from mmseg_robust.training.config import TrainingConfig, TrainingConfigError, load_run_config
+    from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config
     from mmseg_robust.training.trainer import train
 
     config = TrainingConfig(
@@ -146,7 +146,7 @@ def plot_gradients_command(results_dir, output):
     """
     from pathlib import Path
 
-    from mmseg_robust.training.config import load_run_config
+    from mmseg_robust.runs.config import load_run_config
     from mmseg_robust.training.gradient_plots import plot_gradients
 
     _, plans = load_run_config(Path(results_dir))

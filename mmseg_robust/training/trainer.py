@@ -34,8 +34,8 @@ from mmseg_robust.strategies import (
     SubsetSampler,
     build_strategy,
 )
-from mmseg_robust.training import checkpoint as ckpt
-from mmseg_robust.training.config import RESUME_REQUIRES, TrainingConfig, save_run_config
+from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, save_run_config
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
