@@ -31,3 +31,21 @@ def test_unknown_command_and_missing_option_are_usage_errors(run_cli):
     assert unknown.returncode == 2 and "No such command 'segment'" in unknown.stderr
     missing = run_cli("verify")
     assert missing.returncode == 2 and "Missing option '-d' / '--dataset'" in missing.stderr
+
+
+def test_mistyped_choices_get_a_did_you_mean_in_the_cli_and_the_library(run_cli):
+    from mmseg_robust.choices import STRATEGIES, check_choice
+    from mmseg_robust.errors import ConfigurationError
+
+    typo = run_cli("train", "-d", "X", "--strategy", "gdm")
+    assert typo.returncode == 2 and "did you mean 'gmd'?" in typo.stderr and "Traceback" not in typo.stderr
+    far = run_cli("evaluate", "-d", "X", "--protocol", "zzz")
+    assert far.returncode == 2 and "did you mean" not in far.stderr
+    # The library names the parameter, not a flag.
+    try:
+        check_choice("gmd+cgmm", STRATEGIES, "strategy")
+    except ConfigurationError as error:
+        assert str(error) == ("strategy 'gmd+cgmm': expected one of plain, gmd, cggm, gmd+cggm; "
+                              "did you mean 'gmd+cggm'?")
+    else:
+        raise AssertionError("an unknown strategy was accepted")

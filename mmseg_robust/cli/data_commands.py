@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mmseg_robust.cli.options import NumberTuple, num_processes_option, raw_option
+from mmseg_robust.cli.options import Choice, NumberTuple, num_processes_option, raw_option
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
 from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
@@ -19,7 +19,7 @@ from mmseg_robust.paths import resolve_raw_dataset
 @click.command("make-synthetic")
 @click.option("-o", "--output", type=click.Path(file_okay=False), required=True,
               help="Dataset folder to create (e.g. $MMROBUST_RAW/BraTS2018).")
-@click.option("--layout", type=click.Choice(LAYOUT_NAMES), default="brats2018", show_default=True,
+@click.option("--layout", type=Choice(LAYOUT_NAMES), default="brats2018", show_default=True,
               help="Raw layout and file naming to imitate.")
 @click.option("--cases", "n_cases", type=click.IntRange(min=1), default=20, show_default=True,
               help="Number of cases; every fourth is low grade (no enhancing tumour).")
@@ -31,7 +31,7 @@ from mmseg_robust.paths import resolve_raw_dataset
               help="Random seed; the same seed gives the same bytes.")
 @click.option("--incomplete-fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fraction of cases that lack one (random) sequence.")
-@click.option("--core-contrast", type=click.Choice(CORE_CONTRASTS), default=CORE_CONTRASTS[0], show_default=True,
+@click.option("--core-contrast", type=Choice(CORE_CONTRASTS), default=CORE_CONTRASTS[0], show_default=True,
               help="t1ce-only: the tumour core (NCR, ET, NET) looks like edema on FLAIR, T1 and T2, so only "
                    "T1ce shows it (modality dominance, for the robustness study).")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset made with other parameters.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from mmseg_robust.cli.options import model_options, prediction_options, raw_option, resolve_model_dirs
+from mmseg_robust.cli.options import Choice, model_options, prediction_options, raw_option, resolve_model_dirs
 from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS, PROTOCOLS
 
 et_option = click.option(
@@ -36,7 +36,7 @@ def _echo_report(report) -> None:
               help="all, full, missing-K, or ';'-separated subsets: table names (~T1, 'T1,Fl.') or t1+flair.")
 @click.option("--cases", "case_spec", default="val", show_default=True,
               help="val (the fold's validation cases), test (labelled cases in no fold) or a file of case IDs.")
-@click.option("--protocol", type=click.Choice(PROTOCOLS), default="shared", show_default=True,
+@click.option("--protocol", type=Choice(PROTOCOLS), default="shared", show_default=True,
               help="shared: crop/normalise once from all modalities, leave the absent out of the fusion (the "
                    "papers'; one pass per modality for DS); per-subset: as `predict --modalities` would.")
 @et_option
@@ -92,7 +92,7 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
               help="<case>.nii.gz label maps, or sub-folders of them named by subset (t1_flair, full).")
 @click.option("--ref", "reference_dir", required=True, type=click.Path(file_okay=False),
               help="Reference label maps: <case>.nii.gz, <case>_seg.nii.gz or BraTS case folders.")
-@click.option("--labels", type=click.Choice(["auto", "brats2018", "brats2023", "nnunet"]), default="auto",
+@click.option("--labels", type=Choice(["auto", "brats2018", "brats2023", "nnunet"]), default="auto",
               show_default=True, help="Label convention of both folders (auto: ET 4 -> brats2018, else brats2023).")
 @click.option("--subset", "single_subset", default="Full", show_default=True,
               help="Column name when --pred holds the label maps directly.")

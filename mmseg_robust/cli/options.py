@@ -4,6 +4,22 @@ from __future__ import annotations
 
 import click
 
+from mmseg_robust.choices import closest_choice
+
+
+class Choice(click.Choice):
+    """click's ``Choice`` whose error also names the choice a mistyped value most likely meant."""
+
+    def convert(self, value, param, ctx):
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            near = closest_choice(value, [str(c) for c in self.choices])
+            if near is None:
+                raise
+            self.fail(f"{value!r} is not one of {', '.join(map(str, self.choices))}; did you mean {near!r}?",
+                      param, ctx)
+
 
 class NumberTuple(click.ParamType):
     """A comma-separated tuple such as ``96,96,96`` or ``1,1,2.5`` of a fixed length."""
@@ -43,16 +59,16 @@ def model_options(command):
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
                      help="A training run's fold folder (repeat to average folds)."),
         click.option("-d", "--dataset", default=None, help="Dataset name, with -c and -f, instead of -m."),
-        click.option("-c", "--configuration", type=click.Choice(CONFIGURATION_NAMES), default="3d_fullres",
+        click.option("-c", "--configuration", type=Choice(CONFIGURATION_NAMES), default="3d_fullres",
                      show_default=True),
         click.option("-f", "--fold", "folds", type=click.IntRange(min=0), multiple=True,
                      help="Fold(s) to average (repeat: -f 0 -f 1); default 0."),
-        click.option("--strategy", type=click.Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
+        click.option("--strategy", type=Choice(STRATEGIES), default=DEFAULT_STRATEGY, show_default=True,
                      help="Which run of the dataset (its results folder <configuration>__<strategy>)."),
-        click.option("--model", "model_kind", type=click.Choice(MODEL_KINDS), default="ds", show_default=True),
-        click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+        click.option("--model", "model_kind", type=Choice(MODEL_KINDS), default="ds", show_default=True),
+        click.option("--fusion", type=Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
                      help="Which run of the dataset: the DS fusion it trained with."),
-        click.option("--checkpoint", type=click.Choice(["best", "latest"]), default="best", show_default=True),
+        click.option("--checkpoint", type=Choice(["best", "latest"]), default="best", show_default=True),
         click.option("--results", type=click.Path(file_okay=False), default=None,
                      help="Results base folder for -d (default: $MMROBUST_RESULTS)."),
     ]

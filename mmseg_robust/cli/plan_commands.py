@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mmseg_robust.cli.options import NumberTuple, num_processes_option, raw_option
+from mmseg_robust.cli.options import Choice, NumberTuple, num_processes_option, raw_option
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES
 
 dataset_option = click.option("-d", "--dataset", required=True, help="Dataset name under the raw folder, or a path.")
@@ -15,7 +15,7 @@ preprocessed_option = click.option("--preprocessed", type=click.Path(file_okay=F
 incomplete_option = click.option("--allow-incomplete", is_flag=True,
                                  help="Accept cases that lack a sequence; they keep the ones they have.")
 configurations_option = click.option(
-    "-c", "--configurations", type=click.Choice(CONFIGURATION_NAMES), multiple=True,
+    "-c", "--configurations", type=Choice(CONFIGURATION_NAMES), multiple=True,
     default=CONFIGURATION_NAMES, show_default=True, help="Configurations to plan/preprocess (repeat -c).")
 
 
@@ -34,7 +34,7 @@ planning_options = _stack([
     click.option("--patch-size", type=str, default=None, metavar="D,H,W",
                  help="Override the patch size (D,H,W for 3d_fullres, H,W for 2d; only with one -c)."),
     click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Override the batch size."),
-    click.option("--dtype", "image_dtype", type=click.Choice(IMAGE_DTYPES), default="float32",
+    click.option("--dtype", "image_dtype", type=Choice(IMAGE_DTYPES), default="float32",
                  show_default=True, help="Stored image dtype."),
     click.option("--base-features", type=click.IntRange(min=1), default=None,
                  help="Features of the first stage (default 32; doubling per stage, capped at 10x in 3D, 16x "

@@ -6,6 +6,8 @@ from dataclasses import fields
 
 import click
 
+from mmseg_robust.cli.options import Choice
+
 from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
@@ -35,23 +37,23 @@ HYPERPARAMETERS = {
 
 @click.command("train")
 @click.option("-d", "--dataset", required=True, help="Dataset name (its folder under the preprocessed folder).")
-@click.option("-c", "--configuration", type=click.Choice(CONFIGURATION_NAMES), default="3d_fullres", show_default=True)
+@click.option("-c", "--configuration", type=Choice(CONFIGURATION_NAMES), default="3d_fullres", show_default=True)
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--model", type=click.Choice(MODEL_KINDS), default="ds", show_default=True,
+@click.option("--model", type=Choice(MODEL_KINDS), default="ds", show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
-@click.option("--fusion", type=click.Choice(FUSIONS), default=None,
+@click.option("--fusion", type=Choice(FUSIONS), default=None,
               help=f"DS: how the branch logits of a subset are combined [default: {DEFAULT_FUSION}]. mean: their "
                    "mean; weighted: learned per-region weights of each modality, softmax over the modalities "
                    "present.")
-@click.option("--strategy", type=click.Choice(STRATEGIES), default=None,
+@click.option("--strategy", type=Choice(STRATEGIES), default=None,
               help=f"Gradient strategy [default: {DEFAULT_STRATEGY}]. plain: mean "
                    "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
                    "classifier-guided modulation; gmd+cggm: both.")
 @click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
-@click.option("--gmd-scope", type=click.Choice(GMD_SCOPES), default="full", show_default=True,
+@click.option("--gmd-scope", type=Choice(GMD_SCOPES), default="full", show_default=True,
               help="full: exact per-subset gradients; head: conflicts measured on the last decoder stage and "
                    "output layers, then one backward; output: on the 1x1 output layers only (cheapest).")
-@click.option("--gmd-cggm-composition", type=click.Choice(GMD_CGGM_COMPOSITIONS), default="apart",
+@click.option("--gmd-cggm-composition", type=Choice(GMD_CGGM_COMPOSITIONS), default="apart",
               show_default=True,
               help="gmd+cggm: apart: GMD resolves the subset gradients' own conflicts, CGGM's direction "
                    "gradient is added once; rows: it is added to every subset gradient first.")
@@ -59,14 +61,14 @@ HYPERPARAMETERS = {
               help="rho of CGGM's balancing term B (Eq. 7).")
 @click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Weight of CGGM's direction loss L_gm.")
-@click.option("--cggm-balance", type=click.Choice(CGGM_BALANCES), default="smoothed", show_default=True,
+@click.option("--cggm-balance", type=Choice(CGGM_BALANCES), default="smoothed", show_default=True,
               help="What Eq. 7 divides: smoothed: each modality's improvement trend, counted from 0 and "
                    "within its noise (B follows the trend, not one batch); raw: the paper's change between "
                    "two batches.")
 @click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.98, show_default=True,
               help="--cggm-balance smoothed: smoothing of the utilisation's level, trend and noise "
                    "(about 1/(1-x) steps each).")
-@click.option("--cggm-direction", type=click.Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
+@click.option("--cggm-direction", type=Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
               help="L_gm: the output layer's gradient against the heads' (gradients, the paper), the "
                    "output layer's weights against the heads' (weights, the released code), or against the "
                    "gradient of each DS branch's own loss at the same output layer (branches).")
@@ -75,11 +77,11 @@ HYPERPARAMETERS = {
                    "subset); GMD logs them every step for free. 0: off.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--iters-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd", show_default=True)
+@click.option("--optimizer", type=Choice(OPTIMIZERS), default="sgd", show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=3e-5, show_default=True)
 @click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True)
-@click.option("--amp", type=click.Choice(AMP_MODES), default="auto", show_default=True,
+@click.option("--amp", type=Choice(AMP_MODES), default="auto", show_default=True,
               help="auto: bf16 on CUDA if supported else fp16 + GradScaler; off on the CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
