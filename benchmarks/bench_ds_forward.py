@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/bench_ds_forward.py [--repeats 3] [--threads 2]
 For each configuration prints the median seconds of
   * fwd+bwd: forward_branches, the mean of the 15 subset losses (the ``plain`` strategy), one backward;
   * gmd-full: forward_branches, then one backward per subset (``autograd.grad`` with retain_graph),
-    what ``--gmd-scope full`` costs (DESIGN §6.2): the batched graph runs every row in each of the 15
+    what ``--gmd-scope full`` costs (docs/design.md §6.2): the batched graph runs every row in each of the 15
     backwards, the per-modality graphs only the subset's branches;
 and the ratio loop / batched (> 1: batched is faster). The two paths alternate within every repeat
 so that load from other processes hits both alike.

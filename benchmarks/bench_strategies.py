@@ -1,4 +1,4 @@
-"""Step time and peak memory of every gradient strategy, as ratios to ``plain`` (DESIGN §12).
+"""Step time and peak memory of every gradient strategy, as ratios to ``plain`` (docs/design.md §12).
 
 Run: .venv/bin/python benchmarks/bench_strategies.py [--only 3d|2d] [--steps 5] [--threads 2]
 

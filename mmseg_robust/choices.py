@@ -9,7 +9,7 @@ from mmseg_robust.errors import ConfigurationError, MMRobustError
 MODEL_KINDS: tuple[str, ...] = ("ds", "early_fusion")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
-#: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (DESIGN §6).
+#: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (docs/design.md §6).
 STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
 GMD_SCOPES: tuple[str, ...] = ("full", "head", "output")
 #: How ``gmd+cggm`` adds CGGM's direction term: once after GMD, or inside every subset gradient.

@@ -1,4 +1,4 @@
-"""The Dice coefficient from counts, with BraTS's convention for empty masks (DESIGN §9); one
+"""The Dice coefficient from counts, with BraTS's convention for empty masks (docs/design.md §9); one
 definition for the evaluation, the per-epoch validation and CGGM's utilisation. Torch-free."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Region losses (DESIGN.md §7): per-region sigmoid BCE + soft batch Dice, and deep supervision."""
+"""Region losses (docs/design.md §7): per-region sigmoid BCE + soft batch Dice, and deep supervision."""
 
 from __future__ import annotations
 

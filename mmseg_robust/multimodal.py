@@ -1,4 +1,4 @@
-"""What a multimodal model and its task offer the gradient strategies (DESIGN §6), so that
+"""What a multimodal model and its task offer the gradient strategies (docs/design.md §6), so that
 ``plain``, ``gmd``, ``cggm`` and ``gmd+cggm`` run unchanged on any model that offers it: the DS
 U-Net of :mod:`mmseg_robust.networks`, or a sequence model of another pipeline.
 

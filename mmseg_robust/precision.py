@@ -1,4 +1,4 @@
-"""Mixed precision: autocast dtype and gradient scaling chosen per device (DESIGN.md §7)."""
+"""Mixed precision: autocast dtype and gradient scaling chosen per device (docs/design.md §7)."""
 
 from __future__ import annotations
 

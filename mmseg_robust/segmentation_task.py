@@ -3,7 +3,7 @@ region logits against region targets ``(B, R, *spatial)``.
 
 Loss: per-region BCE + soft batch Dice, with deep supervision over the output scales
 (:mod:`mmseg_robust.losses`). CGGM's heads train with the same region loss and their utilisation
-is the mean over the regions of the batch-pooled hard Dice (DESIGN §6.3). Subsets are named as in
+is the mean over the regions of the batch-pooled hard Dice (docs/design.md §6.3). Subsets are named as in
 GMD's Table 2 (``Fl.``, ``T1c,T2``, ``~T1``, ``Full``).
 """
 

@@ -1,5 +1,5 @@
 """Experiment planning: target spacing, normalisation, and per configuration the U-Net topology
-and the patch/batch that fit a GPU-memory budget (DESIGN.md §4.2)."""
+and the patch/batch that fit a GPU-memory budget (docs/design.md §4.2)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Training-memory estimate of the Dynamic-Sharing U-Net, used to choose patch and batch size.
 
 The DS network runs one branch per available modality through the same U-Net, with the
-modalities stacked on the batch axis (DESIGN.md §5). Activation memory is therefore that of a
+modalities stacked on the batch axis (docs/design.md §5). Activation memory is therefore that of a
 plain U-Net at batch ``batch_size * n_modalities``: four modalities cost four times one.
 
 What autograd keeps per conv block (conv -> norm -> LeakyReLU in place) is the conv output and

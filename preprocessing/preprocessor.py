@@ -1,7 +1,7 @@
-"""Preprocess raw cases: crop to the brain, z-score per modality, resample, store (DESIGN §4.3).
+"""Preprocess raw cases: crop to the brain, z-score per modality, resample, store (docs/design.md §4.3).
 
 One case is held in memory at a time per worker; finished cases are skipped, so an interrupted
-run can simply be started again (DESIGN §13).
+run can simply be started again (docs/design.md §13).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Training batches and validation patches from real preprocessed cases on disk (DESIGN §4, §7)."""
+"""Training batches and validation patches from real preprocessed cases on disk (docs/design.md §4, §7)."""
 
 from __future__ import annotations
 

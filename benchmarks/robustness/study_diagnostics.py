@@ -1,4 +1,4 @@
-"""Why a method helps or not: the per-step logs of a training run summarised (DESIGN §6, the GMD
+"""Why a method helps or not: the per-step logs of a training run summarised (docs/design.md §6, the GMD
 paper's Figures 3 and 4, CGGM's B over time) and the weights a weighted fusion learned."""
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class Method:
     question: str = ""
 
 
-#: Every DS method samples the same k=5 subsets per step (DESIGN §6.1: the paper's complexity fix),
+#: Every DS method samples the same k=5 subsets per step (docs/design.md §6.1: the paper's complexity fix),
 #: so that methods differ by their gradient rule only; ``plain_all`` says what k=5 costs plain.
 #: Every option a method depends on is spelt out, so that a later change of mmrobust's defaults
 #: cannot change what a finished run measured.

@@ -1,4 +1,4 @@
-"""Modality subsets by name (DESIGN §6.1, §9): every non-empty subset, its name in GMD's
+"""Modality subsets by name (docs/design.md §6.1, §9): every non-empty subset, its name in GMD's
 Table 2 (``Fl.``, ``T1,Fl.``, ``~T1``, ``Full``), the table's column order, and the one grammar of
 ``--subsets`` that training and evaluation share. Torch-free, so scoring workers and the command
 line load it fast.

@@ -1,4 +1,4 @@
-"""Validation of raw cases (DESIGN.md §3): files present and readable, 3D, consistent geometry,
+"""Validation of raw cases (docs/design.md §3): files present and readable, 3D, consistent geometry,
 finite voxels, label values within the convention, unique case IDs. Read-only."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mmseg_robust.data.case import Case, Problem
 from mmseg_robust.data.discovery import RawDataset
 from mmseg_robust.data.nifti_io import ImageGeometry, ImageReadError, read_header, read_image
 
-#: Geometry tolerance (mm for spacing and origin, unitless for direction cosines), DESIGN.md §3.
+#: Geometry tolerance (mm for spacing and origin, unitless for direction cosines), docs/design.md §3.
 GEOMETRY_TOLERANCE = 1e-3
 
 

@@ -1,4 +1,4 @@
-"""CGGM's classifier heads for the DS U-Net (DESIGN §6.3): one light head per modality on that
+"""CGGM's classifier heads for the DS U-Net (docs/design.md §6.3): one light head per modality on that
 branch's detached last decoder features. They exist only during training (the strategy holds and
 checkpoints them; the exported network has none)."""
 

@@ -1,4 +1,4 @@
-"""The Dynamic Sharing (DS) U-Net (DESIGN §5; GMD paper, "Dynamic Sharing").
+"""The Dynamic Sharing (DS) U-Net (docs/design.md §5; GMD paper, "Dynamic Sharing").
 
 Per modality ``m`` a **stem** ``f_m`` (the first conv block of stage 0: conv 1 -> F0, its own affine
 instance norm, LeakyReLU) maps that modality's single channel to ``F0`` features. A **shared U-Net
@@ -19,7 +19,7 @@ the loop 1.1-1.3x faster for one backward and about 3x for per-subset backwards)
   branch logits are assembled into the ``(B, M, R, ...)`` tensor by a custom autograd function whose
   backward hands a branch **no gradient at all** (None) when its slice of the incoming gradient is
   exactly zero, so a backward through a subset's fused loss only runs the branches of that subset
-  (the exact GMD needs k subset gradients; DESIGN §6.2). That check costs one reduction and one
+  (the exact GMD needs k subset gradients; docs/design.md §6.2). That check costs one reduction and one
   device sync per backward. Edge case: a branch whose forward produced inf/NaN would otherwise have
   back-propagated NaN (0 * inf); skipping it gives 0.
 """
@@ -123,7 +123,7 @@ class DynamicSharingUNet(RegionNetwork):
 
     def head_parameter_names(self) -> list[str]:
         """Names of the parameters of the last (full-resolution) decoder stage and of every output
-        layer: what ``--gmd-scope head`` builds its Gram matrix from (DESIGN §6.2)."""
+        layer: what ``--gmd-scope head`` builds its Gram matrix from (docs/design.md §6.2)."""
         prefixes = (f"backbone.decoder.{len(self.backbone.decoder) - 1}.", "backbone.output_layer.",
                     "backbone.ds_layers.", "fusion.")
         return [name for name, _ in self.named_parameters() if name.startswith(prefixes)]

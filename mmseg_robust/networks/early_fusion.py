@@ -1,4 +1,4 @@
-"""Early-fusion U-Net: the classic baseline (DESIGN §5).
+"""Early-fusion U-Net: the classic baseline (docs/design.md §5).
 
 One nnU-Net-like U-Net on the M-channel stack of the modalities (canonical order); the channels of
 unavailable modalities are zero-filled. Plain affine InstanceNorm everywhere. Random modality

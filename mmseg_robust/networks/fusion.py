@@ -1,4 +1,4 @@
-"""How the DS network combines the branch logits ``z_m`` of a modality subset (DESIGN §5).
+"""How the DS network combines the branch logits ``z_m`` of a modality subset (docs/design.md §5).
 
 Both fusions keep DS's rules: an absent modality is left out (never zero-filled or imputed), any
 non-empty subset works, and a subset of one modality gives that branch's logits unchanged.

@@ -1,4 +1,4 @@
-"""Gradient strategies: how a batch and the model become parameter gradients (DESIGN.md §6).
+"""Gradient strategies: how a batch and the model become parameter gradients (docs/design.md §6).
 
 The optimiser step, clipping, loss scaling and logging are the trainer's; a strategy only leaves
 gradients in ``.grad``. Strategies work with any model and task that offer the protocol of

@@ -1,4 +1,4 @@
-"""CGGM (DESIGN.md §6.3): classifier-guided gradient modulation, alone (``--strategy cggm``) and
+"""CGGM (docs/design.md §6.3): classifier-guided gradient modulation, alone (``--strategy cggm``) and
 as the component :class:`CGGMComponent` that ``gmd+cggm`` plugs into GMD.
 
 One step: the model's forward yields every branch's outputs and the features its output layer

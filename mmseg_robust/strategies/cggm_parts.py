@@ -1,4 +1,4 @@
-"""CGGM's pieces (DESIGN.md §6.3, CGGM paper §3): the heads' losses and utilisation, the balancing
+"""CGGM's pieces (docs/design.md §6.3, CGGM paper §3): the heads' losses and utilisation, the balancing
 rule for B_m, the per-branch gradient scaling, and the direction loss L_gm. The heads themselves
 are the model's (``make_classifier_heads``), their loss and metric the task's.
 

@@ -1,4 +1,4 @@
-"""GMD's conflict removal in coefficient space (DESIGN.md §6.2).
+"""GMD's conflict removal in coefficient space (docs/design.md §6.2).
 
 PCGrad form: for every subset gradient ``g_i`` start from ``g~_i = g_i``; for the other subsets
 ``j`` in a random order, if ``g~_i . g_j < 0`` project: ``g~_i <- g~_i - (g~_i . g_j / |g_j|^2) g_j``

@@ -1,4 +1,4 @@
-"""GMD (DESIGN.md §6.2): per-subset gradients, PCGrad-form conflict removal in coefficient space,
+"""GMD (docs/design.md §6.2): per-subset gradients, PCGrad-form conflict removal in coefficient space,
 the mean over subsets for every parameter; ``gmd+cggm`` (§6.4) when given a CGGM component.
 
 ``scope="full"`` (exact): one backward per subset (``autograd.grad`` with the graph retained) into
@@ -21,7 +21,7 @@ is about a quarter of its arithmetic, so its k per-subset backwards still cost a
 the branch logits, upstream of every subset loss). The gradient ``h`` of ``lambda * L_gm`` is
 computed once. ``composition="apart"`` (default): GMD resolves the conflicts of the subset
 gradients themselves and ``h`` is added once, ``sum_l c_l g_l + h``. ``composition="rows"``
-(DESIGN §6.4 as first written): ``h`` is added to every row before the conflicts are resolved,
+(docs/design.md §6.4 as first written): ``h`` is added to every row before the conflicts are resolved,
 which equals adding the term to each L_S; the update is ``sum_l c_l g_l + (sum_l c_l) h``. In
 ``rows``, ``h`` (which points against the mean subset gradient) makes conflicts of its own: every
 row gets projected off a row that is mostly ``h``, e.g. a subset whose modalities all have B = 0.

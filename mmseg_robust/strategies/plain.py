@@ -1,4 +1,4 @@
-"""``plain``: the mean of the per-subset losses, one backward, no conflict removal (DESIGN §6.1)."""
+"""``plain``: the mean of the per-subset losses, one backward, no conflict removal (docs/design.md §6.1)."""
 
 from __future__ import annotations
 

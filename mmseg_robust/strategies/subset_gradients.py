@@ -1,4 +1,4 @@
-"""Per-subset gradients as the rows of one float32 ``(k, P)`` buffer (DESIGN.md §6.2).
+"""Per-subset gradients as the rows of one float32 ``(k, P)`` buffer (docs/design.md §6.2).
 
 Which parameters a subset reaches comes from the model's explicit parameter -> modality map
 (``parameter_modalities``), never from ``grad is None``: the stems and norms of a modality outside

@@ -1,4 +1,4 @@
-"""Which modality subsets a training step uses (DESIGN §6.1), and the modality dropout that
+"""Which modality subsets a training step uses (docs/design.md §6.1), and the modality dropout that
 ``plain`` trains a model without branches with. The ``--subsets`` grammar is
 :mod:`mmseg_robust.data.modality_subsets`'s, shared with the evaluation."""
 

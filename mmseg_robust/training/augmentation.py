@@ -1,4 +1,4 @@
-"""Training-time data augmentation with batchgenerators (DESIGN §7), in nnU-Net's spirit.
+"""Training-time data augmentation with batchgenerators (docs/design.md §7), in nnU-Net's spirit.
 
 Pipeline (nnU-Net v1 order): spatial (rotation + scaling, elastic deformation off) -> Gaussian noise
 -> Gaussian blur -> multiplicative brightness -> contrast -> inverted gamma -> gamma -> mirroring.
@@ -54,7 +54,7 @@ P_ROTATION = 0.2
 P_SCALE = 0.2
 #: Scale factor range of the sampling grid: > 1 samples a larger region (the anatomy looks smaller).
 SCALE_RANGE = (0.7, 1.4)
-#: Elastic deformation is off by default (DESIGN §7).
+#: Elastic deformation is off by default (docs/design.md §7).
 DO_ELASTIC = False
 #: Interpolation orders: cubic for images, nearest for the label map (keeps codes exact).
 ORDER_IMAGES = 3

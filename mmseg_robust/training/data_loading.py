@@ -1,4 +1,4 @@
-"""Patch sampling from preprocessed cases: training batches and a fixed validation set (DESIGN §4, §7).
+"""Patch sampling from preprocessed cases: training batches and a fixed validation set (docs/design.md §4, §7).
 
 Batch format (a dict of torch tensors; the strategies' :class:`~mmseg_robust.multimodal.MultimodalBatch`
 plus case IDs), for ``B`` samples, ``M = len(settings.modalities)``:

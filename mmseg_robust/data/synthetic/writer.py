@@ -1,4 +1,4 @@
-"""Write a synthetic BraTS-like dataset in any supported raw layout (DESIGN.md §11)."""
+"""Write a synthetic BraTS-like dataset in any supported raw layout (docs/design.md §11)."""
 
 from __future__ import annotations
 
