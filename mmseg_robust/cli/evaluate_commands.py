@@ -66,7 +66,7 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     if case_spec == "val" and len(model_dirs) > 1:
         raise CaseSelectionError("--cases val is one fold's validation set; with several folds use --cases test "
                                  "or a file of case IDs")
-    select_subsets(subsets, plans.modalities)
+    select_subsets(subsets, plans.modalities, name="--subsets")
     raw_root = resolve_raw_dataset(config.dataset, raw)
     splits = data_folder("preprocessed", preprocessed) / config.dataset / "splits.json"
     cases, description = dataset_cases(raw_root, splits, config.fold, case_spec)

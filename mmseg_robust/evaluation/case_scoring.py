@@ -46,7 +46,7 @@ def score_case(job: ScoringJob) -> tuple[list[RegionScore], float]:
     """Scores of every subset of the case, and the seconds it took; one-line errors name the file."""
     started = time.perf_counter()
     reference, reference_geometry = read_image(job.reference)
-    spacing = tuple(reversed(reference_geometry.spacing))  # ITK (x, y, z) -> array (z, y, x)
+    spacing = reference_geometry.array_spacing
     scores: list[RegionScore] = []
     for subset, path in job.predictions:
         label, geometry = read_image(path)

@@ -1,4 +1,4 @@
-"""Dice and HD95 of one region of one case, with the BraTS conventions for empty masks (DESIGN §9).
+"""Dice and HD95 of one region of one case, with the BraTS conventions for empty masks (docs/design.md §9).
 
 HD95 is symmetric in the MedPy/BraTS style: the 95th percentile of the **pooled** directed
 surface distances (prediction surface -> reference surface and back), in millimetres from the
@@ -18,6 +18,9 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from mmseg_robust.data.boxes import bounding_box, box_slices
+from mmseg_robust.dice import dice_from_counts
+
 HD95_PERCENTILE = 95
 
 
@@ -30,17 +33,8 @@ def physical_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
 def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     """2|P ∩ R| / (|P| + |R|); both empty -> 1.0, exactly one empty -> 0.0."""
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
-    total = int(prediction.sum()) + int(reference.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int(np.logical_and(prediction, reference).sum()) / total
-
-
-def _union_box(a: np.ndarray, b: np.ndarray) -> tuple[slice, ...]:
-    coords = np.argwhere(a | b)
-    low = np.maximum(coords.min(0) - 1, 0)
-    high = np.minimum(coords.max(0) + 2, a.shape)
-    return tuple(slice(int(lo), int(hi)) for lo, hi in zip(low, high))
+    tp = int(np.logical_and(prediction, reference).sum())
+    return dice_from_counts(tp, int(prediction.sum()) - tp, int(reference.sum()) - tp)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:
@@ -56,7 +50,7 @@ def surface_distances(source: np.ndarray, target: np.ndarray, spacing: Sequence[
     the volume both masks are 0 on its edge, and where it ends at the volume's edge it treats the
     outside exactly as the whole volume would.
     """
-    box = _union_box(source, target)
+    box = box_slices(bounding_box(source | target, margin=1))
     surface_source, surface_target = _surface(source[box]), _surface(target[box])
     distance = ndimage.distance_transform_edt(~surface_target, sampling=tuple(float(s) for s in spacing))
     return distance[surface_source]

@@ -1,5 +1,5 @@
 """Scores of one predicted label map against its reference: Dice, HD95, sensitivity and
-specificity of WT, TC and ET, without and with ET post-processing (DESIGN §9)."""
+specificity of WT, TC and ET, without and with ET post-processing (docs/design.md §9)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from mmseg_robust.data.boxes import bounding_box, box_slices
 from mmseg_robust.data.labels import REGIONS, LabelConvention, label_to_subregions, subregions_to_regions
 from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS
 from mmseg_robust.evaluation.metrics import dice, hd95, physical_diagonal
@@ -90,12 +91,8 @@ def score_regions(case_id: str, subset: str, predicted: np.ndarray, reference: n
 def _tumour_box(predicted: np.ndarray, reference: np.ndarray) -> tuple[slice, ...]:
     """Bounding box of every non-background voxel of both maps, one voxel wider (HD95's surfaces
     need the background beyond the edge); a one-voxel box when both are empty."""
-    coords = np.argwhere((predicted != 0) | (reference != 0))
-    if not len(coords):
-        return tuple(slice(0, 1) for _ in reference.shape)
-    low = np.maximum(coords.min(0) - 1, 0)
-    high = np.minimum(coords.max(0) + 2, reference.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high))
+    box = bounding_box((predicted != 0) | (reference != 0), margin=1)
+    return box_slices(box) if box is not None else tuple(slice(0, 1) for _ in reference.shape)
 
 
 def score_label_maps(case_id: str, subset: str, predicted: np.ndarray, predicted_convention: LabelConvention,

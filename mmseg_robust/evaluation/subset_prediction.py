@@ -1,4 +1,4 @@
-"""Predict one case under many modality subsets, for the robustness evaluation (DESIGN §9).
+"""Predict one case under many modality subsets, for the robustness evaluation (docs/design.md §9).
 
 Two protocols:
 
@@ -108,7 +108,7 @@ class SubsetPredictor:
         # The scorer applies ET post-processing itself; the label maps on disk stay raw.
         self.settings = dataclasses.replace(settings, et_min_voxels=0, save_probabilities=False, png=False)
         self.predictor, self.protocol = predictor, protocol
-        self.shares_branch_passes = all(m.network.kind == "ds" for m in predictor.models)
+        self.shares_branch_passes = all(m.network.has_branches for m in predictor.models)
 
     def describe(self) -> dict[str, Any]:
         """What decides the predictions' voxels: reused ones must agree on all of it."""
