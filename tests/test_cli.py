@@ -16,7 +16,8 @@ def test_version_and_help(run_cli):
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
     # Only commands that work exist: later stages arrive with their issues.
     assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan",
-                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "train", "verify"]
+                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "sentiment", "train",
+                        "verify"]
 
 
 def test_console_script_is_installed_and_runs(tmp_path):
