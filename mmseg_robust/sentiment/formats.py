@@ -201,7 +201,8 @@ def _clean(where: str, array: np.ndarray, allow_neg_inf: bool) -> tuple[np.ndarr
         if not allow_neg_inf:
             raise SentimentDataError(f"{where}: {replaced} -inf value(s); only audio's -inf is set to 0")
         array = np.where(neg_inf, 0, array)
-    features = array.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # reported below, naming the key
+        features = array.astype(np.float32, copy=False)
     if array.dtype.itemsize > features.dtype.itemsize and not np.isfinite(features).all():
         raise SentimentDataError(f"{where}: values beyond float32's range (largest magnitude "
                                  f"{np.abs(array).max():.3g})")
