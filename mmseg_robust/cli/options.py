@@ -53,7 +53,7 @@ def model_options(command):
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
     from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.runs.config import DEFAULT_FUSION, DEFAULT_STRATEGY
+    from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),
@@ -77,22 +77,22 @@ def model_options(command):
     return command
 
 
+#: How the command line names the parameters of :func:`mmseg_robust.runs.paths.resolve_run_folders`.
+RUN_FOLDER_FLAGS = {"model_dirs": "-m RESULTS_DIR", "dataset/configuration/folds": "-d NAME -c CONFIG -f FOLD"}
+
+
 def resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results) -> list:
-    """The fold folders named by :func:`model_options`' flags (one-line error when ambiguous)."""
-    from pathlib import Path
+    """The fold folders named by :func:`model_options`' flags
+    (:func:`~mmseg_robust.runs.paths.resolve_run_folders`, its error in flags)."""
+    from mmseg_robust.runs.paths import RunFolderError, resolve_run_folders
 
-    from mmseg_robust.errors import ConfigurationError
-    from mmseg_robust.paths import data_folder
-    from mmseg_robust.runs.config import run_name
-
-    if model_dirs and dataset:
-        raise ConfigurationError("give either -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD, not both")
-    if model_dirs:
-        return [Path(d) for d in model_dirs]
-    if not dataset:
-        raise ConfigurationError("no model: give -m RESULTS_DIR or -d NAME -c CONFIG -f FOLD")
-    base = data_folder("results", results) / dataset / run_name(configuration, model_kind, strategy, fusion)
-    return [base / f"fold_{f}" for f in (folds or (0,))]
+    try:
+        return resolve_run_folders(model_dirs, dataset, configuration, folds, model_kind, strategy, fusion, results)
+    except RunFolderError as error:
+        message = str(error)
+        for parameter, flag in RUN_FOLDER_FLAGS.items():
+            message = message.replace(parameter, flag)
+        raise RunFolderError(message) from None
 
 
 def prediction_options(command):

@@ -20,7 +20,7 @@ from mmseg_robust.choices import (
     STRATEGIES,
 )
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.runs.config import DEFAULT_FUSION, DEFAULT_STRATEGY
+from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
 
 #: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
 HYPERPARAMETERS = {

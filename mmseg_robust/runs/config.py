@@ -21,15 +21,10 @@ from mmseg_robust.choices import (
 )
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import Plans
+from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion, run_folder, run_name
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
-#: Defaults chosen by the robustness study (benchmarks/robustness, README "Results"): on data where
-#: one sequence alone shows a region, the learned weighted fusion beat the mean by 2.6 (TC) and 3.0
-#: (ET) points over the 15 subsets; exact GMD added nothing measurable on top of it at 1.8x the cost,
-#: and every CGGM variant lost 9-12 points of ET. Early fusion has no branches to weigh.
-DEFAULT_STRATEGY = "plain"
-DEFAULT_FUSION = "weighted"
 #: Values of fields added after schema version 1 for config files that predate them: what those
 #: runs did. Before ``cggm_balance`` existed, CGGM divided the change of an EMA of the utilisation;
 #: no rule of today reproduces it, so such runs cannot be resumed (``training.trainer``).
@@ -42,18 +37,9 @@ class TrainingConfigError(MMRobustError):
     """An inconsistent training setting or results folder."""
 
 
-def run_name(configuration: str, model: str = "ds", strategy: str = DEFAULT_STRATEGY,
-             fusion: str = DEFAULT_FUSION) -> str:
-    """``<config>__<strategy>`` for the DS model (DESIGN §4), with ``__<fusion>fusion`` unless the
-    fusion is the mean; ``<config>__early_fusion`` for the baseline."""
-    if model != "ds":
-        return f"{configuration}__{model}"
-    return f"{configuration}__{strategy}" + ("" if fusion == "mean" else f"__{fusion}fusion")
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Every hyper-parameter of a run; defaults follow DESIGN.md §7 (nnU-Net's) and, for the fusion
+    """Every hyper-parameter of a run; defaults follow docs/design.md §7 (nnU-Net's) and, for the fusion
     and the strategy, the robustness study. ``fusion`` None: ``weighted`` for the DS network,
     ``mean`` (the only one) for early fusion; ``strategy`` None: ``plain``."""
 
@@ -93,7 +79,7 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         if self.fusion is None:
-            object.__setattr__(self, "fusion", DEFAULT_FUSION if self.model == "ds" else "mean")
+            object.__setattr__(self, "fusion", default_fusion(self.model))
         if self.strategy is None:
             object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
         if self.model not in MODEL_KINDS:
@@ -126,11 +112,13 @@ class TrainingConfig:
 
     @property
     def run_name(self) -> str:
-        """The results folder's name, :func:`run_name`."""
+        """The results folder's name, :func:`mmseg_robust.runs.paths.run_name`."""
         return run_name(self.configuration, self.model, self.strategy, self.fusion)
 
     def output_dir(self, results: Path) -> Path:
-        return Path(results) / self.dataset / self.run_name / f"fold_{self.fold}"
+        """This run's fold folder under the results base ``results`` (:func:`~mmseg_robust.runs.paths.run_folder`)."""
+        return run_folder(results, self.dataset, self.configuration, self.fold, self.model, self.strategy,
+                          self.fusion)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
