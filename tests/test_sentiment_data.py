@@ -113,6 +113,15 @@ def test_malicious_pickle_is_refused_and_runs_nothing(tmp_path, attack, run_cli)
     assert target.exists()
 
 
+def test_codecs_encode_is_admitted_only_for_the_bytes_pickles_store(tmp_path):
+    import codecs
+
+    path = tmp_path / "f.pkl"
+    path.write_bytes(pickle.dumps([b"kept", _Exploit(codecs.encode, "text", "rot13")], protocol=2))
+    with pytest.raises(SentimentDataError, match="_codecs.encode with encoding 'rot13'"):
+        load_pickle(path)
+
+
 # --- both readers on generated files ------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fmt", ["mmsa", "mult"])

@@ -34,8 +34,8 @@ _BUILTIN_TYPES = (set, frozenset, list, dict, tuple, bytes, bytearray, str, int,
 
 
 def _encode_bytes(text: str, encoding: str = _BYTES_ENCODING) -> bytes:
-    """``_codecs.encode`` restricted to the one encoding pickles use for bytes."""
-    if codecs.lookup(encoding).name != codecs.lookup(_BYTES_ENCODING).name:
+    """``_codecs.encode`` restricted to the one encoding pickles use for bytes (no codec lookup)."""
+    if encoding != _BYTES_ENCODING:
         raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
     return codecs.encode(text, encoding)
 
@@ -77,9 +77,6 @@ class RestrictedUnpickler(pickle.Unpickler):
                 f"{self._path}: refused to load: the pickle references {module}.{name}, which is not a numpy "
                 f"array or builtin container (pickles can run code when loaded; nothing was run)") from None
 
-    def persistent_load(self, pid: Any) -> Any:
-        raise SentimentDataError(f"{self._path}: refused to load: the pickle uses persistent IDs")
-
 
 def load_pickle(path: str | Path) -> Any:
     """Load ``path`` through :class:`RestrictedUnpickler`.
@@ -99,7 +96,7 @@ def load_pickle(path: str | Path) -> Any:
         except EOFError:
             raise SentimentDataError(f"{path}: the pickle is empty or truncated") from None
         except pickle.UnpicklingError as error:
-            problem = "truncated" if "truncated" in str(error) else f"not a readable pickle ({error})"
+            problem = "the pickle is truncated" if "truncated" in str(error) else f"not a readable pickle ({error})"
             raise SentimentDataError(f"{path}: {_one_line(problem)}") from None
         except (ValueError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
                 UnicodeDecodeError, OverflowError) as error:
