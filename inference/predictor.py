@@ -1,4 +1,4 @@
-"""``Predictor``: trained model(s) -> label maps for any modality subset (DESIGN §8).
+"""``Predictor``: trained model(s) -> label maps for any modality subset (docs/design.md §8).
 
 Notebook use::
 
@@ -6,10 +6,12 @@ Notebook use::
     result = predictor.predict_case(find_input_cases("case_dir")[0], modalities=("t1", "flair"),
                                     output_dir=Path("out"))
     result.label, result.probabilities, result.paths
+    summary = predictor.predict_cases(find_input_cases("cases_dir"), None, Path("out"))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
+
 from mmseg_robust.inference.export import (
     REGION_THRESHOLD,
     probabilities_to_input_grid,
@@ -30,6 +34,7 @@ from mmseg_robust.inference.sliding_window import sliding_window_predict, with_m
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
 from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_images, read_case_images
 
+from mmseg_robust.devices import resolve_device
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
@@ -48,15 +53,23 @@ class ModelLoadError(MMRobustError):
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    """``step``: window stride as a fraction of the patch; ``tta``: mirroring; ``et_min_voxels``:
-    ET post-processing (0: off)."""
+    """``step``: window stride as a fraction of the patch; ``tta``: mirroring (None: on with CUDA,
+    off on the CPU, see :meth:`on`); ``et_min_voxels``: ET post-processing (0: off)."""
 
     step: float = 0.5
     sw_batch: int = 2
-    tta: bool = False
+    tta: bool | None = None
     et_min_voxels: int = 0
     save_probabilities: bool = False
     png: bool = False
+
+    def on(self, device: torch.device | str) -> "PredictionSettings":
+        """These settings with ``tta`` decided for ``device``: mirroring multiplies the network's
+        work by 8 in 3D (4 in 2D), which a GPU affords and a CPU does not, so None is on with CUDA
+        only. An explicit True or False stays."""
+        if self.tta is not None:
+            return self
+        return dataclasses.replace(self, tta=torch.device(device).type == "cuda")
 
 
 @dataclass
@@ -68,6 +81,20 @@ class PredictionResult:
     label: np.ndarray
     probabilities: np.ndarray
     paths: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class PredictionRunSummary:
+    """What :meth:`Predictor.predict_cases` did: cases predicted, skipped (their label map existed)
+    and failed (case ID -> its one-line error, in input order)."""
+
+    predicted: int = 0
+    skipped: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return list(self.failures)
 
 
 @dataclass
@@ -113,6 +140,14 @@ class Predictor:
     @classmethod
     def from_results(cls, results_dirs: Sequence[Path], checkpoint: str = "best",
                      device: torch.device | str = "cpu") -> "Predictor":
+        """Load the runs (fold folders) ``results_dirs``; ``device`` may be ``auto`` (CUDA when
+        available).
+
+        Raises:
+            DeviceError: a ``device`` this machine cannot give.
+            ModelLoadError: no run, or runs of different plans.
+        """
+        device = resolve_device(str(device))
         return cls([load_model(Path(d), checkpoint, device) for d in results_dirs], device)
 
     # ----------------------------------------------------------------- network side
@@ -136,7 +171,7 @@ class Predictor:
         """Sliding-window logits ``(R, *shape)`` of one model from ``modalities`` only (on the CPU)."""
         available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
         available[0, [self.modalities.index(m) for m in modalities]] = True
-        predict = self._window_predictor(model, available, settings.tta)
+        predict = self._window_predictor(model, available, settings.on(self.device).tta)
         if self.plan.spatial_dims == 3:
             logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step,
                                             settings.sw_batch, self.device)
@@ -183,10 +218,40 @@ class Predictor:
                      prepared.shape, len(self.models))
         return result
 
+    # ----------------------------------------------------------------- a folder of cases
+    def predict_cases(self, cases: Sequence[InputCase], modalities: Sequence[str] | None, output_dir: Path,
+                      settings: PredictionSettings = PredictionSettings(), overwrite: bool = False,
+                      progress: bool = True) -> PredictionRunSummary:
+        """Predict every case into ``output_dir`` as :meth:`predict_case` does. A case whose label
+        map is there already is skipped unless ``overwrite`` (the label map is written last, so a
+        case interrupted half-way is predicted again); a case that fails with an expected error is
+        logged in one line naming it, and the others are still predicted."""
+        settings = settings.on(self.device)
+        summary = PredictionRunSummary()
+        for case in tqdm(cases, desc="predict", unit="case", disable=not progress or len(cases) < 2):
+            if not overwrite and output_path(output_dir, case.case_id).exists():
+                summary.skipped += 1
+                continue
+            try:
+                self.predict_case(case, modalities, output_dir, settings)
+            except MMRobustError as error:
+                message = _naming_case(error, case.case_id)
+                summary.failures[case.case_id] = message
+                logger.error("not predicted: %s", message)
+            else:
+                summary.predicted += 1
+        return summary
+
+
+def _naming_case(error: Exception, case_id: str) -> str:
+    """The error's one line, prefixed with the case unless it names it already."""
+    message = str(error)
+    return message if message.startswith(f"case {case_id}:") else f"case {case_id}: {message}"
+
 
 def output_path(output_dir: Path, case_id: str) -> Path:
     return Path(output_dir) / f"{case_id}.nii.gz"
 
 
-__all__ = ["InputError", "LoadedModel", "ModelLoadError", "PredictionResult", "PredictionSettings", "Predictor",
-           "load_model", "output_path"]
+__all__ = ["InputError", "LoadedModel", "ModelLoadError", "PredictionResult", "PredictionRunSummary",
+           "PredictionSettings", "Predictor", "load_model", "output_path"]

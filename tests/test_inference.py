@@ -4,6 +4,7 @@ conventions, every modality subset of a tiny trained model, folder mode and bad 
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 
 import numpy as np
@@ -164,6 +165,41 @@ def test_geometry_round_trip_on_an_anisotropic_oblique_input(trained, tmp_path) 
     assert not result.label[: z[0]].any() and not result.label[z[-1] + 1:].any()
 
 
+def test_api_folder_loop_skips_finished_cases_and_continues_past_a_failing_one(trained, tmp_path, caplog) -> None:
+    """The folder loop is the API's: a notebook user gets the skip, the one-line log naming the
+    failing case and the summary without the CLI."""
+    partial = tmp_path / "partial"
+    shutil.copytree(trained["raw"], partial)
+    victim = sorted(p for p in partial.iterdir() if p.is_dir())[0]
+    (victim / f"{victim.name}_t2.nii.gz").unlink()
+    predictor, cases, out = Predictor.from_results([trained["run"]]), find_input_cases(partial), tmp_path / "out"
+    settings = PredictionSettings(step=1.0)
+    with caplog.at_level(logging.ERROR, logger="mmseg_robust.inference.predictor"):
+        first = predictor.predict_cases(cases, ("t2",), out, settings, progress=False)
+    assert (first.predicted, first.skipped, first.failed) == (3, 0, [victim.name])
+    assert first.failures[victim.name].startswith(f"case {victim.name}: requested modality t2 not found in {victim}")
+    assert [r.getMessage() for r in caplog.records] == [f"not predicted: {first.failures[victim.name]}"]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert len(stamps) == 3 and f"{victim.name}.nii.gz" not in stamps
+    again = predictor.predict_cases(cases, ("t2",), out, settings, progress=False)
+    assert (again.predicted, again.skipped, again.failed) == (0, 3, [victim.name])
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps  # finished cases left alone
+    redone = predictor.predict_cases(cases, ("t2",), out, settings, overwrite=True, progress=False)
+    assert (redone.predicted, redone.skipped) == (3, 0)
+
+
+def test_tta_default_is_on_with_cuda_and_off_on_the_cpu(trained) -> None:
+    """``tta=None`` is decided by the device in the API, as the CLI's --tta/--no-tta default is."""
+    assert PredictionSettings().tta is None
+    assert PredictionSettings().on("cpu").tta is False and PredictionSettings().on(torch.device("cuda")).tta is True
+    assert PredictionSettings(tta=True).on("cpu").tta is True and PredictionSettings(tta=False).on("cuda").tta is False
+    predictor = Predictor.from_results([trained["run"]])
+    case = find_input_cases(next(p for p in sorted(trained["raw"].iterdir()) if p.is_dir()))[0]
+    default, plain, mirrored = (predictor.predict_case(case, ("flair",), settings=PredictionSettings(step=1.0, tta=tta))
+                                .probabilities for tta in (None, False, True))
+    assert np.array_equal(default, plain) and not np.allclose(default, mirrored, atol=1e-4)
+
+
 def test_cli_folder_mode_subsets_skip_and_errors(trained, run_cli, tmp_path) -> None:
     env, out = trained["env"], tmp_path / "out"
     model = ["-m", str(trained["run"])]
@@ -186,8 +222,8 @@ def test_cli_folder_mode_subsets_skip_and_errors(trained, run_cli, tmp_path) -> 
     missing = run_cli("predict", "-i", str(partial), "-o", str(tmp_path / "p_out"), *model, "--modalities", "t2",
                       env=env)
     assert missing.returncode == 1
-    assert f"Error: case {victim.name}: requested modality t2 not found in {victim}" in missing.stderr
-    assert "3 predicted, 0 skipped (output exists), 1 failed" in missing.stdout
+    assert f"not predicted: case {victim.name}: requested modality t2 not found in {victim}" in missing.stderr
+    assert f"3 predicted, 0 skipped (output exists), 1 failed ({victim.name})" in missing.stdout
     assert not (tmp_path / "p_out" / f"{victim.name}.nii.gz").exists()
     assert not [p for p in (tmp_path / "p_out").iterdir() if p.name.startswith(".")]  # no temp left
 

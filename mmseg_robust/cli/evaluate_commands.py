@@ -72,13 +72,11 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     cases, description = dataset_cases(raw_root, splits, config.fold, case_spec)
 
     # Torch, the networks and the model only now that the cheap checks have passed.
-    from mmseg_robust.devices import resolve_device
     from mmseg_robust.evaluation.evaluate import evaluate_model
     from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 
-    torch_device = resolve_device(device)
-    predictor = Predictor.from_results(model_dirs, checkpoint, torch_device)
-    settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=torch_device.type == "cuda" if tta is None else tta)
+    predictor = Predictor.from_results(model_dirs, checkpoint, device)
+    settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=tta)
     name = case_spec if case_spec in CASE_SETS else Path(case_spec).stem
     out = Path(output) if output else model_dirs[0] / f"evaluation_{name}"
     report = evaluate_model(predictor, cases, out, subsets, settings, protocol,

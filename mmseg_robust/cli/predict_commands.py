@@ -27,9 +27,6 @@ def predict_command(input_path, output, modalities, model_dirs, dataset, configu
     """Segment WT/TC/ET from any subset of FLAIR, T1, T1ce, T2, in the input's geometry."""
     from pathlib import Path
 
-    from tqdm import tqdm
-
-    from mmseg_robust.errors import MMRobustError
     from mmseg_robust.inference.inputs import find_input_cases, parse_requested
 
     requested = parse_requested(modalities)
@@ -37,27 +34,15 @@ def predict_command(input_path, output, modalities, model_dirs, dataset, configu
     cases = find_input_cases(input_path)
 
     # Torch, the networks and the model only now that the cheap checks have passed.
-    from mmseg_robust.devices import resolve_device
-    from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
+    from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 
-    torch_device = resolve_device(device)
-    predictor = Predictor.from_results(model_dirs, checkpoint, torch_device)
-    settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=torch_device.type == "cuda" if tta is None else tta,
-                                  et_min_voxels=et_min_voxels, save_probabilities=save_probabilities, png=png)
-    out = Path(output)
-    done, skipped, failed = 0, 0, []
-    for case in tqdm(cases, desc="predict", unit="case", disable=len(cases) < 2):
-        if output_path(out, case.case_id).exists() and not overwrite:
-            skipped += 1
-            continue
-        try:
-            predictor.predict_case(case, requested, out, settings)
-            done += 1
-        except MMRobustError as error:
-            failed.append(case.case_id)
-            click.echo(f"Error: {error}", err=True)
+    predictor = Predictor.from_results(model_dirs, checkpoint, device)
+    settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=tta, et_min_voxels=et_min_voxels,
+                                  save_probabilities=save_probabilities, png=png)
+    summary = predictor.predict_cases(cases, requested, Path(output), settings, overwrite)
     used = ",".join(requested) if requested else "all found"
-    click.echo(f"{done} predicted, {skipped} skipped (output exists), {len(failed)} failed; modalities: {used}; "
-               f"-> {out}")
-    if failed:
+    failed = f" ({', '.join(summary.failed)})" if summary.failed else ""
+    click.echo(f"{summary.predicted} predicted, {summary.skipped} skipped (output exists), {len(summary.failed)} "
+               f"failed{failed}; modalities: {used}; -> {output}")
+    if summary.failed:
         raise SystemExit(1)

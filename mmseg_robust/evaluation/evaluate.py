@@ -1,5 +1,5 @@
 """``mmrobust evaluate`` and ``evaluate-folder`` as a Python API: predict (or find) every case's
-label map under every modality subset, score them, and write the report (DESIGN §9).
+label map under every modality subset, score them, and write the report (docs/design.md §9).
 
 Notebook use::
 
@@ -65,7 +65,8 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
               "prediction_seconds_per_case": predict_seconds / predicted_cases if predicted_cases else 0.0,
               "prediction_seconds_per_case_subset": predict_seconds / predicted if predicted else 0.0,
               "scoring_seconds_per_case_subset": score_seconds / scored if scored else 0.0}
-    settings_record = {"subsets": subsets, "protocol": protocol, "step": settings.step, "tta": settings.tta,
+    settings_record = {"subsets": subsets, "protocol": protocol, "step": settings.step,
+                       "tta": subset_predictor.settings.tta,
                        "et_min_voxels": options.et_min_voxels, "hd95_empty_penalty": options.hd95_empty_penalty,
                        "cases": description}
     sources = ", ".join(str(m.source) for m in predictor.models)

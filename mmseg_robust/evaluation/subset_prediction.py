@@ -106,7 +106,8 @@ class SubsetPredictor:
         if protocol not in PROTOCOLS:
             raise EvaluationError(f"--protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
         # The scorer applies ET post-processing itself; the label maps on disk stay raw.
-        self.settings = dataclasses.replace(settings, et_min_voxels=0, save_probabilities=False, png=False)
+        self.settings = dataclasses.replace(settings.on(predictor.device), et_min_voxels=0, save_probabilities=False,
+                                            png=False)
         self.predictor, self.protocol = predictor, protocol
         self.shares_branch_passes = all(m.network.has_branches for m in predictor.models)
 
