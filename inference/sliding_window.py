@@ -1,10 +1,15 @@
-"""Sliding-window prediction with Gaussian importance weighting (DESIGN §8).
+"""Sliding-window prediction with Gaussian importance weighting (docs/design.md §8).
 
 Windows of the plan's patch size start every ``step * patch`` voxels (the last one flush with the
 border), are batched ``sw_batch`` at a time, and their logits are added, weighted by a Gaussian
 (sigma = patch / 8) centred on the window, into one accumulation buffer of the volume's size plus
 one weight map; the result is their ratio. No per-window copy of the volume is kept. A volume
 smaller than the patch is zero-padded (the network's background) and cropped back.
+
+A patch with fewer axes than the image (a 2D network on a volume) slides over the last axes of
+every slice of the leading ones: the windows of all slices are batched together, ``sw_batch`` at
+a time, into one buffer, which gives what predicting slice by slice gives with fuller batches and
+without a buffer per slice.
 """
 
 from __future__ import annotations
@@ -70,30 +75,36 @@ def sliding_window_predict(predict: WindowPredictor, image: Tensor, patch: Seque
                            accumulate_dtype: torch.dtype = torch.float32) -> Tensor:
     """Logits ``(R, *spatial)`` of ``image`` ``(C, *spatial)`` by Gaussian-weighted sliding windows.
 
+    ``patch`` may have fewer axes than the image: it then covers the last ones, and ``predict``
+    gets windows of the patch's own dimension from every slice along the leading ones.
     Windows run on ``device`` (default: the image's); the accumulation buffer lives there too.
     """
     if not 0 < step <= 1:
         raise ValueError(f"step must be in (0, 1], got {step}")
     device = torch.device(device) if device is not None else image.device
-    patch = tuple(int(p) for p in patch)
     spatial = tuple(image.shape[1:])
-    if len(spatial) != len(patch):
+    if not 0 < len(patch) <= len(spatial):
         raise ValueError(f"image has {len(spatial)} spatial axes, the patch {len(patch)}")
+    window_shape = tuple(int(p) for p in patch)
+    # Slice axes: a window one voxel thick at every position, folded away for ``predict``.
+    patch = (1,) * (len(spatial) - len(window_shape)) + window_shape
     pad = [max(p - s, 0) for s, p in zip(spatial, patch)]
     if any(pad):
         # F.pad takes (last axis first) pairs; split the padding evenly around the volume.
         pairs = [(p // 2, p - p // 2) for p in pad]
         image = F.pad(image, [v for pair in reversed(pairs) for v in pair])
     padded = tuple(image.shape[1:])
-    importance = gaussian_importance(patch, device=device)
-    starts = list(itertools.product(*(window_starts(s, p, step) for s, p in zip(padded, patch))))
+    importance = gaussian_importance(window_shape, device=device).reshape(patch)
+    starts = list(itertools.product(*(range(s) if p == 1 else window_starts(s, p, step)
+                                      for s, p in zip(padded, patch))))
     logits: Tensor | None = None
     weights = torch.zeros(padded, dtype=torch.float32, device=device)
     for first in range(0, len(starts), sw_batch):
         chunk = starts[first:first + sw_batch]
         windows = torch.stack([image[(slice(None),) + tuple(slice(o, o + p) for o, p in zip(origin, patch))]
                                for origin in chunk]).to(device, non_blocking=True)
-        out = predict(windows)
+        out = predict(windows.reshape(windows.shape[:2] + window_shape))
+        out = out.reshape(out.shape[:2] + patch)
         if logits is None:
             logits = torch.zeros((out.shape[1],) + padded, dtype=accumulate_dtype, device=device)
         for origin, window_logits in zip(chunk, out):

@@ -84,6 +84,31 @@ def test_overlapping_windows_are_blended_with_the_gaussian() -> None:
     assert torch.allclose(result[0].double(), numerator / denominator, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape, sw_batch", [((5, 37, 29), 3), ((4, 11, 20), 2)])
+def test_2d_windows_batched_across_slices_equal_slice_by_slice(shape, sw_batch) -> None:
+    """A 2D patch on a volume: the windows of every z slice are batched together (fuller batches,
+    one buffer), and the result is what sliding over each slice on its own gives, padding included."""
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(4, 3, 3, padding=1))
+    image = torch.randn((2,) + shape)
+    sizes = []
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:
+        sizes.append(windows.shape[0])
+        return network(windows)
+
+    with torch.no_grad():
+        batched = sliding_window_predict(predict, image, (12, 16), step=0.5, sw_batch=sw_batch)
+        batched_calls = len(sizes)
+        by_slice = torch.stack([sliding_window_predict(predict, image[:, z], (12, 16), step=0.5, sw_batch=sw_batch)
+                                for z in range(shape[0])], dim=1)
+    assert batched.shape == (3,) + shape
+    assert torch.allclose(batched, by_slice, atol=1e-6)
+    assert batched_calls <= len(sizes) - batched_calls  # never more forward passes than slice by slice
+    assert set(sizes[:batched_calls - 1]) == {sw_batch}  # every batch full but the last
+
+
 def test_tta_is_the_mean_of_the_flipped_predictions() -> None:
     torch.manual_seed(0)
     conv = torch.nn.Conv3d(2, 3, 3, padding=1)
