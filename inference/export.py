@@ -1,5 +1,5 @@
 """From region probabilities on the network's grid back to a label map in the input's geometry
-(DESIGN §3, §8): resample back if planned, uncrop, threshold, ET post-processing, label values of
+(docs/design.md §3, §8): resample back if planned, uncrop, threshold, ET post-processing, label values of
 the dataset's convention, written with the input's exact size, spacing, origin and direction."""
 
 from __future__ import annotations
@@ -22,11 +22,21 @@ PROBABILITY_ORDER = 1
 ET = REGIONS.index("ET")
 
 
+def probabilities_to_crop(probabilities: np.ndarray, prepared: PreparedImages) -> np.ndarray:
+    """``(R, *network shape)`` -> ``(R, *crop shape)``: undo the resampling, if the plans resampled."""
+    if prepared.resampled:
+        return np.clip(resample_image(probabilities, prepared.cropped_shape, order=PROBABILITY_ORDER), 0, 1)
+    return probabilities
+
+
+def to_input_grid(array: np.ndarray, prepared: PreparedImages) -> np.ndarray:
+    """``(..., *crop shape)`` -> ``(..., *input array shape)``, zero outside the crop (background)."""
+    return uncrop(array, prepared.crop_box, prepared.geometry.array_shape)
+
+
 def probabilities_to_input_grid(probabilities: np.ndarray, prepared: PreparedImages) -> np.ndarray:
     """``(R, *network shape)`` -> ``(R, *input array shape)``: undo resampling and cropping."""
-    if prepared.resampled:
-        probabilities = np.clip(resample_image(probabilities, prepared.cropped_shape, order=PROBABILITY_ORDER), 0, 1)
-    return np.stack([uncrop(p, prepared.crop_box, prepared.geometry.array_shape) for p in probabilities])
+    return to_input_grid(probabilities_to_crop(probabilities, prepared), prepared)
 
 
 def remove_small_et(regions: np.ndarray, min_voxels: int) -> np.ndarray:

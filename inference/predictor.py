@@ -7,6 +7,12 @@ Notebook use::
                                     output_dir=Path("out"))
     result.label, result.probabilities, result.paths
     summary = predictor.predict_cases(find_input_cases("cases_dir"), None, Path("out"))
+
+One pipeline: a case is prepared (read, cropped, normalised), each model's sliding-window logits
+come from the modalities used (or are fused from per-modality branch logits, as the evaluation's
+shared pass does), the models' probabilities are averaged, and :meth:`Predictor.export` takes them
+back to the input's grid, labels and writes them. :class:`PredictionSettings` is what changes the
+probabilities, :class:`OutputSettings` what is made of them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,14 +29,15 @@ from tqdm import tqdm
 
 from mmseg_robust.inference.export import (
     REGION_THRESHOLD,
-    probabilities_to_input_grid,
+    probabilities_to_crop,
     regions_to_label,
     remove_small_et,
+    to_input_grid,
     write_label,
     write_probabilities,
 )
 from mmseg_robust.inference.inputs import InputCase, InputError
-from mmseg_robust.inference.sliding_window import sliding_window_predict, with_mirroring
+from mmseg_robust.inference.sliding_window import WindowPredictor, sliding_window_predict, with_mirroring
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
 from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_images, read_case_images
 
@@ -53,15 +60,13 @@ class ModelLoadError(MMRobustError):
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    """``step``: window stride as a fraction of the patch; ``tta``: mirroring (None: on with CUDA,
-    off on the CPU, see :meth:`on`); ``et_min_voxels``: ET post-processing (0: off)."""
+    """What the probabilities are computed with: ``step``, the window stride as a fraction of the
+    patch; ``sw_batch``, windows per forward pass; ``tta``, mirroring (None: on with CUDA, off on
+    the CPU, see :meth:`on`)."""
 
     step: float = 0.5
     sw_batch: int = 2
     tta: bool | None = None
-    et_min_voxels: int = 0
-    save_probabilities: bool = False
-    png: bool = False
 
     def on(self, device: torch.device | str) -> "PredictionSettings":
         """These settings with ``tta`` decided for ``device``: mirroring multiplies the network's
@@ -72,14 +77,25 @@ class PredictionSettings:
         return dataclasses.replace(self, tta=torch.device(device).type == "cuda")
 
 
+@dataclass(frozen=True)
+class OutputSettings:
+    """What is made of the probabilities: ``et_min_voxels``, ET post-processing (0: off);
+    ``save_probabilities``, also ``<case>.npz``; ``png``, also ``<case>.png``, a QC overlay."""
+
+    et_min_voxels: int = 0
+    save_probabilities: bool = False
+    png: bool = False
+
+
 @dataclass
 class PredictionResult:
-    """Arrays in the input's array order (z, y, x) and the files written."""
+    """Arrays in the input's array order (z, y, x) and the files written; ``probabilities`` is
+    None when :meth:`Predictor.export` was not asked for them."""
 
     case_id: str
     modalities: tuple[str, ...]
     label: np.ndarray
-    probabilities: np.ndarray
+    probabilities: np.ndarray | None
     paths: list[Path] = field(default_factory=list)
 
 
@@ -151,7 +167,13 @@ class Predictor:
         return cls([load_model(Path(d), checkpoint, device) for d in results_dirs], device)
 
     # ----------------------------------------------------------------- network side
-    def _window_predictor(self, model: LoadedModel, available: torch.Tensor, tta: bool):
+    def window_predictor(self, model: LoadedModel, modalities: Sequence[str], tta: bool) -> WindowPredictor:
+        """What the sliding window runs on each batch of windows ``(N, M, *patch)``: the logits
+        ``(N, R, *patch)`` of ``model`` from ``modalities`` only (a DS network runs their branches
+        and no other), the mean over mirrored copies with ``tta``."""
+        available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
+        available[0, [self.modalities.index(m) for m in modalities]] = True
+
         def predict(windows: torch.Tensor) -> torch.Tensor:
             rows = available.expand(windows.shape[0], -1)
             with torch.no_grad(), self.precision.autocast():
@@ -169,59 +191,90 @@ class Predictor:
     def model_logits(self, model: LoadedModel, channels: torch.Tensor, modalities: Sequence[str],
                      settings: PredictionSettings) -> torch.Tensor:
         """Sliding-window logits ``(R, *shape)`` of one model from ``modalities`` only (on the CPU)."""
-        available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
-        available[0, [self.modalities.index(m) for m in modalities]] = True
-        predict = self._window_predictor(model, available, settings.on(self.device).tta)
-        if self.plan.spatial_dims == 3:
-            logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step,
-                                            settings.sw_batch, self.device)
-        else:  # a 2D network predicts the volume slice by slice along z
-            logits = torch.stack([sliding_window_predict(predict, channels[:, z], self.plan.patch_size,
-                                                         settings.step, settings.sw_batch, self.device)
-                                  for z in range(channels.shape[1])], dim=1)
+        predict = self.window_predictor(model, modalities, settings.on(self.device).tta)
+        # A 2D plan's patch slides over (y, x) of every z slice, windows batched across slices.
+        logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step, settings.sw_batch,
+                                        self.device)
         return logits.cpu()
+
+    def branch_logits(self, channels: torch.Tensor, modalities: Sequence[str],
+                      settings: PredictionSettings) -> list[dict[str, torch.Tensor]]:
+        """Per model, every modality's own sliding-window logits (a DS network: that branch alone)."""
+        return [{m: self.model_logits(model, channels, (m,), settings) for m in modalities} for model in self.models]
+
+    def fuse_branches(self, branches: Sequence[Mapping[str, torch.Tensor]],
+                      modalities: Sequence[str]) -> list[torch.Tensor]:
+        """Per model, the logits from ``modalities`` fused from :meth:`branch_logits`. Exact for a
+        network with branches: its fusion is linear in the branch logits, and so are the sliding
+        window's Gaussian weighting and mirroring."""
+        indices = [self.modalities.index(m) for m in modalities]
+        return [model.network.fuse_maps([maps[m] for m in modalities], indices)
+                for model, maps in zip(self.models, branches)]
+
+    def mean_probabilities(self, logits: Sequence[torch.Tensor]) -> np.ndarray:
+        """Mean over the models of the sigmoid of their logits, ``(R, *network grid)``."""
+        total = None
+        for model_logits in logits:
+            probabilities = torch.sigmoid(model_logits)
+            total = probabilities if total is None else total + probabilities
+        return (total / len(logits)).numpy()
 
     def network_probabilities(self, prepared: PreparedImages, settings: PredictionSettings) -> np.ndarray:
         """Mean over the models of the sigmoid of the sliding-window logits, ``(R, *prepared.shape)``."""
         channels, present = self.input_channels(prepared)
-        total = None
-        for model in self.models:
-            probabilities = torch.sigmoid(self.model_logits(model, channels, present, settings))
-            total = probabilities if total is None else total + probabilities
-        return (total / len(self.models)).numpy()
+        return self.mean_probabilities([self.model_logits(model, channels, present, settings) for model in self.models])
 
     # ----------------------------------------------------------------- one case
-    def predict_case(self, case: InputCase, modalities: Sequence[str] | None = None,
-                     output_dir: Path | None = None,
-                     settings: PredictionSettings = PredictionSettings()) -> PredictionResult:
-        """Predict one case from ``modalities`` (default: every one found that the model knows);
-        with ``output_dir`` write ``<case>.nii.gz`` (and the optional extras) atomically."""
+    def prepare(self, case: InputCase, modalities: Sequence[str] | None = None
+                ) -> tuple[tuple[str, ...], list[np.ndarray], PreparedImages]:
+        """Read ``modalities`` of ``case`` (default: every one found that the model knows) and
+        crop, resample and normalise them as the plans say: (modalities, images read, prepared)."""
         chosen = case.select(modalities, self.modalities)
         raw, geometry = read_case_images(case.case_id, case.images, chosen)
-        prepared = prepare_images(raw, chosen, geometry, self.plans, case_id=case.case_id)
-        probabilities = probabilities_to_input_grid(self.network_probabilities(prepared, settings), prepared)
-        regions = remove_small_et(probabilities > REGION_THRESHOLD, settings.et_min_voxels)
-        label = regions_to_label(regions, self.plans.label_convention)
-        result = PredictionResult(case.case_id, chosen, label, probabilities)
+        return chosen, raw, prepare_images(raw, chosen, geometry, self.plans, case_id=case.case_id)
+
+    def export(self, case_id: str, modalities: Sequence[str], probabilities: np.ndarray, prepared: PreparedImages,
+               output_dir: Path | None = None, output: OutputSettings = OutputSettings(),
+               images: Mapping[str, np.ndarray] | None = None, keep_probabilities: bool = True) -> PredictionResult:
+        """Network-grid ``probabilities`` -> the label map on the input's grid, and with
+        ``output_dir`` its files, written atomically (the PNG needs ``images``, the input arrays).
+        Thresholds and labels on the crop and uncrops the label alone: the input-grid probabilities
+        are made only when kept or saved."""
+        cropped = probabilities_to_crop(probabilities, prepared)
+        regions = remove_small_et(cropped > REGION_THRESHOLD, output.et_min_voxels)
+        label = to_input_grid(regions_to_label(regions, self.plans.label_convention), prepared)
+        full = to_input_grid(cropped, prepared) if keep_probabilities or output.save_probabilities else None
+        result = PredictionResult(case_id, tuple(modalities), label, full if keep_probabilities else None)
         if output_dir is not None:
             output_dir = Path(output_dir)
             output_dir.mkdir(parents=True, exist_ok=True)
-            if settings.save_probabilities:
-                result.paths.append(write_probabilities(probabilities, output_dir / f"{case.case_id}.npz"))
-            if settings.png:
-                result.paths.append(save_case_overview(dict(zip(chosen, raw)), label, self.plans.label_convention,
-                                                       output_dir / f"{case.case_id}.png",
-                                                       title=f"{case.case_id} from {', '.join(chosen)}"))
+            if output.save_probabilities:
+                result.paths.append(write_probabilities(full, output_dir / f"{case_id}.npz"))
+            if output.png:
+                if images is None:
+                    raise ValueError("a PNG overview needs the input images")
+                result.paths.append(save_case_overview(images, label, self.plans.label_convention,
+                                                       output_dir / f"{case_id}.png",
+                                                       title=f"{case_id} from {', '.join(modalities)}"))
             # The label map goes last: its presence marks the case as finished for reruns.
-            result.paths.append(write_label(label, prepared, output_path(output_dir, case.case_id)))
+            result.paths.append(write_label(label, prepared, output_path(output_dir, case_id)))
+        return result
+
+    def predict_case(self, case: InputCase, modalities: Sequence[str] | None = None,
+                     output_dir: Path | None = None, settings: PredictionSettings = PredictionSettings(),
+                     output: OutputSettings = OutputSettings()) -> PredictionResult:
+        """Predict one case from ``modalities`` (default: every one found that the model knows);
+        with ``output_dir`` write ``<case>.nii.gz`` (and the extras ``output`` asks for) atomically."""
+        chosen, raw, prepared = self.prepare(case, modalities)
+        probabilities = self.network_probabilities(prepared, settings)
         logger.debug("case %s from %s: network grid %s, %d model(s)", case.case_id, ",".join(chosen),
                      prepared.shape, len(self.models))
-        return result
+        return self.export(case.case_id, chosen, probabilities, prepared, output_dir, output, dict(zip(chosen, raw)))
 
     # ----------------------------------------------------------------- a folder of cases
     def predict_cases(self, cases: Sequence[InputCase], modalities: Sequence[str] | None, output_dir: Path,
-                      settings: PredictionSettings = PredictionSettings(), overwrite: bool = False,
-                      progress: bool = True) -> PredictionRunSummary:
+                      settings: PredictionSettings = PredictionSettings(), output: OutputSettings = OutputSettings(),
+                      overwrite: bool = False, progress: bool = True) -> PredictionRunSummary:
         """Predict every case into ``output_dir`` as :meth:`predict_case` does. A case whose label
         map is there already is skipped unless ``overwrite`` (the label map is written last, so a
         case interrupted half-way is predicted again); a case that fails with an expected error is
@@ -233,7 +286,7 @@ class Predictor:
                 summary.skipped += 1
                 continue
             try:
-                self.predict_case(case, modalities, output_dir, settings)
+                self.predict_case(case, modalities, output_dir, settings, output)
             except MMRobustError as error:
                 message = _naming_case(error, case.case_id)
                 summary.failures[case.case_id] = message
@@ -253,5 +306,5 @@ def output_path(output_dir: Path, case_id: str) -> Path:
     return Path(output_dir) / f"{case_id}.nii.gz"
 
 
-__all__ = ["InputError", "LoadedModel", "ModelLoadError", "PredictionResult", "PredictionRunSummary",
+__all__ = ["InputError", "LoadedModel", "ModelLoadError", "OutputSettings", "PredictionResult", "PredictionRunSummary",
            "PredictionSettings", "Predictor", "load_model", "output_path"]

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from mmseg_robust.inference.export import probabilities_to_input_grid
 from mmseg_robust.inference.inputs import find_input_cases
 from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
@@ -48,7 +49,7 @@ def _first_case(raw):
 
 @pytest.mark.parametrize("run, tta", [("ds3d", True), ("ds2d", False)])
 def test_branch_logits_average_to_every_subsets_logits(runs, run, tta, single_torch_thread) -> None:
-    """DESIGN §9: sliding windows, Gaussian weights and mirroring are linear, so the mean of the
+    """docs/design.md §9: sliding windows, Gaussian weights and mirroring are linear, so the mean of the
     per-modality passes is each subset's own pass."""
     predictor = Predictor.from_results([runs[run]])
     settings = PredictionSettings(step=0.5, tta=tta)
@@ -90,6 +91,25 @@ def test_weighted_fusion_shares_branch_passes_exactly(runs, tmp_path, single_tor
     for subset, path in zip(subsets, written):
         expected = predictor.predict_case(case, subset.modalities, settings=settings).label
         assert np.array_equal(read_image(path)[0], expected), subset.name
+
+
+def test_shared_pass_hands_branch_logits_to_the_predictors_export(runs, single_torch_thread) -> None:
+    """One predict pipeline: fused branch logits go through the same ``export`` as ``predict_case``
+    (probabilities, input grid, label), which labels on the crop and makes the input-grid
+    probabilities only when they are kept."""
+    predictor = Predictor.from_results([runs["ds2d"]])
+    settings = PredictionSettings(step=0.5)
+    case = _first_case(runs["raw"])
+    _, _, prepared = predictor.prepare(case)
+    channels, _ = predictor.input_channels(prepared)
+    branches = predictor.branch_logits(channels, MODALITIES, settings)
+    for subset in (("t1",), ("flair", "t2"), MODALITIES):
+        probabilities = predictor.mean_probabilities(predictor.fuse_branches(branches, subset))
+        exported = predictor.export(case.case_id, subset, probabilities, prepared, keep_probabilities=False)
+        direct = predictor.predict_case(case, subset, settings=settings)
+        assert exported.probabilities is None and exported.modalities == direct.modalities == subset
+        assert np.array_equal(exported.label, direct.label), subset
+        assert np.allclose(probabilities_to_input_grid(probabilities, prepared), direct.probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize("run", ["ds3d", "ef"])

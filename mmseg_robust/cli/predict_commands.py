@@ -34,12 +34,11 @@ def predict_command(input_path, output, modalities, model_dirs, dataset, configu
     cases = find_input_cases(input_path)
 
     # Torch, the networks and the model only now that the cheap checks have passed.
-    from mmseg_robust.inference.predictor import PredictionSettings, Predictor
+    from mmseg_robust.inference.predictor import OutputSettings, PredictionSettings, Predictor
 
     predictor = Predictor.from_results(model_dirs, checkpoint, device)
-    settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=tta, et_min_voxels=et_min_voxels,
-                                  save_probabilities=save_probabilities, png=png)
-    summary = predictor.predict_cases(cases, requested, Path(output), settings, overwrite)
+    summary = predictor.predict_cases(cases, requested, Path(output), PredictionSettings(step, sw_batch, tta),
+                                      OutputSettings(et_min_voxels, save_probabilities, png), overwrite)
     used = ",".join(requested) if requested else "all found"
     failed = f" ({', '.join(summary.failed)})" if summary.failed else ""
     click.echo(f"{summary.predicted} predicted, {summary.skipped} skipped (output exists), {len(summary.failed)} "

@@ -8,7 +8,8 @@ Two protocols:
   learned per-region weights), and sliding-window accumulation (Gaussian weights, mirroring) is
   linear, so one pass per modality gives every subset's logits exactly, fused from the
   accumulated maps: 4 branch passes per case instead of 32. Models without that property
-  (early fusion) run once per subset.
+  (early fusion) run once per subset. Either way the logits go through the predictor's own
+  path (probabilities, input grid, label, write): :meth:`Predictor.export`.
 * ``per-subset``: each subset is read, cropped and normalised from its own files alone, exactly
   as ``mmrobust predict --modalities`` does.
 
@@ -19,22 +20,17 @@ made them, so a rerun reuses them only when the settings agree.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.data.modality_subsets import select_subsets, subset_name, subset_slug
 from mmseg_robust.evaluation import PROTOCOLS, EvaluationError
-from mmseg_robust.inference.export import REGION_THRESHOLD, probabilities_to_input_grid, regions_to_label, write_label
 from mmseg_robust.inference.inputs import InputCase
 from mmseg_robust.inference.predictor import PredictionSettings, Predictor, output_path
-from mmseg_robust.preprocessing.preprocessor import prepare_images, read_case_images
 
 SETTINGS_FILE = "prediction_settings.json"
 DIGEST_BLOCK = 1 << 20
@@ -100,14 +96,13 @@ class PredictionStore:
 
 
 class SubsetPredictor:
-    """Writes a case's label maps for a list of subsets through a :class:`Predictor`."""
+    """Writes a case's label maps for a list of subsets through a :class:`Predictor`, raw: the
+    scorer applies ET post-processing itself."""
 
     def __init__(self, predictor: Predictor, settings: PredictionSettings, protocol: str = "shared") -> None:
         if protocol not in PROTOCOLS:
             raise EvaluationError(f"--protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
-        # The scorer applies ET post-processing itself; the label maps on disk stay raw.
-        self.settings = dataclasses.replace(settings.on(predictor.device), et_min_voxels=0, save_probabilities=False,
-                                            png=False)
+        self.settings = settings.on(predictor.device)
         self.predictor, self.protocol = predictor, protocol
         self.shares_branch_passes = all(m.network.has_branches for m in predictor.models)
 
@@ -130,30 +125,17 @@ class SubsetPredictor:
                         store: PredictionStore) -> list[Path]:
         predictor = self.predictor
         needed = sorted({m for s in subsets for m in s.modalities}, key=predictor.modalities.index)
-        chosen = case.select(needed, predictor.modalities)
-        every = case.select(None, predictor.modalities)  # crop and normalise from all the case has
-        raw, geometry = read_case_images(case.case_id, case.images, every)
-        prepared = prepare_images(raw, every, geometry, predictor.plans, case_id=case.case_id)
-        del raw
+        case.select(needed, predictor.modalities)  # every modality of the subsets is there
+        _, _, prepared = predictor.prepare(case)  # cropped and normalised from all the case has
         channels, _ = predictor.input_channels(prepared)
-        branches: list[dict[str, torch.Tensor]] = []
-        if self.shares_branch_passes:
-            branches = [{m: predictor.model_logits(model, channels, (m,), self.settings) for m in chosen}
-                        for model in predictor.models]
+        branches = predictor.branch_logits(channels, needed, self.settings) if self.shares_branch_passes else []
         written = []
         for subset in subsets:
-            total = None
-            for index, model in enumerate(predictor.models):
-                if branches:
-                    indices = [predictor.modalities.index(m) for m in subset.modalities]
-                    logits = model.network.fuse_maps([branches[index][m] for m in subset.modalities], indices)
-                else:
-                    logits = predictor.model_logits(model, channels, subset.modalities, self.settings)
-                probabilities = torch.sigmoid(logits)
-                total = probabilities if total is None else total + probabilities
-            probabilities = probabilities_to_input_grid((total / len(predictor.models)).numpy(), prepared)
-            label = regions_to_label(probabilities > REGION_THRESHOLD, predictor.plans.label_convention)
-            written.append(write_label(label, prepared, store.path(subset, case.case_id)))
+            logits = (predictor.fuse_branches(branches, subset.modalities) if branches else
+                      [predictor.model_logits(m, channels, subset.modalities, self.settings) for m in predictor.models])
+            result = predictor.export(case.case_id, subset.modalities, predictor.mean_probabilities(logits), prepared,
+                                      store.path(subset, case.case_id).parent, keep_probabilities=False)
+            written.append(result.paths[-1])
         return written
 
 
