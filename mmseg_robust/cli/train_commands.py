@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+import re
+from contextlib import contextmanager
+from typing import Iterator
 
 import click
 
 from mmseg_robust.cli.options import Choice
-
 from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
@@ -22,17 +23,46 @@ from mmseg_robust.choices import (
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
 from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
 
-#: CLI option name -> TrainingConfig field, for the hyper-parameters a resumed run must not change.
-HYPERPARAMETERS = {
-    "model": "model", "fusion": "fusion", "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
+#: CLI option name -> TrainingConfig field, for every option that sets one. It builds the config and
+#: names parameters by their flags in messages.
+OPTION_FIELDS = {
+    "dataset": "dataset", "configuration": "configuration", "fold": "fold", "model": "model", "fusion": "fusion",
+    "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
     "gmd_cggm_composition": "gmd_cggm_composition",
     "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema",
     "cggm_balance": "cggm_balance", "cggm_direction": "cggm_direction",
     "diagnostics": "diagnostics_every", "epochs": "epochs",
     "iters_per_epoch": "iters_per_epoch", "optimizer": "optimizer", "lr": "learning_rate",
-    "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "deep_supervision": "deep_supervision",
+    "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "device": "device",
+    "compile_model": "compile", "deep_supervision": "deep_supervision", "num_workers": "num_workers",
     "seed": "seed", "oversample_foreground": "oversample_foreground", "val_patches_per_case": "val_patches_per_case",
 }
+
+#: Options that are keywords of ``train()`` under their own name, not config fields.
+TRAIN_KEYWORDS = ("ignore_memory_check",)
+
+
+def _flags(command: click.Command) -> dict[str, str]:
+    """API parameter name -> the command's long flag (``learning_rate`` -> ``--lr``)."""
+    names = {**OPTION_FIELDS, **{keyword: keyword for keyword in TRAIN_KEYWORDS}}
+    return {names[param.name]: next(o for o in param.opts if o.startswith("--"))
+            for param in command.params if param.name in names}
+
+
+def _in_flags(message: str, command: click.Command) -> str:
+    """``message`` with every parameter name that stands as a word (not inside a path) as its flag."""
+    flags = _flags(command)
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w/.-])({names})(?![\w/.-])", lambda match: flags[match.group(1)], message)
+
+
+@contextmanager
+def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[None]:
+    """Re-raise ``errors`` (library errors, which name parameters) with the command's flags."""
+    try:
+        yield
+    except errors as error:
+        raise type(error)(_in_flags(str(error), command)) from None
 
 
 @click.command("train")
@@ -91,47 +121,47 @@ HYPERPARAMETERS = {
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--oversample-foreground", type=click.FloatRange(0, 1), default=0.33, show_default=True)
 @click.option("--val-patches-per-case", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue the run in the results folder exactly where it stopped.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in the results folder exactly where it stopped (a larger --epochs extends it).")
 @click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
               help="Preprocessed base folder (default: $MMROBUST_PREPROCESSED).")
 @click.option("--results", type=click.Path(file_okay=False), default=None,
               help="Results base folder (default: $MMROBUST_RESULTS).")
+@click.option("--ignore-memory-check", is_flag=True,
+              help="Train even when the plan's memory estimate exceeds the device's free memory (RAM on the CPU).")
 @click.pass_context
-def train_command(ctx: click.Context, dataset, configuration, fold, model, fusion, strategy, subsets, gmd_scope,
-                  gmd_cggm_composition, cggm_rho, cggm_lambda, cggm_balance, cggm_ema, cggm_direction, diagnostics,
-                  epochs, iters_per_epoch, optimizer, lr, weight_decay, grad_clip, amp, device, compile_model,
-                  deep_supervision, num_workers, seed, oversample_foreground, val_patches_per_case, resume,
-                  preprocessed, results):
+def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memory_check, **options):
     """Train the DS U-Net (or the early-fusion baseline) on one fold.
 
-    Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. Multi-GPU or
+    Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. With --resume,
+    options not given are the stored run's; a larger --epochs extends it. Multi-GPU or
     multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
     """
     from mmseg_robust.data.modality_subsets import parse_subset_spec
     from mmseg_robust.paths import data_folder
     from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config
+    from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
+
+    values = {OPTION_FIELDS[option]: value for option, value in options.items()}
+    values["subsets"] = parse_subset_spec(values["subsets"], name="--subsets").text
+    given = {OPTION_FIELDS[option] for option in options
+             if ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE}
+    with _naming_flags(ctx.command, TrainingConfigError):
+        config = TrainingConfig(**values)
+        results_root = data_folder("results", results)
+        if resume:
+            stored, _ = load_run_config(config.output_dir(results_root))
+            # Runtime settings are this invocation's (their defaults included), not the stored run's.
+            config = resume_config(stored, {field: value for field, value in values.items()
+                                            if field in given or field in RUNTIME_FIELDS})
+
+    # Torch and the trainer only now that the cheap checks have passed.
+    from mmseg_robust.training.memory_guard import MemoryBudgetError
     from mmseg_robust.training.trainer import train
 
-    config = TrainingConfig(
-        dataset=dataset, configuration=configuration, fold=fold, model=model, fusion=fusion, strategy=strategy,
-        subsets=parse_subset_spec(subsets, name="--subsets").text, gmd_scope=gmd_scope,
-        gmd_cggm_composition=gmd_cggm_composition, cggm_rho=cggm_rho, cggm_lambda=cggm_lambda,
-        cggm_balance=cggm_balance, cggm_ema=cggm_ema, cggm_direction=cggm_direction, diagnostics_every=diagnostics,
-        epochs=epochs, iters_per_epoch=iters_per_epoch, optimizer=optimizer,
-        learning_rate=lr, weight_decay=weight_decay, grad_clip=grad_clip, amp=amp, device=device,
-        compile=compile_model, deep_supervision=deep_supervision, num_workers=num_workers, seed=seed,
-        oversample_foreground=oversample_foreground, val_patches_per_case=val_patches_per_case)
-    results_root = data_folder("results", results)
-    if resume:
-        stored, _ = load_run_config(config.output_dir(results_root))
-        for option, field in HYPERPARAMETERS.items():
-            explicit = ctx.get_parameter_source(option) == click.core.ParameterSource.COMMANDLINE
-            if explicit and getattr(config, field) != getattr(stored, field):
-                raise TrainingConfigError(f"--{option.replace('_', '-')} {getattr(config, field)} differs from the "
-                                          f"run being resumed ({getattr(stored, field)}); drop it or start a new run")
-        keep = {"device": device, "num_workers": num_workers, "compile": compile_model}
-        config = TrainingConfig(**{**{f.name: getattr(stored, f.name) for f in fields(stored)}, **keep})
-    result = train(config, data_folder("preprocessed", preprocessed) / dataset, results_root, resume=resume)
+    with _naming_flags(ctx.command, TrainingConfigError, MemoryBudgetError):
+        result = train(config, data_folder("preprocessed", preprocessed) / config.dataset, results_root,
+                       resume=resume, ignore_memory_check=ignore_memory_check)
     full = result.last_val.get("Full", {})
     click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best EMA mean Dice {result.best_ema:.4f}; "
                f"last validation, all modalities: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))

@@ -1,15 +1,16 @@
-"""The training configuration (``config.json`` of a results folder) and where results go."""
+"""The training configuration: every hyper-parameter of a run, checked, and its ``config.json``."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.choices import (
+    AMP_MODES,
     CGGM_BALANCES,
     CGGM_DIRECTIONS,
     FUSIONS,
@@ -18,9 +19,10 @@ from mmseg_robust.choices import (
     MODEL_KINDS,
     OPTIMIZERS,
     STRATEGIES,
+    check_choice,
 )
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.planners.plans import Plans
+from mmseg_robust.planners.plans import CONFIGURATION_NAMES, Plans
 from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion, run_folder, run_name
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
@@ -31,6 +33,20 @@ CONFIG_FILE = "config.json"
 LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean"}
 #: Fields whose absence from a stored config means the run cannot continue exactly.
 RESUME_REQUIRES: tuple[str, ...] = ("cggm_balance",)
+#: The fields that take one of a vocabulary's words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "configuration": CONFIGURATION_NAMES, "model": MODEL_KINDS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
+    "fusion": FUSIONS, "gmd_scope": GMD_SCOPES, "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS,
+    "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES, "amp": AMP_MODES}
+#: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
+    "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
+    "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
+    "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
+    "epochs": (lambda v: v >= 1, "need {name} >= 1"),
+    "iters_per_epoch": (lambda v: v >= 1, "need {name} >= 1"),
+}
 
 
 class TrainingConfigError(MMRobustError):
@@ -82,33 +98,16 @@ class TrainingConfig:
             object.__setattr__(self, "fusion", default_fusion(self.model))
         if self.strategy is None:
             object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
-        if self.model not in MODEL_KINDS:
-            raise TrainingConfigError(f"--model {self.model!r}: one of {', '.join(MODEL_KINDS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise TrainingConfigError(f"--optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
-        if self.strategy not in STRATEGIES:
-            raise TrainingConfigError(f"--strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
-        if self.fusion not in FUSIONS:
-            raise TrainingConfigError(f"--fusion {self.fusion!r}: one of {', '.join(FUSIONS)}")
+        for name, choices in _CHOICES.items():
+            check_choice(getattr(self, name), choices, name, TrainingConfigError)
         if self.model == "early_fusion" and self.fusion != "mean":
-            raise TrainingConfigError(f"--fusion {self.fusion} needs the DS network's branches (--model ds)")
+            raise TrainingConfigError(f"fusion {self.fusion} needs the DS network's branches (model ds)")
         if self.model == "early_fusion" and self.strategy != "plain":
-            raise TrainingConfigError(f"--model early_fusion trains with --strategy plain (random modality dropout), "
+            raise TrainingConfigError(f"model early_fusion trains with strategy plain (random modality dropout), "
                                       f"not {self.strategy}: GMD and CGGM need per-modality branches")
-        if self.gmd_scope not in GMD_SCOPES:
-            raise TrainingConfigError(f"--gmd-scope {self.gmd_scope!r}: one of {', '.join(GMD_SCOPES)}")
-        if self.gmd_cggm_composition not in GMD_CGGM_COMPOSITIONS:
-            raise TrainingConfigError(f"--gmd-cggm-composition {self.gmd_cggm_composition!r}: one of "
-                                      f"{', '.join(GMD_CGGM_COMPOSITIONS)}")
-        if self.cggm_direction not in CGGM_DIRECTIONS:
-            raise TrainingConfigError(f"--cggm-direction {self.cggm_direction!r}: one of {', '.join(CGGM_DIRECTIONS)}")
-        if self.cggm_balance not in CGGM_BALANCES:
-            raise TrainingConfigError(f"--cggm-balance {self.cggm_balance!r}: one of {', '.join(CGGM_BALANCES)}")
-        if not 0 <= self.cggm_ema < 1 or self.cggm_rho <= 0 or self.cggm_lambda < 0 or self.diagnostics_every < 0:
-            raise TrainingConfigError("need 0 <= --cggm-ema < 1, --cggm-rho > 0, --cggm-lambda >= 0 and "
-                                      "--diagnostics >= 0")
-        if self.epochs < 1 or self.iters_per_epoch < 1:
-            raise TrainingConfigError("--epochs and --iters-per-epoch must be at least 1")
+        for name, (allowed, rule) in _RANGES.items():
+            if not allowed(getattr(self, name)):
+                raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
 
     @property
     def run_name(self) -> str:
