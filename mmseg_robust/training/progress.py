@@ -13,6 +13,8 @@ from mmseg_robust.atomic import atomic_output, write_bytes_atomic
 
 LOG_FILE = "training_log.jsonl"
 PLOT_FILE = "progress.png"
+#: Record field of the epoch where a resumed run's schedule changed: ``{"from_epochs", "to_epochs"}``.
+SCHEDULE_CHANGE = "schedule_change"
 
 
 def write_log(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -26,8 +28,14 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+def schedule_changes(records: Sequence[dict[str, Any]]) -> list[tuple[int, dict[str, int]]]:
+    """``(epoch, change)`` of every record where an extended run's schedule took effect."""
+    return [(r["epoch"], r[SCHEDULE_CHANGE]) for r in records if r.get(SCHEDULE_CHANGE)]
+
+
 def plot_progress(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and validation Dice (mean and EMA), per-subset validation Dice, learning rate, epoch time."""
+    """Loss and validation Dice (mean and EMA), per-subset validation Dice, learning rate, epoch time;
+    a vertical line at each epoch where the run was extended."""
     epochs = [r["epoch"] for r in records]
     figure = Figure(figsize=(12, 9))
     (loss_ax, subset_ax), (lr_ax, time_ax) = figure.subplots(2, 2)
@@ -52,6 +60,11 @@ def plot_progress(records: Sequence[dict[str, Any]], path: Path) -> Path:
     lr_ax.set_title("learning rate")
     time_ax.plot(epochs, [r["epoch_seconds"] for r in records])
     time_ax.set_title("epoch time (s)")
+    for epoch, change in schedule_changes(records):
+        for axis in (loss_ax, subset_ax, lr_ax, time_ax):
+            axis.axvline(epoch, color="tab:red", ls="--", lw=1)
+        lr_ax.annotate(f"{change['from_epochs']} -> {change['to_epochs']} epochs", (epoch, 1), xycoords=("data",
+                       "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=7, color="tab:red")
     figure.tight_layout()
     with atomic_output(path) as tmp:
         figure.savefig(tmp, dpi=80, format="png")

@@ -1,4 +1,4 @@
-"""The training loop (DESIGN.md §7): data, strategy, optimiser step, validation, checkpoints.
+"""The training loop (docs/design.md §7): data, strategy, optimiser step, validation, checkpoints.
 
 The loop itself is short; checkpoints, logs, plots and validation live in their own modules and
 are called at the end of each epoch.
@@ -35,7 +35,8 @@ from mmseg_robust.strategies import (
     build_strategy,
 )
 from mmseg_robust.runs import checkpoint as ckpt
-from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, save_run_config
+from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, load_run_config, save_run_config
+from mmseg_robust.runs.resume import check_resume, schedule_change
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
@@ -45,7 +46,8 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
-from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, plot_progress, read_log, write_log
+from mmseg_robust.training.memory_guard import branch_count, check_training_memory
+from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, SCHEDULE_CHANGE, plot_progress, read_log, write_log
 from mmseg_robust.training.step_log import write_step_log
 from mmseg_robust.training.validation import mean_dice, validate
 
@@ -79,6 +81,8 @@ def _seed_everything(seed: int) -> None:
 
 
 def _poly_lr(config: TrainingConfig, epoch: int) -> float:
+    """nnU-Net's poly schedule towards ``config.epochs``; an extended run follows the new total
+    from the epoch it resumes at (its earlier epochs keep the rates they had)."""
     return config.learning_rate * (1 - epoch / config.epochs) ** config.poly_exponent
 
 
@@ -111,6 +115,13 @@ def _check_resumable(stored: dict[str, Any], config: TrainingConfig, path: Path)
                             f"it cannot be resumed exactly, train again")
 
 
+def _stored_config(state: dict[str, Any], output_dir: Path) -> TrainingConfig:
+    """The config the checkpoint was trained with; config.json for checkpoints that hold none."""
+    if state.get("config"):
+        return TrainingConfig.from_dict(state["config"], str(output_dir / ckpt.LATEST))
+    return load_run_config(output_dir)[0]
+
+
 def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> list[Path]:
     folders = [data_dir / c for c in case_ids]
     missing = [f.name for f in folders if not (f / "properties.json").is_file()]
@@ -125,8 +136,25 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bool = False,
-          progress: bool = True) -> TrainingResult:
-    """Train one fold; with ``resume`` continue exactly from ``checkpoint_latest.pt``."""
+          progress: bool = True, ignore_memory_check: bool = False) -> TrainingResult:
+    """Train one fold; with ``resume`` continue exactly from ``checkpoint_latest.pt``.
+
+    Args:
+        config: the run's hyper-parameters. On resume they must be the stored run's (see
+            :func:`mmseg_robust.runs.resume.resume_config`), except runtime settings and a larger
+            ``epochs``, which extends the run.
+        preprocessed: the dataset's preprocessed folder (plans, splits, cases).
+        results: the results base folder; the run goes to ``config.output_dir(results)``.
+        resume: continue the run in that folder.
+        progress: show progress bars.
+        ignore_memory_check: train even when the plan's memory estimate exceeds what the device
+            has free (a warning instead of :class:`~mmseg_robust.training.memory_guard.MemoryBudgetError`).
+
+    Raises:
+        TrainingError: missing data, a folder holding a run without ``resume``, nothing to resume.
+        TrainingConfigError: ``resume`` with a changed hyper-parameter or fewer epochs.
+        MemoryBudgetError: the plan does not fit the device's memory.
+    """
     plans = Plans.load(Path(preprocessed) / "plans.json")
     plan = plans.configuration(config.configuration)
     fold = Splits.load(Path(preprocessed) / "splits.json").fold(config.fold)
@@ -138,12 +166,25 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     if context.enabled and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
+    precision = make_precision(config.amp, device)
+    check_training_memory(plan, plans.dataset_name, branch_count(config.model, plans.modalities), device,
+                          half_precision=precision.dtype is not None,
+                          processes=context.world_size if device.type == "cpu" else 1, ignore=ignore_memory_check)
     output_dir = config.output_dir(results)
     latest = output_dir / ckpt.LATEST
     if latest.exists() and not resume:
         raise TrainingError(f"{output_dir}: holds a run already; pass --resume to continue it")
     if resume and not latest.exists():
         raise TrainingError(f"{latest}: nothing to resume")
+    signature = ckpt.plan_signature(plans, plan)
+    state, extension = None, None
+    if resume:
+        state = ckpt.load_checkpoint(latest, device)
+        ckpt.check_plan_signature(state, signature, latest)
+        _check_resumable(state.get("config", {}), config, latest)
+        stored = _stored_config(state, output_dir)
+        check_resume(stored, config, epochs_done=state["epoch"])
+        extension = schedule_change(stored, config)
 
     if device.type == "cpu":
         logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
@@ -152,14 +193,9 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
                           fusion=config.fusion).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
-    precision = make_precision(config.amp, device)
     strategy = _make_strategy(config, model, device, context.world_size)
-    signature = ckpt.plan_signature(plans, plan)
     start_epoch, best_ema, ema, records = 0, -1.0, None, []
-    if resume:
-        state = ckpt.load_checkpoint(latest, device)
-        ckpt.check_plan_signature(state, signature, latest)
-        _check_resumable(state.get("config", {}), config, latest)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if precision.scaler is not None and state.get("scaler"):
@@ -169,6 +205,9 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         start_epoch, best_ema, ema = state["epoch"], state["best_ema"], state["ema"]
         records = read_log(output_dir / LOG_FILE)[:start_epoch]
         logger.info("resuming %s at epoch %d", output_dir, start_epoch)
+        if extension is not None:
+            logger.info("extending the run from %d to %d epochs; the poly schedule decays towards %d from epoch %d",
+                        extension["from_epochs"], extension["to_epochs"], extension["to_epochs"], start_epoch)
     broadcast_parameters(model, context)
     if config.compile:
         model.compile_blocks()
@@ -223,6 +262,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
                   "val_dice": last_val, "val_mean_dice": current, "val_mean_dice_ema": ema,
                   "epoch_seconds": time.perf_counter() - started, "world_size": context.world_size,
                   "ranks_in_sync": in_sync, "precision": precision.name}
+        if extension is not None and epoch == start_epoch:
+            record[SCHEDULE_CHANGE] = extension
         records.append(record)
         improved = ema > best_ema
         best_ema = max(best_ema, ema)
