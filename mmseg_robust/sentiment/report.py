@@ -8,40 +8,33 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mmseg_robust.artifacts import JsonArtifact, require_schema_version
 from mmseg_robust.atomic import write_bytes_atomic
 from mmseg_robust.sentiment.dataset import MODALITIES
-from mmseg_robust.sentiment.metrics import SCORE_KEYS, SentimentEvaluationError, SentimentScores, score_predictions
+from mmseg_robust.sentiment.metrics import SentimentEvaluationError, score_predictions
+from mmseg_robust.sentiment.report_figure import save_sentiment_figure
+from mmseg_robust.sentiment.report_summary import (
+    AVERAGE_COLUMN,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    SentimentSummary,
+    column_scores,
+    combine_scores,
+    format_summary,
+)
 
 #: GMD's Table 4 columns, in its order; a subset's modalities are written in ``MODALITIES`` order.
 TABLE_SUBSETS: tuple[str, ...] = ("l", "a", "v", "a,v", "l,a", "l,v", "Full")
 FULL = "Full"
-AVERAGE_COLUMN = "Avg."
-SUMMARY_SCHEMA_VERSION = 1
-SUMMARY_JSON, SUMMARY_MD, PER_SAMPLE_CSV = "summary.json", "summary.md", "per_sample.csv"
+PER_SAMPLE_CSV = "per_sample.csv"
 PER_SAMPLE_COLUMNS: tuple[str, ...] = ("id", "subset", "prediction", "label")
 #: Added after :data:`PER_SAMPLE_COLUMNS` when several runs are reported (one row per run).
 RUN_COLUMN = "run"
-#: summary.md's rows: score key, row title, scale, decimals. Accuracies and F1 in percent as the
-#: papers print them, the headline Acc-2 first; MAE and Corr as plain numbers.
-TABLE_ROWS: tuple[tuple[str, str, float, int], ...] = (
-    ("acc2_non0", "Acc-2 non0 (%)", 100.0, 1),
-    ("acc2_has0", "Acc-2 has0 (%)", 100.0, 1),
-    ("f1_non0", "F1 non0 (%)", 100.0, 1),
-    ("f1_has0", "F1 has0 (%)", 100.0, 1),
-    ("acc7", "Acc-7 (%)", 100.0, 1),
-    ("acc5", "Acc-5 (%)", 100.0, 1),
-    ("mae", "MAE", 1.0, 3),
-    ("corr", "Corr", 1.0, 3),
-)
-NOT_AVAILABLE = "n/a"
 
 
 def subset_modalities(name: str) -> tuple[str, ...]:
@@ -84,95 +77,6 @@ class RunPredictions:
     predictions: Mapping[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class ColumnScores:
-    """One column of the table (a subset, or ``Avg.``): each run's scores, their mean, and their
-    sample standard deviation (ddof=1; None with a single run)."""
-
-    name: str
-    per_run: tuple[SentimentScores, ...]
-    mean: SentimentScores
-    std: SentimentScores | None
-
-
-def _combine(columns: Sequence[SentimentScores], combine) -> SentimentScores:
-    return SentimentScores(**{key: float(combine(np.array([getattr(c, key) for c in columns]))) for key in SCORE_KEYS})
-
-
-def column_scores(name: str, per_run: Sequence[SentimentScores]) -> ColumnScores:
-    """Mean and sample std (ddof=1) over the runs; an undefined (NaN) run value leaves both NaN."""
-    std = _combine(per_run, lambda values: np.std(values, ddof=1)) if len(per_run) > 1 else None
-    return ColumnScores(name, tuple(per_run), _combine(per_run, np.mean), std)
-
-
-def _json_scores(scores: SentimentScores) -> dict[str, float | None]:
-    """Strict JSON has no NaN: an undefined score is ``null``."""
-    return {key: None if math.isnan(value) else value for key, value in scores.to_dict().items()}
-
-
-@dataclass(frozen=True)
-class SentimentSummary(JsonArtifact):
-    """What ``summary.json`` holds: the split, the runs (their folders), the number of samples,
-    the table's columns (the subsets in table order, then ``Avg.``), the conventions, and the
-    data file the predictions came from."""
-
-    artifact_kind: ClassVar[str] = "sentiment summary"
-    artifact_error: ClassVar[type[SentimentEvaluationError]] = SentimentEvaluationError
-    missing_hint: ClassVar[str] = "run mmrobust sentiment evaluate"
-    file_name: ClassVar[str] = SUMMARY_JSON
-
-    split: str
-    runs: tuple[str, ...]
-    n_samples: int
-    columns: tuple[ColumnScores, ...]
-    conventions: tuple[str, ...]
-    source: str = ""
-    schema_version: int = SUMMARY_SCHEMA_VERSION
-
-    @property
-    def subsets(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.name != AVERAGE_COLUMN)
-
-    def column(self, name: str) -> ColumnScores:
-        for column in self.columns:
-            if column.name == name:
-                return column
-        raise KeyError(f"no column {name!r}; the summary has {', '.join(c.name for c in self.columns)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """``scores[column]``: the mean over the runs as fractions, keyed by :data:`SCORE_KEYS`;
-        ``std[column]``: the sample std (null with one run); ``per_run[column]``: one dict per run."""
-        return {
-            "schema_version": self.schema_version, "split": self.split, "source": self.source,
-            "runs": list(self.runs), "n_samples": self.n_samples, "columns": [c.name for c in self.columns],
-            "scores": {c.name: _json_scores(c.mean) for c in self.columns},
-            "std": {c.name: None if c.std is None else _json_scores(c.std) for c in self.columns},
-            "per_run": {c.name: [_json_scores(s) for s in c.per_run] for c in self.columns},
-            "conventions": list(self.conventions),
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, source: str = SUMMARY_JSON) -> "SentimentSummary":
-        """Read :meth:`to_dict`'s form back.
-
-        Raises:
-            SentimentEvaluationError: another schema version, or a malformed summary (naming ``source``).
-        """
-        version = require_schema_version(data, SUMMARY_SCHEMA_VERSION, source, "sentiment summary",
-                                         SentimentEvaluationError, "evaluate again to rewrite it")
-        try:
-            columns = tuple(
-                ColumnScores(name, tuple(SentimentScores.from_dict(s) for s in data["per_run"][name]),
-                             SentimentScores.from_dict(data["scores"][name]),
-                             None if data["std"][name] is None else SentimentScores.from_dict(data["std"][name]))
-                for name in data["columns"])
-            return cls(str(data["split"]), tuple(str(r) for r in data["runs"]), int(data["n_samples"]), columns,
-                       tuple(str(line) for line in data["conventions"]), str(data.get("source", "")), version)
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
-            raise SentimentEvaluationError(f"{source}: malformed sentiment summary "
-                                           f"({type(error).__name__}: {error})") from None
-
-
 def _check_runs(runs: Sequence[RunPredictions]) -> tuple[str, ...]:
     """The subsets every run predicted, in table order, after checking that the runs can be
     reported together (one split, the same subsets, distinct names)."""
@@ -199,12 +103,12 @@ def _check_runs(runs: Sequence[RunPredictions]) -> tuple[str, ...]:
     return tuple(s for s in TABLE_SUBSETS if s in first.predictions)
 
 
-def conventions(n_runs: int, split: str, n_samples: int, n_subsets: int) -> tuple[str, ...]:
+def conventions(n_runs: int, split: str, n_samples: int, n_zero_labels: int, n_subsets: int) -> tuple[str, ...]:
     """The lines under the table: every choice that changes the numbers."""
     spread = (f"each cell is the mean ± sample standard deviation (ddof=1) over {n_runs} runs (seeds); "
               f"Avg.'s spread is that of each run's own average" if n_runs > 1 else "one run: no spread")
     return (
-        f"Split {split!r}, {n_samples} samples, {n_runs} run(s): {spread}.",
+        f"Split {split!r}, {n_samples} samples ({n_zero_labels} labelled exactly 0), {n_runs} run(s): {spread}.",
         f"Avg. = plain mean of the {n_subsets} subset columns.",
         "Acc-2 non0 (headline; MulT/GMC and so GMD's Table 4): samples labelled exactly 0 are dropped, then "
         "positive (y > 0) vs negative, against p > 0 (p = 0 counts as negative).",
@@ -239,47 +143,20 @@ def summarize_runs(runs: Sequence[RunPredictions], split: str, source: str = "")
     subsets = _check_runs(runs)
     per_subset = {s: [score_predictions(r.predictions[s], r.labels, f"run {r.run!r}, subset {s}") for r in runs]
                   for s in subsets}
-    averages = [_combine([per_subset[s][index] for s in subsets], np.mean) for index in range(len(runs))]
+    averages = [combine_scores([per_subset[s][index] for s in subsets], np.mean) for index in range(len(runs))]
     columns = tuple(column_scores(s, per_subset[s]) for s in subsets) + (column_scores(AVERAGE_COLUMN, averages),)
-    n_samples = len(runs[0].labels)
-    return SentimentSummary(split, tuple(r.run for r in runs), n_samples, columns,
-                            conventions(len(runs), split, n_samples, len(subsets)), source)
+    labels = np.asarray(runs[0].labels)
+    notes = conventions(len(runs), split, labels.size, int(np.count_nonzero(labels == 0)), len(subsets))
+    return SentimentSummary(split, tuple(r.run for r in runs), labels.size, columns, notes, source)
 
 
-def _cell(column: ColumnScores, key: str, scale: float, digits: int) -> str:
-    mean = getattr(column.mean, key)
-    if math.isnan(mean):
-        return NOT_AVAILABLE
-    text = f"{mean * scale:.{digits}f}"
-    if column.std is not None:
-        text += f" ± {getattr(column.std, key) * scale:.{digits}f}"
-    return text
-
-
-def format_table(summary: SentimentSummary) -> str:
-    """The table as GitHub markdown in GMD's Table 4 layout: one row per score (the headline
-    Acc-2 non0 first), columns the subsets then ``Avg.``; what the CLI prints."""
-    header = ["Metric"] + [c.name for c in summary.columns]
-    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for key, title, scale, digits in TABLE_ROWS:
-        lines.append(f"| {title} | " + " | ".join(_cell(c, key, scale, digits) for c in summary.columns) + " |")
-    return "\n".join(lines)
-
-
-def format_summary(summary: SentimentSummary) -> str:
-    """``summary.md``: title, the table, then the runs and the conventions."""
-    source = f" of `{summary.source}`" if summary.source else ""
-    parts = ["# mmrobust sentiment report", "",
-             f"Split `{summary.split}`{source}: {summary.n_samples} samples, {len(summary.runs)} run(s).", "",
-             format_table(summary), "", "## Conventions", ""]
-    parts += [f"- {line}" for line in summary.conventions]
-    parts += ["", "## Runs", ""] + [f"- `{run}`" for run in summary.runs] + [""]
-    return "\n".join(parts)
-
-
-def _number(value: Any) -> str:
-    """The shortest text that reads back as the same value of the array's own float type."""
-    return np.format_float_positional(value, unique=True, trim="-")
+def _float_texts(values: Any) -> list[str]:
+    """The shortest texts that read back as the same values of the array's own float type (float32
+    labels 0.6 stay ``0.6``, not ``0.60000002``)."""
+    array = np.asarray(values)
+    if array.dtype.kind != "f":
+        array = array.astype(np.float64)
+    return [np.format_float_positional(value, unique=True, trim="-") for value in array]
 
 
 def per_sample_csv(runs: Sequence[RunPredictions], subsets: Sequence[str]) -> str:
@@ -290,11 +167,10 @@ def per_sample_csv(runs: Sequence[RunPredictions], subsets: Sequence[str]) -> st
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(PER_SAMPLE_COLUMNS + ((RUN_COLUMN,) if several else ()))
     for run in runs:
-        labels = [_number(value) for value in np.asarray(run.labels)]
+        labels = _float_texts(run.labels)
         for subset in subsets:
-            predictions = np.asarray(run.predictions[subset])
-            for sample, prediction, label in zip(run.ids, predictions, labels):
-                writer.writerow([sample, subset, _number(prediction), label] + ([run.run] if several else []))
+            for sample, prediction, label in zip(run.ids, _float_texts(run.predictions[subset]), labels):
+                writer.writerow([sample, subset, prediction, label] + ([run.run] if several else []))
     return buffer.getvalue()
 
 
@@ -321,9 +197,6 @@ def write_sentiment_report(runs: Sequence[RunPredictions], output_dir: str | Pat
     Raises:
         SentimentEvaluationError: as :func:`summarize_runs`.
     """
-    # Imported here: matplotlib takes a while to load, and the table alone does not need it.
-    from mmseg_robust.sentiment.report_figure import save_sentiment_figure
-
     summary = summarize_runs(runs, split, source)
     folder = Path(output_dir)
     folder.mkdir(parents=True, exist_ok=True)

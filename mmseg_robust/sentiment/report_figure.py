@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mmseg_robust.atomic import atomic_output
-from mmseg_robust.sentiment.report import AVERAGE_COLUMN, SentimentSummary
+from mmseg_robust.sentiment.report_summary import AVERAGE_COLUMN, SentimentSummary
 
 SENTIMENT_FIGURE_PNG = "sentiment_robustness.png"
 #: (score key, axis label, scale): the headline accuracy in percent, the MAE in label units.
