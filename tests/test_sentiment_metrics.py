@@ -121,10 +121,12 @@ def test_subset_names_are_gmd_table4s() -> None:
     assert TABLE_SUBSETS == ("l", "a", "v", "a,v", "l,a", "l,v", "Full")
     assert [table_subset_name(subset_modalities(name)) for name in TABLE_SUBSETS] == list(TABLE_SUBSETS)
     assert table_subset_name({"a", "l"}) == "l,a" and subset_modalities("Full") == ("l", "a", "v")
-    with pytest.raises(SentimentEvaluationError, match="'l,x'"):
+    with pytest.raises(SentimentEvaluationError, match="subset 'l,x': expected one of l, a, v, a,v, "):
         subset_modalities("l,x")
-    with pytest.raises(SentimentEvaluationError, match="non-empty set of l, a, v"):
+    with pytest.raises(SentimentEvaluationError, match="modality 't': expected one of l, a, v"):
         table_subset_name(["t"])
+    with pytest.raises(SentimentEvaluationError, match="at least one modality"):
+        table_subset_name([])
 
 
 # --------------------------------------------------------------------------- report
@@ -238,8 +240,8 @@ def test_runs_that_cannot_be_reported_together_are_refused() -> None:
         summarize_runs([runs[0], other_split], "test")
     with pytest.raises(SentimentEvaluationError, match="given more than once"):
         summarize_runs([runs[0], runs[0]], "test")
-    with pytest.raises(SentimentEvaluationError, match=r"subsets \['T1'\]"):
-        summarize_runs([RunPredictions("x", IDS, LABELS, {"T1": LABELS})], "test")
+    with pytest.raises(SentimentEvaluationError, match=r"run 'x': subset 'FULL': .* did you mean 'Full'"):
+        summarize_runs([RunPredictions("x", IDS, LABELS, {"FULL": LABELS})], "test")
     partial = RunPredictions("partial", IDS, LABELS, {"l": LABELS})
     with pytest.raises(SentimentEvaluationError, match="differ from run"):
         summarize_runs([runs[0], partial], "test")

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from mmseg_robust.atomic import write_bytes_atomic
+from mmseg_robust.choices import check_choice
 from mmseg_robust.sentiment.dataset import MODALITIES
 from mmseg_robust.sentiment.metrics import SentimentEvaluationError, score_predictions
 from mmseg_robust.sentiment.report_figure import save_sentiment_figure
@@ -43,8 +44,7 @@ def subset_modalities(name: str) -> tuple[str, ...]:
     Raises:
         SentimentEvaluationError: a name that is not one of :data:`TABLE_SUBSETS`.
     """
-    if name not in TABLE_SUBSETS:
-        raise SentimentEvaluationError(f"subset {name!r}: not one of {', '.join(TABLE_SUBSETS)}")
+    check_choice(name, TABLE_SUBSETS, "subset", SentimentEvaluationError)
     return MODALITIES if name == FULL else tuple(name.split(","))
 
 
@@ -55,10 +55,10 @@ def table_subset_name(modalities: Iterable[str]) -> str:
         SentimentEvaluationError: an unknown letter or an empty set.
     """
     wanted = set(modalities)
-    unknown = sorted(wanted - set(MODALITIES))
-    if unknown or not wanted:
-        raise SentimentEvaluationError(f"modalities {sorted(wanted)}: a subset is a non-empty set of "
-                                       f"{', '.join(MODALITIES)}")
+    if not wanted:
+        raise SentimentEvaluationError("modalities: a subset needs at least one modality")
+    for modality in sorted(wanted):
+        check_choice(modality, MODALITIES, "modality", SentimentEvaluationError)
     return FULL if len(wanted) == len(MODALITIES) else ",".join(m for m in MODALITIES if m in wanted)
 
 
@@ -87,10 +87,10 @@ def _check_runs(runs: Sequence[RunPredictions]) -> tuple[str, ...]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise SentimentEvaluationError(f"run {twice[0]!r} given more than once")
-    unknown = sorted(set(first.predictions) - set(TABLE_SUBSETS))
-    if unknown or not first.predictions:
-        raise SentimentEvaluationError(f"run {first.run!r}: subsets {unknown or 'none'}; the table's subsets are "
-                                       f"{', '.join(TABLE_SUBSETS)}")
+    if not first.predictions:
+        raise SentimentEvaluationError(f"run {first.run!r}: no predictions")
+    for subset in first.predictions:
+        check_choice(subset, TABLE_SUBSETS, f"run {first.run!r}: subset", SentimentEvaluationError)
     for run in runs:
         if len(run.ids) != len(run.labels):
             raise SentimentEvaluationError(f"run {run.run!r}: {len(run.ids)} ids but {len(run.labels)} labels")
