@@ -90,7 +90,8 @@ class SentimentSummary(JsonArtifact):
 
     def to_dict(self) -> dict[str, Any]:
         """``scores[column]``: the mean over the runs as fractions, keyed by :data:`SCORE_KEYS`;
-        ``std[column]``: the sample std (null with one run); ``per_run[column]``: one dict per run, in the order of ``runs``."""
+        ``std[column]``: the sample std (null with one run); ``per_run[column]``: one dict per
+        run, in the order of ``runs``."""
         return {
             "schema_version": self.schema_version, "split": self.split, "source": self.source,
             "runs": list(self.runs), "n_samples": self.n_samples, "columns": [c.name for c in self.columns],
