@@ -141,8 +141,9 @@ def test_dynamic_sharing_owns_norms_per_modality_and_shares_the_rest():
 def test_feature_dimensions_are_checked_and_the_config_validated():
     config = SentimentModelConfig({"l": 768, "a": 5, "v": 20})
     check_feature_dims(config, {"l": 768, "a": 5, "v": 20}, "run", "data.pkl")
-    with pytest.raises(SentimentModelError, match=r"^run: trained on feature dimensions l/a/v 768/5/20, but "
-                                                  r"data.pkl has l/a/v 300/5/20; "):
+    with pytest.raises(SentimentModelError, match=r"^run: trained on feature dimensions l/a/v 768/5/20, but data.pkl "
+                                                  r"has l/a/v 300/5/20; evaluate it on a file of the format it was "
+                                                  r"trained on$"):
         check_feature_dims(config, {"l": 300, "a": 5, "v": 20}, "run", "data.pkl")
     with pytest.raises(SentimentModelError, match=r"^width 40: must be a multiple of heads \(3\)$"):
         SentimentModelConfig(DIMS, heads=3)

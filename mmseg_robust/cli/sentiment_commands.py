@@ -1,12 +1,18 @@
 """``mmrobust sentiment``: CMU-MOSI / CMU-MOSEI feature sequences (docs/design.md §10).
 
-The data commands import numpy only, so that ``verify`` answers in about a second.
+The data commands import numpy only, so that ``verify`` answers in about a second; ``train`` and
+``evaluate`` import torch only after their arguments have been checked.
 """
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
+from typing import Iterator
+
 import click
 
+from mmseg_robust.choices import AMP_MODES, GMD_SCOPES, MODEL_KINDS, STRATEGIES
 from mmseg_robust.cli.options import Choice, NumberTuple
 from mmseg_robust.sentiment.dataset import DATASETS, FORMATS, MODALITIES, SPLITS
 
@@ -52,3 +58,95 @@ def verify_command(data: str) -> None:
     from mmseg_robust.sentiment.verify import verify_sentiment_file
 
     click.echo(verify_sentiment_file(data)[1])
+
+
+def _default(field: str):
+    """A training setting's default, from the API (the one place defaults live)."""
+    from mmseg_robust.sentiment.config import SentimentTrainingConfig
+
+    return SentimentTrainingConfig.__dataclass_fields__[field].default
+
+
+@contextmanager
+def _naming_flags(command: click.Command) -> Iterator[None]:
+    """Library errors name settings (``learning_rate``); say the command's flags (``--lr``)."""
+    from mmseg_robust.errors import MMRobustError
+
+    flags = {p.name: next(o for o in p.opts if o.startswith("--")) for p in command.params
+             if any(o.startswith("--") for o in p.opts)}
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    try:
+        yield
+    except MMRobustError as error:
+        message = re.sub(rf"(?<![\w/.-])({names})(?![\w/.-])", lambda match: flags[match.group(1)], str(error))
+        raise type(error)(message) from None
+
+
+@sentiment_group.command("train")
+@click.option("--data", type=click.Path(dir_okay=False), required=True, help="MMSA or MulT/GMC pickle.")
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Run folder [default: $MMROBUST_RESULTS/sentiment/<data stem>__<model>__<strategy>/seed_<seed>].")
+@click.option("--model", type=Choice(MODEL_KINDS), default=None,
+              help=f"ds: Dynamic Sharing (per-modality encoders, shared backbone with per-modality norms); "
+                   f"early_fusion: one Transformer on every modality's frames [default: {_default('model')}].")
+@click.option("--strategy", type=Choice(STRATEGIES), default=None,
+              help=f"Gradient strategy over the 7 subsets [default: {_default('strategy')}].")
+@click.option("--subsets", default=None, help=f"all | k=N | missing-1|2 | full [default: {_default('subsets')}].")
+@click.option("--gmd-scope", "gmd_scope", type=Choice(GMD_SCOPES), default=None,
+              help=f"[default: {_default('gmd_scope')}]")
+@click.option("--cggm-rho", "cggm_rho", type=float, default=None,
+              help=f"rho of CGGM's B [default: {_default('cggm_rho')}, CGGM's MOSI value].")
+@click.option("--cggm-lambda", "cggm_lambda", type=float, default=None,
+              help=f"Weight of CGGM's direction loss [default: {_default('cggm_lambda')}, CGGM's MOSI value].")
+@click.option("--diagnostics", "diagnostics_every", type=click.IntRange(min=0), default=None,
+              help="plain/cggm: log per-subset gradients every N steps (GMD logs them every step).")
+@click.option("--epochs", type=int, default=None, help=f"[default: {_default('epochs')}]")
+@click.option("--batch-size", "batch_size", type=int, default=None, help=f"[default: {_default('batch_size')}]")
+@click.option("--lr", "learning_rate", type=float, default=None,
+              help=f"Adam's learning rate, poly decay [default: {_default('learning_rate')}].")
+@click.option("--grad-clip", "grad_clip", type=float, default=None, help=f"[default: {_default('grad_clip')}]")
+@click.option("--seed", type=int, default=None, help=f"[default: {_default('seed')}]")
+@click.option("--device", default=None, help="auto, cpu, cuda or cuda:N [default: auto].")
+@click.option("--amp", type=Choice(AMP_MODES), default=None,
+              help="auto: bf16 on CUDA if supported else fp16; off on the CPU [default: auto].")
+@click.option("--resume", is_flag=True, help="Continue the run in the folder exactly (a larger --epochs extends it).")
+@click.pass_context
+def train_command(ctx: click.Context, data: str, output: str | None, resume: bool, **options) -> None:
+    """Train a sentiment model on the train split; the best checkpoint is chosen on valid.
+
+    Options not given take the defaults, or with --resume the stored run's values.
+    """
+    from mmseg_robust.sentiment.config import resolve_sentiment_run
+
+    changes = {name: value for name, value in options.items() if value is not None}
+    with _naming_flags(ctx.command):
+        config, folder = resolve_sentiment_run(changes, data, output, resume)
+        # Torch and the trainer only now that the cheap checks have passed.
+        from mmseg_robust.sentiment.training import train_sentiment
+
+        result = train_sentiment(config, data, folder, resume=resume)
+    full = result.last_val.get("Full", {})
+    click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best validation MAE (mean of the 7 subsets) "
+               f"{result.best_val_mae:.4f}; last validation, all modalities: MAE {full.get('mae', float('nan')):.4f}, "
+               f"Acc-2 non0 {100 * (full.get('acc2_non0') or float('nan')):.1f}")
+
+
+@sentiment_group.command("evaluate")
+@click.option("-m", "--model-dir", "run_dirs", multiple=True, required=True, type=click.Path(file_okay=False),
+              help="A sentiment run folder (repeat for seeds: mean ± std).")
+@click.option("--data", type=click.Path(dir_okay=False), required=True, help="The pickle to score.")
+@click.option("--split", type=Choice(SPLITS), default="test", show_default=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
+              help="Report folder [default: <the runs' folder>/evaluation_<split>].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.pass_context
+def evaluate_command(ctx: click.Context, run_dirs: tuple[str, ...], data: str, split: str, output: str | None,
+                     device: str) -> None:
+    """Score runs on a split under each modality subset (GMD's Table 4 layout)."""
+    from mmseg_robust.sentiment.evaluation import evaluate_sentiment_runs
+    from mmseg_robust.sentiment.report_summary import format_table
+
+    with _naming_flags(ctx.command):
+        report = evaluate_sentiment_runs(run_dirs, data, split, output, device)
+    click.echo(format_table(report.summary))
+    click.echo("Wrote " + ", ".join(str(path) for path in report.files))

@@ -174,13 +174,12 @@ def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memo
 def plot_gradients_command(results_dir, output):
     """Draw a run's gradient diagnostics: GMD paper Figures 3 and 4 (and CGGM's B per modality).
 
-    RESULTS_DIR is a training run's folder (.../<configuration>__<strategy>/fold_<f>).
+    RESULTS_DIR is a training run's folder (.../<configuration>__<strategy>/fold_<f>, or a sentiment run's).
     """
     from pathlib import Path
 
-    from mmseg_robust.runs.config import load_run_config
+    from mmseg_robust.runs.config import run_modalities
     from mmseg_robust.training.gradient_plots import plot_gradients
 
-    _, plans = load_run_config(Path(results_dir))
-    result = plot_gradients(Path(results_dir), Path(output) if output else None, plans.modalities)
+    result = plot_gradients(Path(results_dir), Path(output) if output else None, run_modalities(Path(results_dir)))
     click.echo(f"{result.steps} logged steps -> " + ", ".join(str(p) for p in result.paths))

@@ -143,3 +143,17 @@ def load_run_config(output_dir: Path) -> tuple[TrainingConfig, Plans]:
     path = Path(output_dir) / CONFIG_FILE
     data = read_json_artifact(path, "training config", TrainingConfigError, "not a results folder of mmrobust train")
     return TrainingConfig.from_dict(data["training"], str(path)), Plans.from_dict(data["plans"], str(path))
+
+
+def run_modalities(output_dir: Path) -> tuple[str, ...]:
+    """The modalities of any run folder: ``config.json``'s ``modalities`` where the run records them
+    (sentiment runs), else its plans' (segmentation runs).
+
+    Raises:
+        TrainingConfigError: no readable ``config.json``, or one of another schema.
+    """
+    path = Path(output_dir) / CONFIG_FILE
+    data = read_json_artifact(path, "training config", TrainingConfigError, "not a results folder of mmrobust train")
+    if isinstance(data, dict) and "modalities" in data:
+        return tuple(data["modalities"])
+    return tuple(load_run_config(output_dir)[1].modalities)

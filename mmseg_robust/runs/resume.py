@@ -9,9 +9,12 @@ extends the run (the poly schedule then decays towards the new total from the cu
 from __future__ import annotations
 
 from dataclasses import fields, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar
 
-from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError
+from mmseg_robust.runs.config import TrainingConfigError
+
+#: A run's settings: the segmentation's ``TrainingConfig`` or another frozen dataclass with ``epochs``.
+RunConfig = TypeVar("RunConfig")
 
 #: Settings of how a run executes, not of what it computes: a resumed run may change them.
 RUNTIME_FIELDS: tuple[str, ...] = ("device", "num_workers", "compile")
@@ -20,12 +23,14 @@ EXTENSIBLE_FIELD = "epochs"
 _FIXED_FIELDS = ("schema_version",)
 
 
-def check_resume(stored: TrainingConfig, config: TrainingConfig, epochs_done: int | None = None) -> None:
+def check_resume(stored: RunConfig, config: RunConfig, epochs_done: int | None = None) -> None:
     """Refuse to continue the run of ``stored`` with ``config`` unless only runtime settings differ
     or ``epochs`` grew.
 
     Args:
-        stored: the config the run was trained with (its checkpoint's, or its config.json).
+        stored: the config the run was trained with (its checkpoint's, or its config.json): a
+            ``TrainingConfig``, or any frozen dataclass of the same kind with an ``epochs``
+            field (the sentiment runs').
         config: the config to continue with.
         epochs_done: epochs the run has finished (its checkpoint's), when known.
 
@@ -33,7 +38,7 @@ def check_resume(stored: TrainingConfig, config: TrainingConfig, epochs_done: in
         TrainingConfigError: the first differing hyper-parameter, with both values; or fewer
             epochs than stored or than done.
     """
-    for field in fields(TrainingConfig):
+    for field in fields(stored):
         name = field.name
         if name in RUNTIME_FIELDS or name in _FIXED_FIELDS or name == EXTENSIBLE_FIELD:
             continue
@@ -50,7 +55,7 @@ def check_resume(stored: TrainingConfig, config: TrainingConfig, epochs_done: in
                                   f"{stored.epochs} so far; a run can be extended, not shortened")
 
 
-def resume_config(stored: TrainingConfig, changes: Mapping[str, Any]) -> TrainingConfig:
+def resume_config(stored: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
     """The stored run's config with ``changes`` (the settings the caller gave; the rest are the
     stored ones), checked by :func:`check_resume`.
 
@@ -58,7 +63,7 @@ def resume_config(stored: TrainingConfig, changes: Mapping[str, Any]) -> Trainin
         TrainingConfigError: a change :func:`check_resume` refuses, a name that is no field, or a
             value the config refuses.
     """
-    known = {field.name for field in fields(TrainingConfig)}
+    known = {field.name for field in fields(stored)}
     unknown = sorted(set(changes) - known)
     if unknown:
         raise TrainingConfigError(f"{unknown[0]}: not a training setting")
@@ -67,7 +72,7 @@ def resume_config(stored: TrainingConfig, changes: Mapping[str, Any]) -> Trainin
     return config
 
 
-def schedule_change(stored: TrainingConfig, config: TrainingConfig) -> dict[str, int] | None:
+def schedule_change(stored: RunConfig, config: RunConfig) -> dict[str, int] | None:
     """``{"from_epochs": ..., "to_epochs": ...}`` when ``config`` extends ``stored``'s run, else None."""
     if config.epochs == stored.epochs:
         return None

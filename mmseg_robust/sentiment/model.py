@@ -129,8 +129,8 @@ def check_feature_dims(config: SentimentModelConfig, feature_dims: Mapping[str, 
     """
     if {m: int(feature_dims[m]) for m in MODALITIES} != config.feature_dims:
         raise SentimentModelError(f"{model_source}: trained on feature dimensions {dims_text(config.feature_dims)}, "
-                                  f"but {data_source} has {dims_text(feature_dims)}; use data in the training "
-                                  f"file's format")
+                                  f"but {data_source} has {dims_text(feature_dims)}; evaluate it on a file of "
+                                  f"the format it was trained on")
 
 
 def _check_available(inputs: SequenceInputs, available: Tensor | None, modalities: Sequence[str]) -> Tensor:
@@ -288,8 +288,8 @@ class EarlyFusionSentimentModel(SentimentModel):
         self.modality_embedding = nn.Parameter(torch.zeros(len(self.modalities), width))
         nn.init.normal_(self.modality_embedding, std=width ** -0.5)
         self.input_dropout = nn.Dropout(config.dropout)
-        layer = nn.TransformerEncoderLayer(width, config.heads, FEED_FORWARD_FACTOR * width, config.dropout, activation="gelu",
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(width, config.heads, FEED_FORWARD_FACTOR * width, config.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
         self.transformer = nn.TransformerEncoder(layer, config.encoder_layers + config.backbone_layers,
                                                  enable_nested_tensor=False)
         self.final_norm = nn.LayerNorm(width)
@@ -304,7 +304,8 @@ class EarlyFusionSentimentModel(SentimentModel):
             features, padding = inputs[name]
             zero_filled = features * keep[:, m, None, None].to(features.dtype)
             embedded = self.projections[name](zero_filled) + self.modality_embedding[m]
-            tokens.append(embedded + sinusoidal_encoding(frame_positions(padding), self.config.width).to(embedded.dtype))
+            positions = sinusoidal_encoding(frame_positions(padding), self.config.width)
+            tokens.append(embedded + positions.to(embedded.dtype))
             masks.append(padding)
         sequence, padding = torch.cat(tokens, dim=1), torch.cat(masks, dim=1)
         encoded = self.transformer(self.input_dropout(sequence), src_key_padding_mask=attention_mask(padding))

@@ -119,7 +119,7 @@ def plot_cggm_balance(records: Sequence[dict[str, Any]], modalities: Sequence[st
         utilisation_ax.plot(steps, [np.nan if r["cggm"]["utilisation"][m] is None else r["cggm"]["utilisation"][m]
                                     for r in records], label=name)
     factor_ax.set_title("CGGM balancing term B per modality")
-    utilisation_ax.set_title("utilisation (head Dice, mean WT/TC/ET)")
+    utilisation_ax.set_title("utilisation (the task metric of each head: Dice, Acc-2)")
     for ax in (factor_ax, utilisation_ax):
         ax.set_xlabel("step")
         ax.legend()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -15,6 +16,25 @@ LOG_FILE = "training_log.jsonl"
 PLOT_FILE = "progress.png"
 #: Record field of the epoch where a resumed run's schedule changed: ``{"from_epochs", "to_epochs"}``.
 SCHEDULE_CHANGE = "schedule_change"
+
+
+@dataclass(frozen=True)
+class ValidationCurves:
+    """Which record fields ``progress.png`` draws for validation: the epoch's score, its smoothed
+    value (None: none), and per subset a dict of scores, of which ``subset_score`` is drawn (None:
+    the mean of the dict's values)."""
+
+    score: str = "val_mean_dice"
+    smoothed: str | None = "val_mean_dice_ema"
+    per_subset: str = "val_dice"
+    subset_score: str | None = None
+    label: str = "val mean Dice"
+    axis_label: str = "Dice"
+    subset_title: str = "validation Dice per modality subset (mean WT/TC/ET)"
+
+
+#: The segmentation run's curves.
+DICE_CURVES = ValidationCurves()
 
 
 def write_log(path: Path, records: Sequence[dict[str, Any]]) -> None:
@@ -33,9 +53,10 @@ def schedule_changes(records: Sequence[dict[str, Any]]) -> list[tuple[int, dict[
     return [(r["epoch"], r[SCHEDULE_CHANGE]) for r in records if r.get(SCHEDULE_CHANGE)]
 
 
-def plot_progress(records: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Loss and validation Dice (mean and EMA), per-subset validation Dice, learning rate, epoch time;
-    a vertical line at each epoch where the run was extended."""
+def plot_progress(records: Sequence[dict[str, Any]], path: Path, curves: ValidationCurves = DICE_CURVES) -> Path:
+    """Loss and the validation score (and its EMA), the per-subset validation scores, learning rate,
+    epoch time (``curves`` names the fields: Dice by default); a vertical line at each epoch where
+    the run was extended."""
     epochs = [r["epoch"] for r in records]
     figure = Figure(figsize=(12, 9))
     (loss_ax, subset_ax), (lr_ax, time_ax) = figure.subplots(2, 2)
@@ -43,16 +64,18 @@ def plot_progress(records: Sequence[dict[str, Any]], path: Path) -> Path:
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     dice_ax = loss_ax.twinx()
-    dice_ax.plot(epochs, [r["val_mean_dice"] for r in records], label="val mean Dice", color="tab:green", ls=":")
-    dice_ax.plot(epochs, [r["val_mean_dice_ema"] for r in records], label="EMA", color="tab:green")
-    dice_ax.set_ylabel("Dice")
+    dice_ax.plot(epochs, [r[curves.score] for r in records], label=curves.label, color="tab:green", ls=":")
+    if curves.smoothed is not None:
+        dice_ax.plot(epochs, [r[curves.smoothed] for r in records], label="EMA", color="tab:green")
+    dice_ax.set_ylabel(curves.axis_label)
     loss_ax.legend(loc="upper left")
     dice_ax.legend(loc="upper right")
-    subsets = list(records[-1]["val_dice"]) if records else []
+    subsets = list(records[-1][curves.per_subset]) if records else []
     for name in subsets:
-        subset_ax.plot(epochs, [np.mean(list(r["val_dice"][name].values())) for r in records],
-                       label=name, lw=2.5 if name == "Full" else 1)
-    subset_ax.set_title("validation Dice per modality subset (mean WT/TC/ET)")
+        scores = [r[curves.per_subset][name] for r in records]
+        values = [np.mean(list(s.values())) if curves.subset_score is None else s[curves.subset_score] for s in scores]
+        subset_ax.plot(epochs, values, label=name, lw=2.5 if name == "Full" else 1)
+    subset_ax.set_title(curves.subset_title)
     subset_ax.set_xlabel("epoch")
     if subsets:
         subset_ax.legend(fontsize=6, ncol=3)

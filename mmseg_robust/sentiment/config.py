@@ -1,0 +1,206 @@
+"""A sentiment training run's settings and its self-describing folder (docs/design.md §10).
+
+``config.json`` (schema-versioned) holds the training settings, the model's config (with the
+feature dimensions of the data it was built for), the modalities, and the data file's path,
+format and corpus: enough to rebuild the model, to resume the run, and for
+``mmrobust plot-gradients`` to name the modalities. Torch-free.
+
+Default folder: ``$MMROBUST_RESULTS/sentiment/<data file stem>__<model>__<strategy>/seed_<seed>``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from mmseg_robust import __version__
+from mmseg_robust.artifacts import read_json_artifact, require_schema_version
+from mmseg_robust.atomic import write_json_atomic
+from mmseg_robust.choices import (
+    AMP_MODES,
+    CGGM_BALANCES,
+    CGGM_DIRECTIONS,
+    GMD_CGGM_COMPOSITIONS,
+    GMD_SCOPES,
+    MODEL_KINDS,
+    STRATEGIES,
+    check_choice,
+)
+from mmseg_robust.paths import data_folder
+from mmseg_robust.runs.config import CONFIG_FILE, TrainingConfigError
+from mmseg_robust.runs.paths import DEFAULT_STRATEGY
+from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
+from mmseg_robust.sentiment.dataset import MODALITIES
+
+SENTIMENT_CONFIG_SCHEMA_VERSION = 1
+#: The kind of run a ``config.json`` describes (segmentation runs have none).
+RUN_KIND = "sentiment"
+#: The folder under the results base that holds every sentiment run.
+RESULTS_SUBFOLDER = "sentiment"
+#: The fields that take one of a vocabulary's words.
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "model": MODEL_KINDS, "strategy": STRATEGIES, "gmd_scope": GMD_SCOPES,
+    "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS, "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES,
+    "amp": AMP_MODES}
+#: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v >= 1, "need {name} >= 1"),
+    "batch_size": (lambda v: v >= 1, "need {name} >= 1"),
+    "learning_rate": (lambda v: v > 0, "need {name} > 0"),
+    "weight_decay": (lambda v: v >= 0, "need {name} >= 0"),
+    "grad_clip": (lambda v: v > 0, "need {name} > 0"),
+    "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
+    "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
+    "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
+    "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
+    "seed": (lambda v: v >= 0, "need {name} >= 0"),
+}
+
+
+@dataclass(frozen=True)
+class SentimentTrainingConfig:
+    """Every setting of a sentiment run. Defaults: Adam at 1e-3 with poly decay and gradient
+    clipping at 0.8 (MulT's MOSI settings), batch 32, 40 epochs; CGGM's MOSI values rho 1.3 and
+    lambda 0.2; the model sizes of :class:`~mmseg_robust.sentiment.model.SentimentModelConfig`;
+    the strategy of the segmentation path (``plain``). ``device`` is a runtime setting (a resumed
+    run may change it); every other field must stay the stored one on resume, except a larger
+    ``epochs``.
+
+    Raises:
+        TrainingConfigError: a word outside its vocabulary (did-you-mean), a number out of range,
+            a strategy other than ``plain`` for the early-fusion baseline.
+    """
+
+    model: str = "ds"
+    strategy: str = DEFAULT_STRATEGY
+    subsets: str = "all"
+    gmd_scope: str = "full"
+    gmd_cggm_composition: str = "apart"
+    cggm_rho: float = 1.3
+    cggm_lambda: float = 0.2
+    cggm_balance: str = "smoothed"
+    cggm_ema: float = 0.98
+    cggm_direction: str = "gradients"
+    diagnostics_every: int = 0
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    poly_exponent: float = 0.9
+    grad_clip: float = 0.8
+    width: int = 40
+    heads: int = 5
+    encoder_layers: int = 2
+    backbone_layers: int = 2
+    dropout: float = 0.1
+    amp: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    schema_version: int = SENTIMENT_CONFIG_SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        for name, choices in _CHOICES.items():
+            check_choice(getattr(self, name), choices, name, TrainingConfigError)
+        if self.model == "early_fusion" and self.strategy != "plain":
+            raise TrainingConfigError(f"model early_fusion trains with strategy plain (random modality dropout), "
+                                      f"not {self.strategy}: GMD and CGGM need per-modality branches")
+        for name, (allowed, rule) in _RANGES.items():
+            if not allowed(getattr(self, name)):
+                raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = CONFIG_FILE) -> "SentimentTrainingConfig":
+        """The inverse of :meth:`to_dict`.
+
+        Raises:
+            TrainingConfigError: another schema version, or a value the config refuses.
+        """
+        require_schema_version(data, SENTIMENT_CONFIG_SCHEMA_VERSION, source, "sentiment training config",
+                               TrainingConfigError, "train again")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def model_settings(self) -> dict[str, Any]:
+        """The :class:`~mmseg_robust.sentiment.model.SentimentModelConfig` arguments besides the
+        feature dimensions."""
+        return {"kind": self.model, "width": self.width, "heads": self.heads, "encoder_layers": self.encoder_layers,
+                "backbone_layers": self.backbone_layers, "dropout": self.dropout}
+
+
+def run_name(data_path: str | os.PathLike[str], config: SentimentTrainingConfig) -> str:
+    """``<data file stem>__<model>__<strategy>``."""
+    return f"{Path(data_path).stem}__{config.model}__{config.strategy}"
+
+
+def default_run_dir(data_path: str | os.PathLike[str], config: SentimentTrainingConfig,
+                    results: str | os.PathLike[str] | None = None) -> Path:
+    """``<results>/sentiment/<run_name>/seed_<seed>`` under ``results`` or ``$MMROBUST_RESULTS``.
+
+    Raises:
+        ConfigurationError: neither ``results`` nor ``$MMROBUST_RESULTS`` is set.
+    """
+    return data_folder("results", results) / RESULTS_SUBFOLDER / run_name(data_path, config) / f"seed_{config.seed}"
+
+
+@dataclass(frozen=True)
+class SentimentRunConfig:
+    """What ``config.json`` of a sentiment run holds."""
+
+    training: SentimentTrainingConfig
+    model: dict[str, Any]
+    data: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SENTIMENT_CONFIG_SCHEMA_VERSION, "kind": RUN_KIND, "modalities": list(MODALITIES),
+                "training": self.training.to_dict(), "model": dict(self.model), "data": dict(self.data),
+                "mmrobust_version": __version__}
+
+
+def save_sentiment_run_config(output_dir: str | os.PathLike[str], run: SentimentRunConfig) -> Path:
+    """Write ``config.json`` atomically."""
+    path = Path(output_dir) / CONFIG_FILE
+    write_json_atomic(path, run.to_dict())
+    return path
+
+
+def load_sentiment_run_config(output_dir: str | os.PathLike[str]) -> SentimentRunConfig:
+    """Read back :func:`save_sentiment_run_config`'s file.
+
+    Raises:
+        TrainingConfigError: no such file, not a sentiment run's, another schema version.
+    """
+    path = Path(output_dir) / CONFIG_FILE
+    data = read_json_artifact(path, "training config", TrainingConfigError, "not a run folder of mmrobust sentiment "
+                              "train")
+    if not isinstance(data, dict) or data.get("kind") != RUN_KIND:
+        raise TrainingConfigError(f"{path}: not a sentiment run (a segmentation run's config?)")
+    require_schema_version(data, SENTIMENT_CONFIG_SCHEMA_VERSION, str(path), "sentiment run config",
+                           TrainingConfigError, "train again")
+    return SentimentRunConfig(SentimentTrainingConfig.from_dict(data["training"], str(path)), data["model"],
+                              data["data"])
+
+
+def resolve_sentiment_run(changes: Mapping[str, Any], data_path: str | os.PathLike[str],
+                          output_dir: str | os.PathLike[str] | None = None, resume: bool = False,
+                          results: str | os.PathLike[str] | None = None) -> tuple[SentimentTrainingConfig, Path]:
+    """The settings and folder of a run from the settings a caller gave (``changes``; the others
+    are the defaults, or with ``resume`` the stored run's, except the runtime ``device``, which is
+    this call's).
+
+    Raises:
+        ConfigurationError: no ``output_dir`` and no results folder.
+        TrainingConfigError: a setting the config refuses; with ``resume``, no run in the folder or
+            a change the run cannot take (:func:`mmseg_robust.runs.resume.resume_config`).
+    """
+    config = SentimentTrainingConfig(**changes)
+    folder = Path(output_dir) if output_dir is not None else default_run_dir(data_path, config, results)
+    if resume:
+        stored = load_sentiment_run_config(folder).training
+        runtime = {f.name: getattr(config, f.name) for f in fields(config) if f.name in RUNTIME_FIELDS}
+        config = resume_config(stored, {**runtime, **changes})
+    return config, folder
