@@ -2,6 +2,7 @@
 predicting every subset on its own.
 
     .venv/bin/python benchmarks/bench_evaluation.py [--threads 2] [--repeats 3] [--skip-prediction]
+        [--only-commands]
 
 One synthetic BraTS-sized case (155 x 240 x 240, all four sequences) is generated in a temporary
 folder; its segmentation is the reference and a shifted, eroded copy the prediction.
@@ -13,12 +14,19 @@ folder; its segmentation is the reference and a shifted, eroded copy the predict
 * Prediction table (needs `make demo`'s 3D model): all 15 subsets of the case with the shared
   protocol (one pass per modality) and with the per-subset protocol (each subset prepared and
   predicted on its own, Σ|S| = 32 branch passes), and how many voxels their label maps share.
+* Commands table (needs `make demo`'s 2D model and data): ``mmrobust evaluate`` (all 15 subsets,
+  shared protocol, scoring included) against ``mmrobust predict`` (all four sequences) on the
+  validation cases of fold 0, each a fresh process writing into a fresh folder, run alternately,
+  median of ``--repeats``; the ratio is what the 15 subsets cost over one full prediction.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,10 +41,13 @@ from scipy import ndimage
 from mmseg_robust.data.labels import BRATS_2018
 from mmseg_robust.data.nifti_io import read_image
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
+from mmseg_robust.evaluation.cases import dataset_cases
 from mmseg_robust.evaluation.scoring import label_regions, score_label_maps, score_regions
 from mmseg_robust.evaluation.subset_prediction import PredictionStore, SubsetPredictor, evaluation_subsets
 
-RUN = Path("demo_data/results/BraTS2018/3d_fullres__gmd+cggm/fold_0")
+DEMO = Path("demo_data")
+RUN = DEMO / "results" / "BraTS2018" / "3d_fullres__plain__weightedfusion" / "fold_0"
+RUN_2D = DEMO / "results" / "BraTS2018" / "2d__plain__weightedfusion" / "fold_0"
 SPACING = (1.0, 1.0, 1.0)
 
 
@@ -113,16 +124,50 @@ def prediction_table(case_dir: Path) -> None:
     print(f"\nvoxels with the same label in both protocols: {100 * agreement:.4f} %")
 
 
+def commands_table(repeats: int, threads: int) -> None:
+    raw = DEMO / "raw" / "BraTS2018"
+    cases, description = dataset_cases(raw, DEMO / "preprocessed" / "BraTS2018" / "splits.json", 0, "val")
+    mmrobust = str(Path(sys.executable).with_name("mmrobust"))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    times: dict[str, list[float]] = {"predict": [], "evaluate": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = Path(tmp) / "inputs"
+        inputs.mkdir()
+        for case in cases:
+            (inputs / case.case_id).symlink_to(case.folder.resolve())
+        for repeat in range(repeats):
+            commands = {"predict": [mmrobust, "predict", "-i", str(inputs), "-o", f"{tmp}/predict_{repeat}",
+                                    "-m", str(RUN_2D)],
+                        "evaluate": [mmrobust, "evaluate", "-m", str(RUN_2D), "-o", f"{tmp}/evaluate_{repeat}",
+                                     "--raw", str(DEMO / "raw"), "--preprocessed", str(DEMO / "preprocessed")]}
+            for name, command in commands.items():
+                start = time.perf_counter()
+                subprocess.run(command, env=env, check=True, capture_output=True)
+                times[name].append(time.perf_counter() - start)
+    predict, evaluate = statistics.median(times["predict"]), statistics.median(times["evaluate"])
+    print(f"\n`mmrobust predict` (all four sequences) against `mmrobust evaluate` (15 subsets, shared, scored), "
+          f"demo 2D model, {len(cases)} {description}, each command in its own process, alternately, median of "
+          f"{repeats}\n")
+    print("| command | seconds | ratio to predict |\n| --- | --- | --- |")
+    print(f"| mmrobust predict | {predict:.1f} | 1.00 |\n| mmrobust evaluate | {evaluate:.1f} | "
+          f"{evaluate / predict:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-prediction", action="store_true", help="Only the scoring table.")
+    parser.add_argument("--only-commands", action="store_true", help="Only the evaluate-against-predict table.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    if not args.skip_prediction and not (RUN / "checkpoint_best.pt").is_file():
-        raise SystemExit(f"{RUN}: no trained model; run `make demo` first (or pass --skip-prediction)")
+    for run in (RUN, RUN_2D):
+        if not args.skip_prediction and not (run / "checkpoint_best.pt").is_file():
+            raise SystemExit(f"{run}: no trained model; run `make demo` first (or pass --skip-prediction)")
     print(f"torch {torch.__version__}, CPU, {args.threads} threads\n")
+    if args.only_commands:
+        commands_table(args.repeats, args.threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         raw = make_synthetic_dataset(Path(tmp) / "raw", SyntheticSpec("brats2021", 1, (155, 240, 240), seed=7),
                                      progress=False)
@@ -130,6 +175,8 @@ def main() -> None:
         scoring_table(case_dir, args.repeats)
         if not args.skip_prediction:
             prediction_table(case_dir)
+    if not args.skip_prediction:
+        commands_table(args.repeats, args.threads)
 
 
 if __name__ == "__main__":
