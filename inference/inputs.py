@@ -1,4 +1,4 @@
-"""Find the cases and their modality files under ``predict -i`` (DESIGN §3, §8).
+"""Find the cases and their modality files under ``predict -i`` (docs/design.md §3, §8).
 
 ``-i`` is one case folder or a folder of case folders. In a case folder every NIfTI file whose name
 ends in a modality name or alias (``_flair``, ``-t2f``, ``_t1c``, ...) is that modality; a ``seg``

@@ -1,4 +1,4 @@
-"""The robustness evaluation: metrics, scoring of every modality subset, the report (DESIGN §9).
+"""The robustness evaluation: metrics, scoring of every modality subset, the report (docs/design.md §9).
 
 What is here is light to import: the command line shows its defaults, and scoring workers
 start, without loading torch.
