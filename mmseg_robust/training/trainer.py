@@ -1,7 +1,9 @@
-"""The training loop (docs/design.md §7): data, strategy, optimiser step, validation, checkpoints.
+"""The segmentation training loop (docs/design.md §7): data, strategy, optimiser step, validation,
+checkpoints.
 
-The loop itself is short; checkpoints, logs, plots and validation live in their own modules and
-are called at the end of each epoch.
+The epoch's steps, the learning-rate schedule, the best-epoch rule and the epoch's outputs are
+:mod:`mmseg_robust.training.loop`'s (shared with the sentiment trainer); checkpoints, logs, plots
+and validation live in their own modules.
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
+from mmseg_robust.training.loop import BestEpoch, poly_learning_rate, save_epoch, set_learning_rate, train_steps
 from mmseg_robust.training.memory_guard import branch_count, check_training_memory
-from mmseg_robust.training.progress import LOG_FILE, PLOT_FILE, SCHEDULE_CHANGE, plot_progress, read_log, write_log
-from mmseg_robust.training.step_log import write_step_log
+from mmseg_robust.training.progress import LOG_FILE, SCHEDULE_CHANGE, read_log
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
@@ -78,12 +80,6 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _poly_lr(config: TrainingConfig, epoch: int) -> float:
-    """nnU-Net's poly schedule towards ``config.epochs``; an extended run follows the new total
-    from the epoch it resumes at (its earlier epochs keep the rates they had)."""
-    return config.learning_rate * (1 - epoch / config.epochs) ** config.poly_exponent
 
 
 def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter],
@@ -194,7 +190,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
                           fusion=config.fusion).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
     strategy = _make_strategy(config, model, device, context.world_size)
-    start_epoch, best_ema, ema, records = 0, -1.0, None, []
+    start_epoch, records = 0, []
+    selection = BestEpoch(config.ema_momentum)
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -202,7 +199,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
             precision.scaler.load_state_dict(state["scaler"])
         strategy.load_state_dict(state["strategy"])
         ckpt.restore_rng_state(state["rng"])
-        start_epoch, best_ema, ema = state["epoch"], state["best_ema"], state["ema"]
+        start_epoch, selection.best, selection.ema = state["epoch"], state["best_ema"], state["ema"]
         records = read_log(output_dir / LOG_FILE)[:start_epoch]
         logger.info("resuming %s at epoch %d", output_dir, start_epoch)
         if extension is not None:
@@ -228,61 +225,36 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
                   total=config.epochs, disable=not (progress and context.is_main))
     for epoch in epochs:
         started = time.perf_counter()
-        learning_rate = _poly_lr(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate
-        strategy.set_learning_rate(learning_rate)
+        learning_rate = poly_learning_rate(config.learning_rate, epoch, config.epochs, config.poly_exponent)
+        set_learning_rate(optimizer, strategy, learning_rate)
         model.train()
-        losses, subset_losses, step_records = [], {}, []
-        iterations = tqdm(range(config.iters_per_epoch), desc=f"epoch {epoch}", unit="it", leave=False,
-                          disable=not (progress and context.is_main))
-        for iteration in iterations:
-            batch = _to_device(next(loader), device)
-            optimizer.zero_grad(set_to_none=True)
-            step = epoch * config.iters_per_epoch + iteration
-            outcome = strategy.backward(model, batch, step, precision)
-            if not strategy.reduces_gradients:
-                average_gradients(model, context)
-            precision.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            precision.step(optimizer)
-            losses.append(outcome.loss)
-            for name, value in outcome.subset_losses.items():
-                subset_losses.setdefault(name, []).append(value)
-            if outcome.diagnostics:
-                step_records.append({"step": step, "epoch": epoch, "loss": outcome.loss,
-                                     "subset_losses": outcome.subset_losses, **outcome.diagnostics})
-            iterations.set_postfix(loss=f"{outcome.loss:.4f}")
+        batches = (_to_device(next(loader), device) for _ in range(config.iters_per_epoch))
+        steps = train_steps(model, optimizer, strategy, precision, batches, epoch, epoch * config.iters_per_epoch,
+                            config.grad_clip, partial(average_gradients, model, context),
+                            progress=progress and context.is_main, total=config.iters_per_epoch)
         last_val = validate(model, val_batches, val_subsets, device, precision)
         current = mean_dice(last_val)
-        ema = current if ema is None else config.ema_momentum * ema + (1 - config.ema_momentum) * current
+        improved = selection.update(current)
+        ema = selection.ema
         in_sync = check_in_sync(model, context)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "learning_rate": learning_rate,
-                  "train_subset_losses": {k: float(np.mean(v)) for k, v in subset_losses.items()},
+        record = {"epoch": epoch, "train_loss": steps.mean_loss, "learning_rate": learning_rate,
+                  "train_subset_losses": steps.mean_subset_losses(),
                   "val_dice": last_val, "val_mean_dice": current, "val_mean_dice_ema": ema,
                   "epoch_seconds": time.perf_counter() - started, "world_size": context.world_size,
                   "ranks_in_sync": in_sync, "precision": precision.name}
         if extension is not None and epoch == start_epoch:
             record[SCHEDULE_CHANGE] = extension
         records.append(record)
-        improved = ema > best_ema
-        best_ema = max(best_ema, ema)
         if context.is_main:
-            # The log goes first: a kill before the checkpoint leaves a record that resuming drops.
-            write_step_log(output_dir, epoch, step_records)
-            write_log(output_dir / LOG_FILE, records)
-            plot_progress(records, output_dir / PLOT_FILE)
             state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                      "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-                     "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": best_ema,
+                     "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": selection.best,
                      "ema": ema, "plan_signature": signature, "config": config.to_dict()}
-            if improved:
-                ckpt.save_checkpoint(output_dir / ckpt.BEST, state)
-            ckpt.save_checkpoint(output_dir / ckpt.LATEST, state)
+            save_epoch(output_dir, epoch, steps, records, state, improved)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", dice=f"{current:.3f}", ema=f"{ema:.3f}")
         logger.info("epoch %d: loss %.4f, val mean Dice %.4f (EMA %.4f), %.1f s", epoch, record["train_loss"],
                     current, ema, record["epoch_seconds"])
     shutdown(context)
-    return TrainingResult(output_dir, config.epochs, best_ema, last_val)
+    return TrainingResult(output_dir, config.epochs, selection.best, last_val)
 
 
