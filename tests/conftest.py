@@ -17,6 +17,14 @@ from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
+# Under pytest-xdist (``make test`` runs two workers on the two cores) every process keeps to one
+# OpenMP thread: the workers, and the CLI subprocesses and trainers they start, which inherit the
+# variable (the trainer takes it as a cap). Two workers with two threads each would oversubscribe
+# the cores, and spinning OpenMP threads slow every op down many times.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 #: Small but tumour-bearing volumes keep the suite fast on two CPU cores.
 TEST_SHAPE = (40, 48, 48)
 TEST_CASES = 4

@@ -70,8 +70,13 @@ class TrainingResult:
 
 def configure_cpu_threads(num_workers: int, world_size: int) -> int:
     """Give torch the cores the augmentation workers and other ranks leave free: OpenMP threads
-    competing for busy cores spin and slow every op down many times (measured 25x on 2 cores)."""
+    competing for busy cores spin and slow every op down many times (measured 25x on 2 cores).
+    An ``OMP_NUM_THREADS`` set by the user caps it: the user knows of other work sharing the cores
+    (another run, or the test suite's parallel workers)."""
     threads = max(1, (os.cpu_count() or 1) // world_size - num_workers)
+    requested = os.environ.get("OMP_NUM_THREADS", "")
+    if requested.isdigit() and int(requested) >= 1:
+        threads = min(threads, int(requested))
     torch.set_num_threads(threads)
     return threads
 
