@@ -129,3 +129,19 @@ def preprocessed_tiny_dataset() -> Callable[..., tuple[Path, dict[str, str]]]:
 def paper_columns() -> list[str]:
     """The column header of GMD's Table 2 (BraTS 2018), copied from the paper's text."""
     return "Fl. T2 T1c T1 T2,Fl. T1c,Fl. T1c,T2 T1,Fl. T1,T2 T1,T1c ~T1 ~T1c ~T2 ~Fl. Full Avg.".split()
+
+
+#: Modules whose tests are long and independent of each other: xdist spreads them over the
+#: workers (each worker builds the module's cheap dataset fixture once). Every other module keeps
+#: to one worker (``--dist loadgroup``), so its trained-model fixtures are built once.
+SPREAD_MODULES = frozenset({"test_training.py"})
+
+
+# Before xdist's own hook, which reads the groups off the markers to name the tests' scopes.
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.path.name not in SPREAD_MODULES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

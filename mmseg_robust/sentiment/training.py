@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -40,8 +39,16 @@ from mmseg_robust.sentiment.loader import iterate_batches, shuffled_batches
 from mmseg_robust.sentiment.model import SentimentModelConfig, build_sentiment_model, check_feature_dims
 from mmseg_robust.sentiment.task import SentimentTask
 from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, SubsetSampler, build_strategy
-from mmseg_robust.training.loop import BestEpoch, poly_learning_rate, save_epoch, set_learning_rate, train_steps
-from mmseg_robust.training.progress import LOG_FILE, SCHEDULE_CHANGE, ValidationCurves, read_log
+from mmseg_robust.training.loop import (
+    BestEpoch,
+    poly_learning_rate,
+    restore_training_state,
+    save_epoch,
+    seed_everything,
+    set_learning_rate,
+    train_steps,
+)
+from mmseg_robust.training.progress import SCHEDULE_CHANGE, ValidationCurves
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +76,6 @@ class SentimentTrainingResult:
     best_val_mae: float
     last_val: dict[str, dict[str, float | None]]
 
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _make_optimizer(config: SentimentTrainingConfig, params: Iterable[torch.nn.Parameter],
@@ -143,22 +145,15 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
         check_feature_dims(SentimentModelConfig.from_dict(state["model_config"]), data.feature_dims, str(latest),
                            str(data_path))
 
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = build_sentiment_model(model_config).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
     strategy = make_sentiment_strategy(config, model, device)
     selection = BestEpoch(SELECTION_MOMENTUM)
     start_epoch, records = 0, []
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-        strategy.load_state_dict(state["strategy"])
-        ckpt.restore_rng_state(state["rng"])
-        start_epoch, selection.best, selection.ema = state["epoch"], state["best_ema"], state["ema"]
-        records = read_log(output_dir / LOG_FILE)[:start_epoch]
-        logger.info("resuming %s at epoch %d", output_dir, start_epoch)
+        start_epoch, records = restore_training_state(state, model, optimizer, precision, strategy, selection,
+                                                      output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     data_description = {"path": str(Path(data_path).resolve()), "format": data.format, "dataset": data.dataset}
     save_sentiment_run_config(output_dir, SentimentRunConfig(config, model_config.to_dict(), data_description))

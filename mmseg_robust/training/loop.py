@@ -9,7 +9,9 @@ strategies, the precision handling, the checkpoints and the logs behave the same
 
 from __future__ import annotations
 
+import logging
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -28,9 +30,37 @@ from mmseg_robust.training.progress import (
     PLOT_FILE,
     ValidationCurves,
     plot_progress,
+    read_log,
     write_log,
 )
 from mmseg_robust.training.step_log import write_step_log
+
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's global and torch's generators (a run's initial weights)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def restore_training_state(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                           precision: Precision, strategy: GradientStrategy, selection: "BestEpoch",
+                           output_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Load a checkpoint's state into a freshly built run (model, optimiser, loss scaler, strategy,
+    RNG states, best-epoch rule); returns the epoch to start from and the training log's records
+    up to it (a record written after the checkpoint is dropped, its epoch runs again)."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if precision.scaler is not None and state.get("scaler"):
+        precision.scaler.load_state_dict(state["scaler"])
+    strategy.load_state_dict(state["strategy"])
+    ckpt.restore_rng_state(state["rng"])
+    start_epoch, selection.best, selection.ema = state["epoch"], state["best_ema"], state["ema"]
+    logger.info("resuming %s at epoch %d", output_dir, start_epoch)
+    return start_epoch, read_log(Path(output_dir) / LOG_FILE)[:start_epoch]
 
 
 def poly_learning_rate(base: float, epoch: int, epochs: int, exponent: float) -> float:

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -48,9 +46,17 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
-from mmseg_robust.training.loop import BestEpoch, poly_learning_rate, save_epoch, set_learning_rate, train_steps
+from mmseg_robust.training.loop import (
+    BestEpoch,
+    poly_learning_rate,
+    restore_training_state,
+    save_epoch,
+    seed_everything,
+    set_learning_rate,
+    train_steps,
+)
 from mmseg_robust.training.memory_guard import branch_count, check_training_memory
-from mmseg_robust.training.progress import LOG_FILE, SCHEDULE_CHANGE, read_log
+from mmseg_robust.training.progress import SCHEDULE_CHANGE
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
@@ -80,11 +86,6 @@ def configure_cpu_threads(num_workers: int, world_size: int) -> int:
     torch.set_num_threads(threads)
     return threads
 
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter],
@@ -190,7 +191,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     if device.type == "cpu":
         logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
         keep_allocations_on_heap()
-    _seed_everything(config.seed)
+    seed_everything(config.seed)
     model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
                           fusion=config.fusion).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
@@ -198,15 +199,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     start_epoch, records = 0, []
     selection = BestEpoch(config.ema_momentum)
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if precision.scaler is not None and state.get("scaler"):
-            precision.scaler.load_state_dict(state["scaler"])
-        strategy.load_state_dict(state["strategy"])
-        ckpt.restore_rng_state(state["rng"])
-        start_epoch, selection.best, selection.ema = state["epoch"], state["best_ema"], state["ema"]
-        records = read_log(output_dir / LOG_FILE)[:start_epoch]
-        logger.info("resuming %s at epoch %d", output_dir, start_epoch)
+        start_epoch, records = restore_training_state(state, model, optimizer, precision, strategy, selection,
+                                                      output_dir)
         if extension is not None:
             logger.info("extending the run from %d to %d epochs; the poly schedule decays towards %d from epoch %d",
                         extension["from_epochs"], extension["to_epochs"], extension["to_epochs"], start_epoch)
