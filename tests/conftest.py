@@ -12,6 +12,7 @@ from typing import Callable
 
 import pytest
 import torch
+from xdist.scheduler import LoadScopeScheduling
 
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
@@ -125,23 +126,58 @@ def preprocessed_tiny_dataset() -> Callable[..., tuple[Path, dict[str, str]]]:
     return _preprocessed_tiny_dataset
 
 
+def _train_in_process(env: dict[str, str], dataset: str, configuration: str = "3d_fullres", **fields: object) -> Path:
+    """Train a tiny run through the Python API (a fixture's model: no interpreter start-up and
+    imports per run, which cost a CLI subprocess several seconds); returns its results folder.
+    ``fields`` are :class:`~mmseg_robust.runs.config.TrainingConfig` fields beyond the fast defaults."""
+    from mmseg_robust.runs.config import TrainingConfig
+    from mmseg_robust.training.trainer import train
+
+    settings = {"fold": 0, "epochs": 1, "iters_per_epoch": 2, "num_workers": 0, "device": "cpu",
+                "val_patches_per_case": 1, **fields}
+    config = TrainingConfig(dataset, configuration, **settings)
+    return train(config, Path(env["MMROBUST_PREPROCESSED"]) / dataset, Path(env["MMROBUST_RESULTS"]),
+                 progress=False).output_dir
+
+
+@pytest.fixture(scope="session")
+def train_in_process() -> Callable[..., Path]:
+    """Trainer of tiny runs for fixtures (see :func:`_train_in_process`)."""
+    return _train_in_process
+
+
 @pytest.fixture(scope="session")
 def paper_columns() -> list[str]:
     """The column header of GMD's Table 2 (BraTS 2018), copied from the paper's text."""
     return "Fl. T2 T1c T1 T2,Fl. T1c,Fl. T1c,T2 T1,Fl. T1,T2 T1,T1c ~T1 ~T1c ~T2 ~Fl. Full Avg.".split()
 
 
-#: Modules whose tests are long and independent of each other: xdist spreads them over the
-#: workers (each worker builds the module's cheap dataset fixture once). Every other module keeps
-#: to one worker (``--dist loadgroup``), so its trained-model fixtures are built once.
+#: Modules whose tests are long and independent of each other: each of their tests is a unit of
+#: work of its own, so xdist spreads them over the workers (each worker builds the module's cheap
+#: dataset fixture once). Every other module is one unit, so its trained-model fixtures are built once.
 SPREAD_MODULES = frozenset({"test_training.py"})
 
+#: The slowest modules (``pytest --durations=0``, summed per module), longest first: they are handed
+#: out first so that the two workers finish together instead of one waiting on a late long module.
+SLOWEST_FIRST = ("test_training.py", "test_robustness_study.py", "test_evaluate_model.py", "test_inference.py",
+                 "test_sentiment_training.py", "test_training_policy.py", "test_networks.py", "test_planning.py",
+                 "test_plan_and_preprocess.py")
 
-# Before xdist's own hook, which reads the groups off the markers to name the tests' scopes.
-@pytest.hookimpl(tryfirst=True)
+
+class ModuleScheduling(LoadScopeScheduling):
+    """xdist's ``loadscope`` with a module as the scope (``SPREAD_MODULES`` excepted), in collection order."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return nodeid if Path(module).name in SPREAD_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist knows no such hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> ModuleScheduling | None:
+    return ModuleScheduling(config, log) if config.getvalue("dist") == "loadscope" else None
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        if item.path.name not in SPREAD_MODULES:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    """Slowest modules first (a stable sort keeps each module's own order and contiguity)."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

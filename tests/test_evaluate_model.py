@@ -22,25 +22,20 @@ from mmseg_robust.evaluation.summary import EvaluationSummary
 
 DATASET = "EvalTiny"
 MODALITIES = ("flair", "t1", "t1ce", "t2")
-TRAIN = ("--epochs", "1", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",
-         "--val-patches-per-case", "1", "--optimizer", "adam", "--lr", "1e-2")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
+def runs(tmp_path_factory, preprocessed_tiny_dataset, train_in_process) -> dict:
     root = tmp_path_factory.mktemp("evaluate")
     raw, env = preprocessed_tiny_dataset(root, DATASET, 5, ("3d_fullres", "2d"), seed=5)
     env = {**env, "MMROBUST_RAW": str(raw.parent)}
-    mean = ("--strategy", "plain", "--fusion", "mean")  # the mean fusion's linearity is what is tested
-    for extra in (("-c", "3d_fullres", *mean), ("-c", "2d", *mean),
-                  ("-c", "3d_fullres", "--model", "early_fusion"),
-                  ("-c", "2d", "--strategy", "plain", "--fusion", "weighted")):
-        result = run_cli("train", "-d", DATASET, *extra, *TRAIN, env=env)
-        assert result.returncode == 0, result.stderr
-    results = root / "results" / DATASET
-    return {"raw": raw, "env": env, "root": root, "ds3d": results / "3d_fullres__plain" / "fold_0",
-            "ds2d": results / "2d__plain" / "fold_0", "ef": results / "3d_fullres__early_fusion" / "fold_0",
-            "dsw": results / "2d__plain__weightedfusion" / "fold_0"}
+    fast = {"optimizer": "adam", "learning_rate": 1e-2}
+    mean = {"strategy": "plain", "fusion": "mean"}  # the mean fusion's linearity is what is tested
+    return {"raw": raw, "env": env, "root": root,
+            "ds3d": train_in_process(env, DATASET, "3d_fullres", **mean, **fast),
+            "ds2d": train_in_process(env, DATASET, "2d", **mean, **fast),
+            "ef": train_in_process(env, DATASET, "3d_fullres", model="early_fusion", **fast),
+            "dsw": train_in_process(env, DATASET, "2d", strategy="plain", fusion="weighted", **fast)}
 
 
 def _first_case(raw):

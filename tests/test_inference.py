@@ -136,14 +136,12 @@ def test_region_to_label_conversion_per_convention() -> None:
 
 # --------------------------------------------------------------------------- a tiny trained model
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, run_cli, preprocessed_tiny_dataset) -> dict:
+def trained(tmp_path_factory, preprocessed_tiny_dataset, train_in_process) -> dict:
     root = tmp_path_factory.mktemp("predict")
     raw, env = preprocessed_tiny_dataset(root, DATASET, 4, ("3d_fullres",), seed=3)
-    result = run_cli("train", "-d", DATASET, "--epochs", "1", "--iters-per-epoch", "1", "--num-workers", "0",
-                            "--device", "cpu", "--val-patches-per-case", "1", "--strategy", "plain", env=env)
-    assert result.returncode == 0, result.stderr
-    return {"raw": raw, "env": env, "run": root / "results" / DATASET / "3d_fullres__plain__weightedfusion" / "fold_0",
-            "root": root}
+    run = train_in_process(env, DATASET, iters_per_epoch=1, strategy="plain")
+    assert run == root / "results" / DATASET / "3d_fullres__plain__weightedfusion" / "fold_0"
+    return {"raw": raw, "env": env, "run": run, "root": root}
 
 
 def test_every_subset_predicts_and_runs_only_its_branches(trained) -> None:

@@ -70,7 +70,9 @@ def fingerprint(n_cases: int = 285, shape=BRATS_CROPPED, spacing=(1.0, 1.0, 1.0)
 
 @pytest.mark.parametrize("n_modalities", [1, 4])
 def test_memory_estimate_is_within_the_stated_factor_of_a_measured_peak(n_modalities):
-    patch, features = [64, 64, 64], [8, 16, 32, 64]
+    # 48^3 at two rows or more: a single 48^3 row is small enough that the allocator's own
+    # thresholds dominate the measured peak; 64^3 at eight rows takes half a minute on two cores.
+    patch, features = [48, 48, 48], [8, 16, 32, 64]
     strides, kernels = [[1, 1, 1]] + [[2, 2, 2]] * 3, [[3, 3, 3]] * 4
     batch = 2
     measured = measured_peak_bytes(patch, features, strides, kernels, batch * n_modalities)

@@ -88,10 +88,11 @@ def test_the_strategies_are_the_segmentation_paths_classes(mosi):
 
 @pytest.mark.usefixtures("single_torch_thread")
 def test_resume_after_sigkill_is_bit_identical(mosi, tmp_path):
+    """The uninterrupted run goes through the Python API, the killed and the resumed one through the CLI."""
     args = [sys.executable, "-m", "mmseg_robust", "sentiment", "train", "--data", str(mosi), "--epochs", "2",
             "--batch-size", "8", "--device", "cpu", "--strategy", "gmd+cggm"]
-    whole = subprocess.run(args + ["-o", str(tmp_path / "whole")], capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
+    train_sentiment(SentimentTrainingConfig(epochs=2, batch_size=8, device="cpu", strategy="gmd+cggm"), mosi,
+                    tmp_path / "whole", progress=False)
     killed = tmp_path / "killed"
     process = subprocess.Popen(args + ["-o", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

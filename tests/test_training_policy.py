@@ -23,7 +23,7 @@ from mmseg_robust.training.memory_guard import (
     available_memory_bytes,
     check_training_memory,
 )
-from mmseg_robust.training.progress import schedule_changes
+from mmseg_robust.training.progress import PlotSchedule, schedule_changes
 from mmseg_robust.training.trainer import train
 
 DATASET = "Policy"
@@ -102,6 +102,16 @@ def test_resume_with_more_epochs_extends_the_poly_schedule(tiny, tmp_path, run_c
     assert shorter.returncode == 1 and shorter.stderr.strip() == (
         "Error: --epochs 3 is below the run being resumed (4): its learning rate has followed the schedule to 4 so "
         "far; a run can be extended, not shortened")
+
+
+def test_progress_plot_is_drawn_after_the_last_epoch_and_at_most_once_per_interval(tiny) -> None:
+    every = PlotSchedule(final_epoch=3, interval=0)
+    assert [every.due(epoch) for epoch in range(4)] == [True] * 4
+    hourly = PlotSchedule(final_epoch=3, interval=3600)
+    assert [hourly.due(epoch) for epoch in range(4)] == [False, False, False, True]
+    # The module's 2-epoch run (seconds long) drew its plot once, after its last epoch.
+    folder = tiny["config"].output_dir(tiny["results"])
+    assert (folder / "progress.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def _plan(tiny: dict, preprocessed: Path) -> Plans:

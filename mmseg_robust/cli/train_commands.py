@@ -140,6 +140,7 @@ def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memo
     from mmseg_robust.data.modality_subsets import parse_subset_spec
     from mmseg_robust.paths import data_folder
     from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config
+    from mmseg_robust.runs.preflight import check_training_inputs
     from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
 
     values = {OPTION_FIELDS[option]: value for option, value in options.items()}
@@ -149,19 +150,20 @@ def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memo
     with _naming_flags(ctx.command, TrainingConfigError):
         config = TrainingConfig(**values)
         results_root = data_folder("results", results)
+        dataset_folder = data_folder("preprocessed", preprocessed) / config.dataset
         if resume:
             stored, _ = load_run_config(config.output_dir(results_root))
             # Runtime settings are this invocation's (their defaults included), not the stored run's.
             config = resume_config(stored, {field: value for field, value in values.items()
                                             if field in given or field in RUNTIME_FIELDS})
+        check_training_inputs(config, dataset_folder, results_root, resume)
 
     # Torch and the trainer only now that the cheap checks have passed.
     from mmseg_robust.training.memory_guard import MemoryBudgetError
     from mmseg_robust.training.trainer import train
 
     with _naming_flags(ctx.command, TrainingConfigError, MemoryBudgetError):
-        result = train(config, data_folder("preprocessed", preprocessed) / config.dataset, results_root,
-                       resume=resume, ignore_memory_check=ignore_memory_check)
+        result = train(config, dataset_folder, results_root, resume=resume, ignore_memory_check=ignore_memory_check)
     full = result.last_val.get("Full", {})
     click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best EMA mean Dice {result.best_ema:.4f}; "
                f"last validation, all modalities: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))

@@ -13,9 +13,10 @@ import torch
 from mmseg_robust.atomic import atomic_output
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
+from mmseg_robust.runs.paths import BEST_CHECKPOINT, LATEST_CHECKPOINT
 
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
+LATEST = LATEST_CHECKPOINT
+BEST = BEST_CHECKPOINT
 
 
 class CheckpointError(MMRobustError):

@@ -21,6 +21,9 @@ DEFAULT_STRATEGY = "plain"
 DEFAULT_FUSION = "weighted"
 #: The fusion of the early-fusion baseline: it has no branches, so nothing else is possible.
 EARLY_FUSION_FUSION = "mean"
+#: A run folder's checkpoints: the last finished epoch's, and the best epoch's (docs/design.md §7.7).
+LATEST_CHECKPOINT = "checkpoint_latest.pt"
+BEST_CHECKPOINT = "checkpoint_best.pt"
 #: Fold used when a run is named without one.
 DEFAULT_FOLD = 0
 #: How :class:`RunFolderError` names the two ways of pointing at runs.

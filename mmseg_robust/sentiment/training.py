@@ -23,9 +23,9 @@ import torch
 from tqdm import tqdm
 
 from mmseg_robust.devices import resolve_device
-from mmseg_robust.errors import MMRobustError
 from mmseg_robust.precision import make_precision
 from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.preflight import check_run_folder
 from mmseg_robust.runs.resume import check_resume, schedule_change
 from mmseg_robust.sentiment.config import (
     SentimentRunConfig,
@@ -48,7 +48,7 @@ from mmseg_robust.training.loop import (
     set_learning_rate,
     train_steps,
 )
-from mmseg_robust.training.progress import SCHEDULE_CHANGE, ValidationCurves
+from mmseg_robust.training.progress import SCHEDULE_CHANGE, PlotSchedule, ValidationCurves
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ SELECTION_MOMENTUM = 0.0
 SENTIMENT_CURVES = ValidationCurves(score="val_mae", smoothed=None, per_subset="val_scores",
                                     subset_score=SELECTION_SCORE, label="val MAE, mean of the subsets",
                                     axis_label="MAE", subset_title="validation MAE per modality subset")
-
-
-class SentimentTrainingError(MMRobustError):
-    """A run that cannot start or continue (a folder holding a run without resume, nothing to resume)."""
 
 
 @dataclass(frozen=True)
@@ -119,18 +115,14 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
         results: the results base folder for the default ``output_dir`` (default ``$MMROBUST_RESULTS``).
 
     Raises:
-        SentimentTrainingError: a folder holding a run without ``resume``, nothing to resume.
+        RunStartError: a folder holding a run without ``resume``, nothing to resume.
         ConfigurationError: no ``output_dir`` and no results folder.
         TrainingConfigError: ``resume`` with a changed setting or fewer epochs.
         SentimentDataError: an unreadable or malformed data file.
         SentimentModelError: ``resume`` on data of other feature sizes.
     """
     output_dir = Path(output_dir) if output_dir is not None else default_run_dir(data_path, config, results)
-    latest = output_dir / ckpt.LATEST
-    if latest.exists() and not resume:
-        raise SentimentTrainingError(f"{output_dir}: holds a run already; pass --resume to continue it")
-    if resume and not latest.exists():
-        raise SentimentTrainingError(f"{latest}: nothing to resume")
+    latest = check_run_folder(output_dir, resume)
     data = read_sentiment_data(data_path)
     device = resolve_device(config.device)
     limit_cpu_threads(device)
@@ -163,6 +155,7 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
     last_val: dict[str, dict[str, float | None]] = {}
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", unit="epoch", initial=start_epoch,
                   total=config.epochs, disable=not progress)
+    plots = PlotSchedule(final_epoch=config.epochs - 1)
     for epoch in epochs:
         started = time.perf_counter()
         learning_rate = poly_learning_rate(config.learning_rate, epoch, config.epochs, config.poly_exponent)
@@ -186,7 +179,7 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
                  "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
                  "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": selection.best,
                  "ema": selection.ema, "config": config.to_dict(), "model_config": model_config.to_dict()}
-        save_epoch(output_dir, epoch, steps, records, state, improved, SENTIMENT_CURVES)
+        save_epoch(output_dir, epoch, steps, records, state, improved, plots.due(epoch), SENTIMENT_CURVES)
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_mae=f"{val_mae:.3f}")
         logger.info("epoch %d: loss %.4f, val MAE %.4f (best %.4f), %.1f s", epoch, record["train_loss"], val_mae,
                     -selection.best, record["epoch_seconds"])

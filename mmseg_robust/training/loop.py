@@ -138,13 +138,16 @@ class BestEpoch:
 
 
 def save_epoch(output_dir: Path, epoch: int, steps: EpochSteps, records: list[dict[str, Any]],
-               state: dict[str, Any], improved: bool, curves: ValidationCurves = DICE_CURVES) -> None:
+               state: dict[str, Any], improved: bool, plot: bool = True,
+               curves: ValidationCurves = DICE_CURVES) -> None:
     """The epoch's outputs, in an order a kill at any point can resume from: the step log, the
-    training log and its plot first (a record the checkpoint does not reach is dropped on resume),
-    then the best checkpoint when ``improved``, then the latest (each written atomically)."""
+    training log and (when ``plot``, see :class:`PlotSchedule`) its plot first (a record the
+    checkpoint does not reach is dropped on resume), then the best checkpoint when ``improved``,
+    then the latest (each written atomically)."""
     write_step_log(output_dir, epoch, steps.step_records)
     write_log(output_dir / LOG_FILE, records)
-    plot_progress(records, output_dir / PLOT_FILE, curves)
+    if plot:
+        plot_progress(records, output_dir / PLOT_FILE, curves)
     if improved:
         ckpt.save_checkpoint(output_dir / ckpt.BEST, state)
     ckpt.save_checkpoint(output_dir / ckpt.LATEST, state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +15,9 @@ from mmseg_robust.atomic import atomic_output, write_bytes_atomic
 
 LOG_FILE = "training_log.jsonl"
 PLOT_FILE = "progress.png"
+#: Seconds between redraws of ``progress.png`` before a run's last epoch: a redraw costs about a
+#: second, which would dominate short epochs; a real epoch (minutes) is drawn every time.
+PLOT_INTERVAL_SECONDS = 60.0
 #: Record field of the epoch where a resumed run's schedule changed: ``{"from_epochs", "to_epochs"}``.
 SCHEDULE_CHANGE = "schedule_change"
 
@@ -35,6 +39,23 @@ class ValidationCurves:
 
 #: The segmentation run's curves.
 DICE_CURVES = ValidationCurves()
+
+
+class PlotSchedule:
+    """When to redraw ``progress.png``: after ``final_epoch`` always, before it when ``interval``
+    seconds have passed since the last redraw (or since the run started)."""
+
+    def __init__(self, final_epoch: int, interval: float = PLOT_INTERVAL_SECONDS) -> None:
+        self.final_epoch = final_epoch
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def due(self, epoch: int) -> bool:
+        now = time.monotonic()
+        if epoch >= self.final_epoch or now - self._last >= self.interval:
+            self._last = now
+            return True
+        return False
 
 
 def write_log(path: Path, records: Sequence[dict[str, Any]]) -> None:

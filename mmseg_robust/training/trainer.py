@@ -20,11 +20,8 @@ import torch
 from tqdm import tqdm
 
 from mmseg_robust.data.modality_subsets import nonempty_subsets
-from mmseg_robust.data.splits import Splits
 from mmseg_robust.devices import resolve_device
-from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
-from mmseg_robust.planners.plans import Plans
 from mmseg_robust.precision import make_precision
 from mmseg_robust.segmentation_task import SegmentationTask
 from mmseg_robust.strategies import (
@@ -36,6 +33,7 @@ from mmseg_robust.strategies import (
 )
 from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, load_run_config, save_run_config
+from mmseg_robust.runs.preflight import TrainingError, check_training_inputs
 from mmseg_robust.runs.resume import check_resume, schedule_change
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
@@ -56,14 +54,10 @@ from mmseg_robust.training.loop import (
     train_steps,
 )
 from mmseg_robust.training.memory_guard import branch_count, check_training_memory
-from mmseg_robust.training.progress import SCHEDULE_CHANGE
+from mmseg_robust.training.progress import SCHEDULE_CHANGE, PlotSchedule
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
-
-
-class TrainingError(MMRobustError):
-    """A run that cannot start or continue (missing data, existing results without --resume)."""
 
 
 @dataclass(frozen=True)
@@ -124,15 +118,6 @@ def _stored_config(state: dict[str, Any], output_dir: Path) -> TrainingConfig:
     return load_run_config(output_dir)[0]
 
 
-def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> list[Path]:
-    folders = [data_dir / c for c in case_ids]
-    missing = [f.name for f in folders if not (f / "properties.json").is_file()]
-    if missing:
-        raise TrainingError(f"{data_dir}: {len(missing)} {role} case(s) not preprocessed (e.g. {missing[0]}); "
-                            f"run mmrobust plan_and_preprocess")
-    return folders
-
-
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -153,16 +138,14 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
             has free (a warning instead of :class:`~mmseg_robust.training.memory_guard.MemoryBudgetError`).
 
     Raises:
-        TrainingError: missing data, a folder holding a run without ``resume``, nothing to resume.
+        TrainingError: missing data, a checkpoint that cannot be resumed exactly.
+        RunStartError: a folder holding a run without ``resume``, nothing to resume.
         TrainingConfigError: ``resume`` with a changed hyper-parameter or fewer epochs.
         MemoryBudgetError: the plan does not fit the device's memory.
     """
-    plans = Plans.load(Path(preprocessed) / "plans.json")
-    plan = plans.configuration(config.configuration)
-    fold = Splits.load(Path(preprocessed) / "splits.json").fold(config.fold)
-    data_dir = Path(preprocessed) / plan.data_identifier
-    train_folders = _case_folders(data_dir, fold.train, "training")
-    val_folders = _case_folders(data_dir, fold.val, "validation")
+    inputs = check_training_inputs(config, preprocessed, results, resume)
+    plans, plan, output_dir = inputs.plans, inputs.plan, inputs.output_dir
+    latest = output_dir / ckpt.LATEST
     device = resolve_device(config.device)
     context = init_distributed(device.type)
     if context.enabled and device.type == "cuda":
@@ -172,12 +155,6 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     check_training_memory(plan, plans.dataset_name, branch_count(config.model, plans.modalities), device,
                           half_precision=precision.dtype is not None,
                           processes=context.world_size if device.type == "cpu" else 1, ignore=ignore_memory_check)
-    output_dir = config.output_dir(results)
-    latest = output_dir / ckpt.LATEST
-    if latest.exists() and not resume:
-        raise TrainingError(f"{output_dir}: holds a run already; pass --resume to continue it")
-    if resume and not latest.exists():
-        raise TrainingError(f"{latest}: nothing to resume")
     signature = ckpt.plan_signature(plans, plan)
     state, extension = None, None
     if resume:
@@ -213,15 +190,16 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
 
     settings = LoaderSettings(plan.patch_size, plan.batch_size, plans.modalities, config.oversample_foreground,
                               augment=True, seed=config.seed)
-    loader = make_training_loader(train_folders, settings, config.num_workers,
+    loader = make_training_loader(inputs.train_folders, settings, config.num_workers,
                                   start_batch=start_epoch * config.iters_per_epoch, rank=context.rank)
-    val_batches = make_validation_batches(val_folders, LoaderSettings(
+    val_batches = make_validation_batches(inputs.val_folders, LoaderSettings(
         plan.patch_size, plan.batch_size, plans.modalities, augment=False, seed=config.seed),
         config.val_patches_per_case)
     val_subsets = nonempty_subsets(range(len(plans.modalities)))
     last_val: dict[str, dict[str, float]] = {}
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", unit="epoch", initial=start_epoch,
                   total=config.epochs, disable=not (progress and context.is_main))
+    plots = PlotSchedule(final_epoch=config.epochs - 1)
     for epoch in epochs:
         started = time.perf_counter()
         learning_rate = poly_learning_rate(config.learning_rate, epoch, config.epochs, config.poly_exponent)
@@ -249,7 +227,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
                      "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
                      "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": selection.best,
                      "ema": ema, "plan_signature": signature, "config": config.to_dict()}
-            save_epoch(output_dir, epoch, steps, records, state, improved)
+            save_epoch(output_dir, epoch, steps, records, state, improved, plots.due(epoch))
         epochs.set_postfix(loss=f"{record['train_loss']:.3f}", dice=f"{current:.3f}", ema=f"{ema:.3f}")
         logger.info("epoch %d: loss %.4f, val mean Dice %.4f (EMA %.4f), %.1f s", epoch, record["train_loss"],
                     current, ema, record["epoch_seconds"])

@@ -1,0 +1,88 @@
+"""What a training run checks before it needs torch (docs/design.md §7.7): its data is there and
+its folder is in the state the caller asked for (a new run, or one to resume).
+
+The trainers call these first; the CLI calls them before it imports the trainer, so a refusal
+costs a fraction of a second instead of the seconds torch and the augmentation stack take to import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mmseg_robust.data.splits import Splits
+from mmseg_robust.errors import MMRobustError
+from mmseg_robust.planners.plans import ConfigurationPlan, Plans
+from mmseg_robust.runs.config import TrainingConfig
+from mmseg_robust.runs.paths import LATEST_CHECKPOINT
+
+
+class RunStartError(MMRobustError):
+    """A run that cannot start or continue: its folder holds a run and ``resume`` was not asked
+    for, or there is nothing to resume."""
+
+
+class TrainingError(RunStartError):
+    """A segmentation run that cannot start or continue (missing data, existing results without
+    --resume, a checkpoint that cannot be resumed exactly)."""
+
+
+def check_run_folder(output_dir: Path, resume: bool) -> Path:
+    """The run's latest checkpoint path, after checking the folder suits ``resume``.
+
+    Raises:
+        RunStartError: a checkpoint exists and ``resume`` is False, or none exists and it is True.
+    """
+    latest = Path(output_dir) / LATEST_CHECKPOINT
+    if latest.exists() and not resume:
+        raise RunStartError(f"{output_dir}: holds a run already; pass --resume to continue it")
+    if resume and not latest.exists():
+        raise RunStartError(f"{latest}: nothing to resume")
+    return latest
+
+
+@dataclass(frozen=True)
+class TrainingInputs:
+    """A segmentation run's plans, its fold's preprocessed case folders and its results folder."""
+
+    plans: Plans
+    plan: ConfigurationPlan
+    train_folders: tuple[Path, ...]
+    val_folders: tuple[Path, ...]
+    output_dir: Path
+
+
+def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> tuple[Path, ...]:
+    folders = tuple(data_dir / c for c in case_ids)
+    missing = [f.name for f in folders if not (f / "properties.json").is_file()]
+    if missing:
+        raise TrainingError(f"{data_dir}: {len(missing)} {role} case(s) not preprocessed (e.g. {missing[0]}); "
+                            f"run mmrobust plan_and_preprocess")
+    return folders
+
+
+def check_training_inputs(config: TrainingConfig, preprocessed: Path, results: Path,
+                          resume: bool = False) -> TrainingInputs:
+    """Load what :func:`~mmseg_robust.training.trainer.train` needs from disk and check it.
+
+    Args:
+        config: the run's settings.
+        preprocessed: the dataset's preprocessed folder (plans, splits, cases).
+        results: the results base folder.
+        resume: whether the run is to be continued.
+
+    Raises:
+        PlansError: no or unreadable ``plans.json``, or no such configuration in it.
+        SplitsError: no or unreadable ``splits.json``, or no such fold.
+        TrainingError: a fold case that is not preprocessed.
+        RunStartError: the results folder does not suit ``resume`` (:func:`check_run_folder`).
+    """
+    plans = Plans.load(Path(preprocessed) / "plans.json")
+    plan = plans.configuration(config.configuration)
+    fold = Splits.load(Path(preprocessed) / "splits.json").fold(config.fold)
+    data_dir = Path(preprocessed) / plan.data_identifier
+    train_folders = _case_folders(data_dir, fold.train, "training")
+    val_folders = _case_folders(data_dir, fold.val, "validation")
+    output_dir = config.output_dir(results)
+    check_run_folder(output_dir, resume)
+    return TrainingInputs(plans, plan, train_folders, val_folders, output_dir)
