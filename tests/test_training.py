@@ -180,3 +180,17 @@ def test_refusals_are_one_line(tiny, run_cli, tmp_path):
     assert other.stderr.strip().splitlines()[-1] == (
         f"Error: {out / 'checkpoint_latest.pt'}: checkpoint was trained with other plans (different "
         f"features_per_stage); train again or use its own plans")
+
+
+def test_refusals_that_need_no_torch_come_before_it_is_imported(tiny):
+    """A missing fold or nothing to resume is refused in about a second: the CLI checks
+    (runs/preflight.py) before it imports torch and the trainer, which take several."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("MMROBUST_")}, **tiny}
+    command = [sys.executable, "-X", "importtime", "-m", "mmseg_robust", "train", "-d", DATASET, *FAST]
+    for extra, message in ((("-f", "9"), "no fold 9"), (("--resume",), "no training config file")):
+        result = subprocess.run(command + list(extra), env=env, capture_output=True, text=True)
+        assert result.returncode == 1 and message in result.stderr.splitlines()[-1]
+        imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "mmseg_robust.runs.preflight" in imported and "torch" not in imported
+
