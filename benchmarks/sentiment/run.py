@@ -13,6 +13,7 @@ time. A rerun skips finished runs and resumes interrupted ones. The report is
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -56,6 +57,72 @@ def seconds_per_epoch(runs: list[Path]) -> float:
     return times[len(times) // 2]
 
 
+def gradient_diagnostics(runs: list[Path]) -> str:
+    """What GMD and CGGM did over every logged step of ``runs``: how often subset gradients
+    conflicted (pairs with a negative cosine, of 21) and CGGM's utilisation and factors per modality."""
+    steps = [json.loads(line) for run in runs for path in sorted((run / "gradient_log").glob("*.jsonl"))
+             for line in path.read_text().splitlines()]
+    if not steps:
+        return "- none logged (plain logs subset gradients only with --diagnostics N)"
+    conflicts = [step["gradients"]["conflicts"] for step in steps]
+    lines = [f"{len(steps)} logged steps; conflicting subset pairs per step: mean {sum(conflicts) / len(steps):.2f} "
+             f"of 21, steps with any conflict {sum(c > 0 for c in conflicts) / len(steps):.1%}"]
+    if all("cggm" in step for step in steps):
+        for key in ("utilisation", "factors"):
+            columns = list(zip(*(step["cggm"][key] for step in steps)))
+            lines.append(f"CGGM {key} (mean over steps, l/a/v): "
+                         + " / ".join(f"{sum(c) / len(c):.3f}" for c in columns))
+    return "\n".join(f"- {line}" for line in lines)
+
+
+def paired_comparison(baseline: Path, method: Path) -> str:
+    """Per subset, the method's mean |error| and Acc-2 (non0) against the baseline's on the same
+    test samples, each sample's values averaged over the seeds, with a two-sided Wilcoxon
+    signed-rank test over the samples (the noise the seed means alone would hide)."""
+    import numpy as np
+    from scipy.stats import wilcoxon
+
+    def per_sample(folder: Path) -> dict[str, dict[str, tuple[float, float]]]:
+        rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+        with open(folder / "per_sample.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                prediction, label = float(row["prediction"]), float(row["label"])
+                correct = float((prediction > 0) == (label > 0)) if label != 0 else float("nan")
+                rows.setdefault(row["subset"], {}).setdefault(row["id"], []).append(
+                    (abs(prediction - label), correct))
+        return {subset: {sample: tuple(np.mean(values, axis=0)) for sample, values in samples.items()}
+                for subset, samples in rows.items()}
+
+    base, other = per_sample(baseline), per_sample(method)
+    cells, p_values = [], []
+    for subset in base:
+        ids = sorted(base[subset])
+        a = np.array([base[subset][i] for i in ids])
+        b = np.array([other[subset][i] for i in ids])
+        scored = ~np.isnan(a[:, 1])
+        p_values += [wilcoxon(a[:, 0], b[:, 0]).pvalue,
+                     wilcoxon(a[scored, 1], b[scored, 1]).pvalue if np.any(a[scored, 1] != b[scored, 1]) else 1.0]
+        cells.append((subset, a[:, 0].mean(), b[:, 0].mean(), 100 * a[scored, 1].mean(), 100 * b[scored, 1].mean()))
+    adjusted = holm(p_values)
+    lines = ["| subset | MAE baseline | MAE method | p (MAE) | Acc-2 non0 baseline | Acc-2 non0 method | p (Acc-2) |",
+             "|---|---|---|---|---|---|---|"]
+    for (subset, mae_a, mae_b, acc_a, acc_b), p_mae, p_acc in zip(cells, adjusted[::2], adjusted[1::2]):
+        lines.append(f"| {subset} | {mae_a:.3f} | {mae_b:.3f} | {p_mae:.3f} | {acc_a:.1f} | {acc_b:.1f} | {p_acc:.3f} |")
+    return "\n".join(lines + ["", f"p: two-sided Wilcoxon signed-rank over the {len(ids)} test samples (each "
+                                   "sample's |error| or Acc-2 correctness averaged over the seeds), Holm-corrected "
+                                   f"over the table's {len(p_values)} tests."])
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input's order."""
+    order = sorted(range(len(p_values)), key=p_values.__getitem__)
+    adjusted, running = [0.0] * len(p_values), 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path("sentiment_study"))
@@ -84,7 +151,10 @@ def main() -> None:
             command += ["-m", str(folder)]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         report += [f"## DS, {strategy} ({seconds_per_epoch(folders):.1f} s per epoch, median, one thread)", "",
-                   (out / "summary.md").read_text(), ""]
+                   (out / "summary.md").read_text(), "", "Gradient diagnostics:", gradient_diagnostics(folders), ""]
+    report += [f"## {STRATEGIES[1]} against {STRATEGIES[0]}, paired over the test samples", "",
+               paired_comparison(args.output / f"evaluation_{STRATEGIES[0]}", args.output / f"evaluation_{STRATEGIES[1]}"),
+               ""]
     (args.output / "results.md").write_text("\n".join(report))
     print("\n".join(report))
 
