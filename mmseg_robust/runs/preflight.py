@@ -43,13 +43,15 @@ def check_run_folder(output_dir: Path, resume: bool) -> Path:
 
 @dataclass(frozen=True)
 class TrainingInputs:
-    """A segmentation run's plans, its fold's preprocessed case folders and its results folder."""
+    """A segmentation run's plans, its fold's preprocessed case folders, its results folder and
+    the path of its latest checkpoint there."""
 
     plans: Plans
     plan: ConfigurationPlan
     train_folders: tuple[Path, ...]
     val_folders: tuple[Path, ...]
     output_dir: Path
+    latest_checkpoint: Path
 
 
 def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> tuple[Path, ...]:
@@ -84,5 +86,5 @@ def check_training_inputs(config: TrainingConfig, preprocessed: Path, results: P
     train_folders = _case_folders(data_dir, fold.train, "training")
     val_folders = _case_folders(data_dir, fold.val, "validation")
     output_dir = config.output_dir(results)
-    check_run_folder(output_dir, resume)
-    return TrainingInputs(plans, plan, train_folders, val_folders, output_dir)
+    latest = check_run_folder(output_dir, resume)
+    return TrainingInputs(plans, plan, train_folders, val_folders, output_dir, latest)

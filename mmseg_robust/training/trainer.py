@@ -145,7 +145,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
     """
     inputs = check_training_inputs(config, preprocessed, results, resume)
     plans, plan, output_dir = inputs.plans, inputs.plan, inputs.output_dir
-    latest = output_dir / ckpt.LATEST
+    latest = inputs.latest_checkpoint
     device = resolve_device(config.device)
     context = init_distributed(device.type)
     if context.enabled and device.type == "cuda":
