@@ -45,16 +45,28 @@ class InputCase:
                 raise InputError(f"case {self.case_id}: none of the model's modalities "
                                  f"({', '.join(model_modalities)}) found in {self.folder}")
             return chosen
-        untrained = [m for m in requested if m not in model_modalities]
-        if untrained:
-            raise InputError(f"case {self.case_id}: the model was not trained with {', '.join(untrained)} "
-                             f"(it knows {', '.join(model_modalities)})")
+        try:
+            check_model_modalities(requested, model_modalities)
+        except InputError as error:
+            raise InputError(f"case {self.case_id}: {error}") from None
         missing = [m for m in requested if m not in self.images]
         if missing:
             found = ", ".join(self.modalities) or "none"
             raise InputError(f"case {self.case_id}: requested modality {', '.join(missing)} not found in "
                              f"{self.folder} (found: {found})")
         return sort_modalities(requested)
+
+
+def check_model_modalities(requested: Sequence[str], model_modalities: Sequence[str]) -> None:
+    """Refuse sequences the model has no branch for (a dedicated model knows only its own).
+
+    Raises:
+        InputError: one line naming the sequences the model lacks and those it knows.
+    """
+    untrained = [m for m in requested if m not in model_modalities]
+    if untrained:
+        raise InputError(f"the model was not trained with {', '.join(untrained)} "
+                         f"(it knows {', '.join(model_modalities)})")
 
 
 def _channel_map(folder: Path) -> dict[int, str] | None:

@@ -36,7 +36,7 @@ from mmseg_robust.inference.export import (
     write_label,
     write_probabilities,
 )
-from mmseg_robust.inference.inputs import InputCase, InputError
+from mmseg_robust.inference.inputs import InputCase, InputError, check_model_modalities
 from mmseg_robust.inference.sliding_window import WindowPredictor, sliding_window_predict, with_mirroring
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
 from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_images, read_case_images
@@ -130,8 +130,8 @@ def load_model(results_dir: Path, checkpoint: str = "best", device: torch.device
     path = results_dir / CHECKPOINTS[checkpoint]
     state = ckpt.load_checkpoint(path, device)
     ckpt.check_plan_signature(state, ckpt.plan_signature(plans, plan), path)
-    network = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
-                            fusion=config.fusion)
+    network = build_network(config.model, plan, config.network_modalities(plans),
+                            deep_supervision=config.deep_supervision, fusion=config.fusion)
     network.load_state_dict(state["model"])
     return LoadedModel(network.to(device).eval(), config, plans, plan, path)
 
@@ -147,10 +147,15 @@ class Predictor:
             if (other.plans.modalities, other.plan) != (first.plans.modalities, first.plan):
                 raise ModelLoadError(f"{other.source}: other plans than {first.source}; folds to average must "
                                      f"share their plans")
+            if other.network.modalities != first.network.modalities:
+                raise ModelLoadError(f"{other.source}: trained on {', '.join(other.network.modalities)}, "
+                                     f"{first.source} on {', '.join(first.network.modalities)}; folds to "
+                                     f"average must share their sequences")
         self.models = list(models)
         self.device = torch.device(device)
         self.plans, self.plan = first.plans, first.plan
-        self.modalities = tuple(first.plans.modalities)
+        # The sequences the network has branches for: the plans' or, for a dedicated model, its own.
+        self.modalities = tuple(first.network.modalities)
         self.precision = make_precision("auto", self.device)
 
     @classmethod
@@ -278,7 +283,13 @@ class Predictor:
         """Predict every case into ``output_dir`` as :meth:`predict_case` does. A case whose label
         map is there already is skipped unless ``overwrite`` (the label map is written last, so a
         case interrupted half-way is predicted again); a case that fails with an expected error is
-        logged in one line naming it, and the others are still predicted."""
+        logged in one line naming it, and the others are still predicted.
+
+        Raises:
+            InputError: ``modalities`` names a sequence the model has no branch for (before any case).
+        """
+        if modalities is not None:
+            check_model_modalities(modalities, self.modalities)
         settings = settings.on(self.device)
         summary = PredictionRunSummary()
         for case in tqdm(cases, desc="predict", unit="case", disable=not progress or len(cases) < 2):

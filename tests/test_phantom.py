@@ -207,3 +207,41 @@ def test_t1ce_only_core_contrast_hides_the_core_everywhere_but_t1ce() -> None:
     assert not np.array_equal(default.images["flair"], dominant.images["flair"])
     with pytest.raises(ValueError, match="core contrast"):
         make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="flair-only")
+
+
+def test_graded_core_contrast_is_a_fraction_of_t1ces_contrast_to_noise() -> None:
+    """``graded``: on each weak sequence the core-vs-edema intensity step, in units of that
+    sequence's noise, is beta times T1ce's (checked on the noise-free table and on the images);
+    a larger beta shows more; labels, anatomy and T1ce are those of the other variants."""
+    from mmseg_robust.data.synthetic.contrasts import GRADED_CORE_BETA
+    from mmseg_robust.data.synthetic.phantom import EDEMA, ENHANCING, NECROSIS, WM, intensity_table
+
+    table, reference = intensity_table("graded"), intensity_table("all-sequences")
+    t1ce = table["t1ce"]
+    for name, beta in GRADED_CORE_BETA.items():
+        row = table[name]
+        for cls in (ENHANCING, NECROSIS):
+            step = (row[cls] - row[EDEMA]) / row[WM]
+            assert step == pytest.approx(beta * (t1ce[cls] - t1ce[EDEMA]) / t1ce[WM]), (name, cls)
+        assert row[:EDEMA + 1] == reference[name][:EDEMA + 1]  # normal tissue and edema: WT unchanged
+    graded = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded")
+    stronger = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded",
+                            core_beta={"flair": 0.5})
+    np.testing.assert_array_equal(graded.label, phantom(2).label)
+    np.testing.assert_array_equal(graded.images["t1ce"], phantom(2).images["t1ce"])
+    inner = {v: ndimage.binary_erosion(graded.label == v, iterations=1) for v in (2, 4)}
+
+    def et_step(image: np.ndarray) -> float:
+        image = image.astype(np.float64)
+        return image[inner[4]].mean() / image[inner[2]].mean() - 1
+
+    hidden = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="t1ce-only")
+    for name in ("flair", "t1", "t2"):
+        # The bias field and partial volume move a hidden core's step by a few per cent.
+        assert et_step(graded.images[name]) > et_step(hidden.images[name]) + 0.05, name
+    assert et_step(graded.images["flair"]) < et_step(stronger.images["flair"])
+    assert et_step(graded.images["flair"]) < 0.5 * et_step(graded.images["t1ce"])
+    with pytest.raises(ValueError, match="only the weak sequences"):
+        make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded", core_beta={"t1ce": 0.5})
+    with pytest.raises(ValueError, match="needs --core-contrast graded"):
+        make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="t1ce-only", core_beta={"t1": 0.5})

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import click
 
-from mmseg_robust.cli.options import Choice, NumberTuple, num_processes_option, raw_option
+from mmseg_robust.cli.options import Choice, KeyValues, NumberTuple, num_processes_option, raw_option
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
-from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
+from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS, GRADED_CORE_BETA
 from mmseg_robust.data.verify import verify_dataset
 from mmseg_robust.paths import resolve_raw_dataset
 
@@ -33,19 +33,25 @@ from mmseg_robust.paths import resolve_raw_dataset
               help="Fraction of cases that lack one (random) sequence.")
 @click.option("--core-contrast", type=Choice(CORE_CONTRASTS), default=CORE_CONTRASTS[0], show_default=True,
               help="t1ce-only: the tumour core (NCR, ET, NET) looks like edema on FLAIR, T1 and T2, so only "
-                   "T1ce shows it (modality dominance, for the robustness study).")
+                   "T1ce shows it (tests the fusion's dilution). graded: FLAIR, T2 and T1 show the core at a "
+                   "fraction beta of T1ce's contrast-to-noise ratio (graded dominance: the robustness study's "
+                   "data).")
+@click.option("--core-beta", type=KeyValues(float), default=None, metavar="SEQ=BETA,...",
+              help="graded only: beta per weak sequence, e.g. flair=0.2,t2=0.15,t1=0.1 (default "
+                   + ",".join(f"{k}={v:g}" for k, v in GRADED_CORE_BETA.items()) + ").")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset made with other parameters.")
 @num_processes_option
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG of the first case's central slices with its labels.")
 def make_synthetic_command(output: str, layout: str, n_cases: int, shape: tuple, spacing: tuple,
-                           seed: int, incomplete_fraction: float, core_contrast: str, overwrite: bool,
-                           num_processes: int, preview: str | None) -> None:
+                           seed: int, incomplete_fraction: float, core_contrast: str,
+                           core_beta: dict[str, float] | None, overwrite: bool, num_processes: int,
+                           preview: str | None) -> None:
     """Write a synthetic BraTS-like dataset (real layout, NIfTI, tumour labels)."""
     from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
     spec = SyntheticSpec(layout=layout, n_cases=n_cases, shape=shape, spacing=spacing, seed=seed,
-                         incomplete_fraction=incomplete_fraction, core_contrast=core_contrast)
+                         incomplete_fraction=incomplete_fraction, core_contrast=core_contrast, core_beta=core_beta)
     root = make_synthetic_dataset(output, spec, overwrite=overwrite, num_processes=num_processes)
     click.echo(f"{root}: {n_cases} synthetic cases in the {layout} layout (seed {seed})")
     if preview:

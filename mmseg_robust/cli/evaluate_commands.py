@@ -59,14 +59,14 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
     from mmseg_robust.evaluation.case_scoring import ScoringOptions
     from mmseg_robust.evaluation.cases import CASE_SETS, CaseSelectionError, dataset_cases
     from mmseg_robust.paths import data_folder, resolve_raw_dataset
-    from mmseg_robust.runs.config import load_run_config
+    from mmseg_robust.runs.config import load_run_config, run_modalities
 
     model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results)
-    config, plans = load_run_config(model_dirs[0])
+    config, _ = load_run_config(model_dirs[0])
     if case_spec == "val" and len(model_dirs) > 1:
         raise CaseSelectionError("--cases val is one fold's validation set; with several folds use --cases test "
                                  "or a file of case IDs")
-    select_subsets(subsets, plans.modalities, name="--subsets")
+    select_subsets(subsets, run_modalities(model_dirs[0]), name="--subsets")
     raw_root = resolve_raw_dataset(config.dataset, raw)
     splits = data_folder("preprocessed", preprocessed) / config.dataset / "splits.json"
     cases, description = dataset_cases(raw_root, splits, config.fold, case_spec)

@@ -40,6 +40,28 @@ class NumberTuple(click.ParamType):
         return parts
 
 
+class KeyValues(click.ParamType):
+    """Comma-separated ``name=value`` pairs such as ``flair=0.2,t1=0.1`` -> ``{name: value}``."""
+
+    def __init__(self, kind: type) -> None:
+        self.kind = kind
+        self.name = f"name={kind.__name__} pairs"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, dict):
+            return value
+        pairs = {}
+        for item in str(value).split(","):
+            key, sep, number = item.partition("=")
+            try:
+                pairs[key.strip().lower()] = self.kind(number)
+            except ValueError:
+                self.fail(f"{item!r} is not name={self.kind.__name__} (e.g. flair=0.2)", param, ctx)
+            if not sep or not key.strip():
+                self.fail(f"{item!r} is not name={self.kind.__name__} (e.g. flair=0.2)", param, ctx)
+        return pairs
+
+
 num_processes_option = click.option(
     "-np", "--num-processes", type=click.IntRange(min=1), default=1, show_default=True,
     help="Worker processes (one case per worker at a time).")

@@ -26,7 +26,8 @@ from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
 #: CLI option name -> TrainingConfig field, for every option that sets one. It builds the config and
 #: names parameters by their flags in messages.
 OPTION_FIELDS = {
-    "dataset": "dataset", "configuration": "configuration", "fold": "fold", "model": "model", "fusion": "fusion",
+    "dataset": "dataset", "configuration": "configuration", "fold": "fold", "model": "model",
+    "modalities": "modalities", "fusion": "fusion",
     "strategy": "strategy", "subsets": "subsets", "gmd_scope": "gmd_scope",
     "gmd_cggm_composition": "gmd_cggm_composition",
     "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema",
@@ -71,6 +72,10 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--model", type=Choice(MODEL_KINDS), default="ds", show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
+@click.option("--modalities", default=None, metavar="LIST",
+              help="Train a dedicated model of these sequences only (e.g. flair or t1,flair): the other "
+                   "branches do not exist. Its run folder ends in __only-<sequences> [default: every "
+                   "sequence of the plans].")
 @click.option("--fusion", type=Choice(FUSIONS), default=None,
               help=f"DS: how the branch logits of a subset are combined [default: {DEFAULT_FUSION}]. mean: their "
                    "mean; weighted: learned per-region weights of each modality, softmax over the modalities "
@@ -164,9 +169,10 @@ def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memo
 
     with _naming_flags(ctx.command, TrainingConfigError, MemoryBudgetError):
         result = train(config, dataset_folder, results_root, resume=resume, ignore_memory_check=ignore_memory_check)
-    full = result.last_val.get("Full", {})
+    # The subset of every sequence the network has is the last one validated (smallest first).
+    name, full = next(reversed(result.last_val.items()), ("", {}))
     click.echo(f"{result.output_dir}: {result.epochs_done} epochs, best EMA mean Dice {result.best_ema:.4f}; "
-               f"last validation, all modalities: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))
+               f"last validation, {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in full.items()))
 
 
 @click.command("plot-gradients")

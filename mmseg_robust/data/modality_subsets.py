@@ -22,7 +22,7 @@ from itertools import combinations
 from typing import Sequence
 
 from mmseg_robust.choices import closest_choice
-from mmseg_robust.data.modalities import MODALITY_SHORT_NAMES, parse_modality_list
+from mmseg_robust.data.modalities import MODALITIES, MODALITY_SHORT_NAMES, parse_modality_list
 from mmseg_robust.errors import MMRobustError
 
 #: What a ``--subsets`` value is parsed for: a training step's family, or the evaluation's list.
@@ -54,14 +54,19 @@ def _table_rank(modality: str) -> int:
 
 
 def subset_name(subset: Sequence[int], modalities: Sequence[str]) -> str:
-    """Name as in GMD's Table 2: ``Full``, ``~T1`` (all but one), else ``T1,Fl.`` (table order)."""
-    if len(subset) == len(modalities):
+    """Name as in GMD's Table 2: ``Full``, ``~T1`` (all but one), else ``T1,Fl.`` (table order).
+
+    ``subset`` indexes ``modalities``. Names are absolute for MRI sequences: ``Full`` and ``~T1``
+    count against all four, so a dedicated model of T1 and FLAIR names its pair ``T1,Fl.``, never
+    ``Full``. Other modalities (none of the four) count against ``modalities``."""
+    members = [modalities[i] for i in subset]
+    universe = tuple(MODALITIES) if set(modalities) <= set(MODALITIES) else tuple(modalities)
+    if set(members) == set(universe):
         return "Full"
-    short = [MODALITY_SHORT_NAMES.get(m, m) for m in modalities]
-    if len(modalities) > 2 and len(subset) == len(modalities) - 1:
-        (missing,) = set(range(len(modalities))) - set(subset)
-        return f"~{short[missing]}"
-    return ",".join(short[i] for i in sorted(subset, key=lambda i: _table_rank(modalities[i])))
+    if len(universe) > 2 and len(members) == len(universe) - 1:
+        (missing,) = set(universe) - set(members)
+        return f"~{MODALITY_SHORT_NAMES.get(missing, missing)}"
+    return ",".join(MODALITY_SHORT_NAMES.get(m, m) for m in sorted(members, key=_table_rank))
 
 
 def subset_slug(subset: Sequence[int], modalities: Sequence[str]) -> str:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
+from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.choices import (
     AMP_MODES,
@@ -30,7 +31,7 @@ CONFIG_FILE = "config.json"
 #: Values of fields added after schema version 1 for config files that predate them: what those
 #: runs did. Before ``cggm_balance`` existed, CGGM divided the change of an EMA of the utilisation;
 #: no rule of today reproduces it, so such runs cannot be resumed (``training.trainer``).
-LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean"}
+LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean", "modalities": None}
 #: Fields whose absence from a stored config means the run cannot continue exactly.
 RESUME_REQUIRES: tuple[str, ...] = ("cggm_balance",)
 #: The fields that take one of a vocabulary's words.
@@ -63,6 +64,9 @@ class TrainingConfig:
     configuration: str
     fold: int
     model: str = "ds"
+    #: The sequences the network has a branch for (canonical order); None: every one of the plans.
+    #: A subset trains a dedicated model (GMD's "U. base."; a site that only acquires those).
+    modalities: tuple[str, ...] | None = None
     fusion: str | None = None
     strategy: str | None = None
     subsets: str = "all"
@@ -94,6 +98,11 @@ class TrainingConfig:
     schema_version: int = TRAINING_CONFIG_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.modalities is not None:
+            try:
+                object.__setattr__(self, "modalities", parse_modality_list(self.modalities, "modalities"))
+            except UnknownModalityError as error:
+                raise TrainingConfigError(str(error)) from None
         if self.fusion is None:
             object.__setattr__(self, "fusion", default_fusion(self.model))
         if self.strategy is None:
@@ -112,12 +121,26 @@ class TrainingConfig:
     @property
     def run_name(self) -> str:
         """The results folder's name, :func:`mmseg_robust.runs.paths.run_name`."""
-        return run_name(self.configuration, self.model, self.strategy, self.fusion)
+        return run_name(self.configuration, self.model, self.strategy, self.fusion, self.modalities)
 
     def output_dir(self, results: Path) -> Path:
         """This run's fold folder under the results base ``results`` (:func:`~mmseg_robust.runs.paths.run_folder`)."""
         return run_folder(results, self.dataset, self.configuration, self.fold, self.model, self.strategy,
-                          self.fusion)
+                          self.fusion, self.modalities)
+
+    def network_modalities(self, plans: Plans) -> tuple[str, ...]:
+        """The sequences the run's network has branches for: ``modalities``, or the plans' when None.
+
+        Raises:
+            TrainingConfigError: a sequence the plans (the preprocessed data) do not have.
+        """
+        if self.modalities is None:
+            return tuple(plans.modalities)
+        unknown = [m for m in self.modalities if m not in plans.modalities]
+        if unknown:
+            raise TrainingConfigError(f"modalities {','.join(self.modalities)}: the dataset {plans.dataset_name} has "
+                                      f"no {', '.join(unknown)} (it has {', '.join(plans.modalities)})")
+        return self.modalities
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,7 +170,7 @@ def load_run_config(output_dir: Path) -> tuple[TrainingConfig, Plans]:
 
 def run_modalities(output_dir: Path) -> tuple[str, ...]:
     """The modalities of any run folder: ``config.json``'s ``modalities`` where the run records them
-    (sentiment runs), else its plans' (segmentation runs).
+    (sentiment runs), else its network's (segmentation runs: the training config's, else the plans').
 
     Raises:
         TrainingConfigError: no readable ``config.json``, or one of another schema.
@@ -156,4 +179,5 @@ def run_modalities(output_dir: Path) -> tuple[str, ...]:
     data = read_json_artifact(path, "training config", TrainingConfigError, "not a results folder of mmrobust train")
     if isinstance(data, dict) and "modalities" in data:
         return tuple(data["modalities"])
-    return tuple(load_run_config(output_dir)[1].modalities)
+    config, plans = load_run_config(output_dir)
+    return config.network_modalities(plans)

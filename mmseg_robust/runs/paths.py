@@ -21,6 +21,8 @@ DEFAULT_STRATEGY = "plain"
 DEFAULT_FUSION = "weighted"
 #: The fusion of the early-fusion baseline: it has no branches, so nothing else is possible.
 EARLY_FUSION_FUSION = "mean"
+#: What a dedicated model's run name adds before its sequences (``2d__plain__only-flair+t1``).
+DEDICATED_PREFIX = "__only-"
 #: A run folder's checkpoints: the last finished epoch's, and the best epoch's (docs/design.md §7.7).
 LATEST_CHECKPOINT = "checkpoint_latest.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
@@ -40,21 +42,25 @@ def default_fusion(model: str) -> str:
     return DEFAULT_FUSION if model == "ds" else EARLY_FUSION_FUSION
 
 
-def run_name(configuration: str, model: str = "ds", strategy: str | None = None, fusion: str | None = None) -> str:
+def run_name(configuration: str, model: str = "ds", strategy: str | None = None, fusion: str | None = None,
+             modalities: Sequence[str] | None = None) -> str:
     """``<config>__<strategy>`` for the DS model, with ``__<fusion>fusion`` unless the fusion is
-    the mean; ``<config>__<model>`` for the early-fusion baseline. ``strategy``/``fusion`` None:
-    the defaults (:data:`DEFAULT_STRATEGY`, :func:`default_fusion`)."""
+    the mean; ``<config>__<model>`` for the early-fusion baseline; then ``__only-<m1>+<m2>`` for a
+    model of those sequences only (``modalities``; None: all of the plans'). ``strategy``/``fusion``
+    None: the defaults (:data:`DEFAULT_STRATEGY`, :func:`default_fusion`)."""
+    only = "" if modalities is None else f"{DEDICATED_PREFIX}{'+'.join(modalities)}"
     if model != "ds":
-        return f"{configuration}__{model}"
+        return f"{configuration}__{model}{only}"
     strategy = DEFAULT_STRATEGY if strategy is None else strategy
     fusion = default_fusion(model) if fusion is None else fusion
-    return f"{configuration}__{strategy}" + ("" if fusion == "mean" else f"__{fusion}fusion")
+    return f"{configuration}__{strategy}" + ("" if fusion == "mean" else f"__{fusion}fusion") + only
 
 
 def run_folder(results_root: str | os.PathLike[str], dataset: str, configuration: str, fold: int,
-               model: str = "ds", strategy: str | None = None, fusion: str | None = None) -> Path:
+               model: str = "ds", strategy: str | None = None, fusion: str | None = None,
+               modalities: Sequence[str] | None = None) -> Path:
     """The fold folder of a run: ``<results_root>/<dataset>/<run_name(...)>/fold_<fold>``."""
-    return Path(results_root) / dataset / run_name(configuration, model, strategy, fusion) / f"fold_{fold}"
+    return Path(results_root) / dataset / run_name(configuration, model, strategy, fusion, modalities) / f"fold_{fold}"
 
 
 def resolve_run_folders(model_dirs: Sequence[str | os.PathLike[str]] | None, dataset: str | None,

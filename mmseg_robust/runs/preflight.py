@@ -77,10 +77,12 @@ def check_training_inputs(config: TrainingConfig, preprocessed: Path, results: P
         PlansError: no or unreadable ``plans.json``, or no such configuration in it.
         SplitsError: no or unreadable ``splits.json``, or no such fold.
         TrainingError: a fold case that is not preprocessed.
+        TrainingConfigError: ``config.modalities`` names a sequence the plans do not have.
         RunStartError: the results folder does not suit ``resume`` (:func:`check_run_folder`).
     """
     plans = Plans.load(Path(preprocessed) / "plans.json")
     plan = plans.configuration(config.configuration)
+    config.network_modalities(plans)
     fold = Splits.load(Path(preprocessed) / "splits.json").fold(config.fold)
     data_dir = Path(preprocessed) / plan.data_identifier
     train_folders = _case_folders(data_dir, fold.train, "training")

@@ -152,7 +152,8 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
     precision = make_precision(config.amp, device)
-    check_training_memory(plan, plans.dataset_name, branch_count(config.model, plans.modalities), device,
+    modalities = config.network_modalities(plans)
+    check_training_memory(plan, plans.dataset_name, branch_count(config.model, modalities), device,
                           half_precision=precision.dtype is not None,
                           processes=context.world_size if device.type == "cpu" else 1, ignore=ignore_memory_check)
     signature = ckpt.plan_signature(plans, plan)
@@ -169,7 +170,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         logger.debug("%d torch threads", configure_cpu_threads(config.num_workers, context.world_size))
         keep_allocations_on_heap()
     seed_everything(config.seed)
-    model = build_network(config.model, plan, plans.modalities, deep_supervision=config.deep_supervision,
+    model = build_network(config.model, plan, modalities, deep_supervision=config.deep_supervision,
                           fusion=config.fusion).to(device)
     optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
     strategy = _make_strategy(config, model, device, context.world_size)
@@ -188,14 +189,14 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         output_dir.mkdir(parents=True, exist_ok=True)
         save_run_config(output_dir, config, plans)
 
-    settings = LoaderSettings(plan.patch_size, plan.batch_size, plans.modalities, config.oversample_foreground,
+    settings = LoaderSettings(plan.patch_size, plan.batch_size, modalities, config.oversample_foreground,
                               augment=True, seed=config.seed)
     loader = make_training_loader(inputs.train_folders, settings, config.num_workers,
                                   start_batch=start_epoch * config.iters_per_epoch, rank=context.rank)
     val_batches = make_validation_batches(inputs.val_folders, LoaderSettings(
-        plan.patch_size, plan.batch_size, plans.modalities, augment=False, seed=config.seed),
+        plan.patch_size, plan.batch_size, modalities, augment=False, seed=config.seed),
         config.val_patches_per_case)
-    val_subsets = nonempty_subsets(range(len(plans.modalities)))
+    val_subsets = nonempty_subsets(range(len(modalities)))
     last_val: dict[str, dict[str, float]] = {}
     epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", unit="epoch", initial=start_epoch,
                   total=config.epochs, disable=not (progress and context.is_main))

@@ -7,11 +7,12 @@ brain); every random draw comes from the caller's ``numpy.random.Generator``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 from scipy import ndimage
 
-from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
+from mmseg_robust.data.synthetic.contrasts import check_core_beta
 
 SEQUENCES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 GRADES: tuple[str, ...] = ("HGG", "LGG")
@@ -39,20 +40,35 @@ CORE_CLASSES = (NECROSIS, ENHANCING, NON_ENHANCING)
 CORE_SEQUENCE = "t1ce"
 
 
-def intensity_table(core_contrast: str = "all-sequences") -> dict[str, tuple[float, ...]]:
-    """Noise-free intensity per class and sequence for ``core_contrast`` (one of CORE_CONTRASTS)."""
-    if core_contrast not in CORE_CONTRASTS:
-        raise ValueError(f"core contrast must be one of {CORE_CONTRASTS}, got {core_contrast!r}")
+def intensity_table(core_contrast: str = "all-sequences",
+                    core_beta: Mapping[str, float] | None = None) -> dict[str, tuple[float, ...]]:
+    """Noise-free intensity per class and sequence for ``core_contrast`` (one of
+    :data:`~mmseg_robust.data.synthetic.contrasts.CORE_CONTRASTS`).
+
+    ``t1ce-only`` gives the core classes edema's intensity on every sequence but T1ce. ``graded``
+    gives weak sequence s the core class c at ``ED_s + beta_s * (T1ce_c - T1ce_ED) * WM_s / WM_T1ce``:
+    the core's contrast against edema in units of the sequence's noise (which scales with its white
+    matter) is ``beta_s`` times T1ce's. WT contrasts (edema against normal tissue) are unchanged.
+    ``core_beta`` overrides :data:`~mmseg_robust.data.synthetic.contrasts.GRADED_CORE_BETA` per weak
+    sequence (``graded`` only).
+
+    Raises:
+        CoreContrastError: an unknown variant or a bad beta (:func:`check_core_beta`).
+    """
+    beta = check_core_beta(core_contrast, core_beta)
     if core_contrast == "all-sequences":
         return dict(INTENSITY)
+    reference = INTENSITY[CORE_SEQUENCE]
     table = {}
     for name, values in INTENSITY.items():
         row = list(values)
         if name != CORE_SEQUENCE:
+            scale = (beta or {}).get(name, 0.0) * row[WM] / reference[WM]
             for cls in CORE_CLASSES:
-                row[cls] = row[EDEMA]
+                row[cls] = row[EDEMA] + scale * (reference[cls] - reference[EDEMA])
         table[name] = tuple(row)
     return table
+
 
 # Brain: ellipsoid filling this fraction of the half field of view, radius modulated smoothly.
 BRAIN_FILL = 0.8
@@ -271,14 +287,16 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 
 
 def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float],
-                 rng: np.random.Generator, grade: str, core_contrast: str = "all-sequences") -> Phantom:
+                 rng: np.random.Generator, grade: str, core_contrast: str = "all-sequences",
+                 core_beta: Mapping[str, float] | None = None) -> Phantom:
     """Generate one synthetic multi-sequence case.
 
     ``shape`` and ``spacing`` (mm per voxel) are in array order (z, y, x); ``grade`` is "HGG"
     (necrosis + enhancing rim) or "LGG" (non-enhancing core only). The same rng state gives
     identical arrays. ``core_contrast`` (:data:`CORE_CONTRASTS`) says which sequences show the
-    tumour core; the random draws do not depend on it, so both variants share the anatomy, the
-    tumour and the labels. Raises ValueError on bad arguments or a grid too small to hold a tumour
+    tumour core (``core_beta``: ``graded``'s beta per weak sequence, :func:`intensity_table`); the
+    random draws do not depend on either, so every variant shares the anatomy, the tumour and the
+    labels. Raises ValueError on bad arguments or a grid too small to hold a tumour
     (about 24 mm a side or less). Every sub-region is present from about 32 voxels and 32 mm a
     side; on coarser grids the tumour is shrunk to fit and a thin sub-region may vanish.
     """
@@ -288,7 +306,7 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
         raise ValueError(f"shape must be three sizes of at least 8 voxels, got {shape}")
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be three positive sizes in mm, got {spacing}")
-    intensities = intensity_table(core_contrast)
+    intensities = intensity_table(core_contrast, core_beta)
     spacing_arr = np.asarray(spacing, dtype=np.float64)
     axes = tuple(((np.arange(n) - (n - 1) / 2) * s).astype(np.float32)
                  for n, s in zip(shape, spacing_arr))

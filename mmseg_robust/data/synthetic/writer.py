@@ -26,7 +26,7 @@ from mmseg_robust.data.layouts import (
 )
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
-from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS
+from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS, CoreContrastError, check_core_beta
 from mmseg_robust.data.synthetic.phantom import make_phantom
 from mmseg_robust.errors import MMRobustError
 
@@ -65,6 +65,8 @@ class SyntheticSpec:
     seed: int = 0
     incomplete_fraction: float = 0.0
     core_contrast: str = CORE_CONTRASTS[0]
+    #: ``graded``'s beta per weak sequence (None: the defaults; filled in so the marker records them).
+    core_beta: dict[str, float] | None = None
     generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
@@ -83,6 +85,10 @@ class SyntheticSpec:
                                         f"{MIN_EXTENT_MM:g} mm to hold a brain with a tumour")
         if self.core_contrast not in CORE_CONTRASTS:
             raise SyntheticDatasetError(f"--core-contrast {self.core_contrast!r}: one of {', '.join(CORE_CONTRASTS)}")
+        try:
+            object.__setattr__(self, "core_beta", check_core_beta(self.core_contrast, self.core_beta))
+        except CoreContrastError as error:
+            raise SyntheticDatasetError(str(error)) from None
         if not 0.0 <= self.incomplete_fraction <= 1.0:
             raise SyntheticDatasetError(
                 f"--incomplete-fraction must lie in [0, 1], got {self.incomplete_fraction}")
@@ -135,7 +141,7 @@ def _write_case(index: int, missing: str | None, spec: SyntheticSpec, root: Path
     grade = "LGG" if index % LGG_PERIOD == LGG_PERIOD - 1 else "HGG"
     # The case's own seed: its content does not depend on how many cases are generated.
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
-    phantom = make_phantom(spec.shape, spec.spacing, rng, grade, spec.core_contrast)
+    phantom = make_phantom(spec.shape, spec.spacing, rng, grade, spec.core_contrast, spec.core_beta)
     geometry = case_geometry(spec)
     group = grade if isinstance(layout, CaseFolderLayout) and layout.grouped else None
     for modality in MODALITIES:
