@@ -173,16 +173,17 @@ class Predictor:
 
     # ----------------------------------------------------------------- network side
     def window_predictor(self, model: LoadedModel, modalities: Sequence[str], tta: bool) -> WindowPredictor:
-        """What the sliding window runs on each batch of windows ``(N, M, *patch)``: the logits
-        ``(N, R, *patch)`` of ``model`` from ``modalities`` only (a DS network runs their branches
-        and no other), the mean over mirrored copies with ``tta``."""
+        """What the sliding window runs on each batch of windows ``(N, M, *patch)``: the maps
+        ``(N, C, *patch)`` of ``model`` from ``modalities`` only (a DS network runs their branches
+        and no other), the mean over mirrored copies with ``tta``. The maps are the logits, or for a
+        gated fusion its numerator and denominator (``network.window_maps``)."""
         available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
         available[0, [self.modalities.index(m) for m in modalities]] = True
 
         def predict(windows: torch.Tensor) -> torch.Tensor:
             rows = available.expand(windows.shape[0], -1)
             with torch.no_grad(), self.precision.autocast():
-                return model.network(windows, rows).float()
+                return model.network.window_maps(windows, rows).float()
         return with_mirroring(predict, self.plan.spatial_dims) if tta else predict
 
     def input_channels(self, prepared: PreparedImages) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -193,25 +194,33 @@ class Predictor:
                 np.ascontiguousarray(prepared.images[index], dtype=np.float32))
         return channels, tuple(prepared.modalities)
 
+    def model_maps(self, model: LoadedModel, channels: torch.Tensor, modalities: Sequence[str],
+                   settings: PredictionSettings) -> torch.Tensor:
+        """Sliding-window accumulation ``(C, *shape)`` of one model's window maps from ``modalities``
+        only (on the CPU): the logits, or a gated fusion's numerator and denominator."""
+        predict = self.window_predictor(model, modalities, settings.on(self.device).tta)
+        # A 2D plan's patch slides over (y, x) of every z slice, windows batched across slices.
+        maps = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step, settings.sw_batch,
+                                      self.device)
+        return maps.cpu()
+
     def model_logits(self, model: LoadedModel, channels: torch.Tensor, modalities: Sequence[str],
                      settings: PredictionSettings) -> torch.Tensor:
         """Sliding-window logits ``(R, *shape)`` of one model from ``modalities`` only (on the CPU)."""
-        predict = self.window_predictor(model, modalities, settings.on(self.device).tta)
-        # A 2D plan's patch slides over (y, x) of every z slice, windows batched across slices.
-        logits = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step, settings.sw_batch,
-                                        self.device)
-        return logits.cpu()
+        return model.network.maps_to_logits(self.model_maps(model, channels, modalities, settings))
 
     def branch_logits(self, channels: torch.Tensor, modalities: Sequence[str],
                       settings: PredictionSettings) -> list[dict[str, torch.Tensor]]:
-        """Per model, every modality's own sliding-window logits (a DS network: that branch alone)."""
-        return [{m: self.model_logits(model, channels, (m,), settings) for m in modalities} for model in self.models]
+        """Per model, every modality's own sliding-window maps (a DS network: that branch alone):
+        its logits, or a gated fusion's numerator and denominator."""
+        return [{m: self.model_maps(model, channels, (m,), settings) for m in modalities} for model in self.models]
 
     def fuse_branches(self, branches: Sequence[Mapping[str, torch.Tensor]],
                       modalities: Sequence[str]) -> list[torch.Tensor]:
         """Per model, the logits from ``modalities`` fused from :meth:`branch_logits`. Exact for a
-        network with branches: its fusion is linear in the branch logits, and so are the sliding
-        window's Gaussian weighting and mirroring."""
+        network with branches: the mean and weighted fusions are linear in the branch logits, a
+        gated fusion's numerator and denominator add over the modalities, and the sliding window's
+        Gaussian weighting and mirroring are linear."""
         indices = [self.modalities.index(m) for m in modalities]
         return [model.network.fuse_maps([maps[m] for m in modalities], indices)
                 for model, maps in zip(self.models, branches)]

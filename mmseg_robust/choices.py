@@ -14,11 +14,17 @@ STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
 GMD_SCOPES: tuple[str, ...] = ("full", "head", "output")
 #: How ``gmd+cggm`` adds CGGM's direction term: once after GMD, or inside every subset gradient.
 GMD_CGGM_COMPOSITIONS: tuple[str, ...] = ("apart", "rows")
+#: CGGM's direction term L_gm: ``gradients`` (the paper's text, Eq. 12), ``weights`` (the released
+#: code: output-layer weights, lagged one step), ``branches`` (this project's extension).
 CGGM_DIRECTIONS: tuple[str, ...] = ("gradients", "weights", "branches")
-#: What CGGM's Eq. 7 divides: the smoothed improvement (default) or the paper's raw batch change.
+#: What CGGM's Eq. 7 divides: the smoothed improvement (default, this project's) or the paper's raw batch change.
 CGGM_BALANCES: tuple[str, ...] = ("smoothed", "raw")
+#: What CGGM's B_m scales: ``branch`` (this project's: the cotangent of branch m's logits, so its
+#: share of the shared weights too) or ``modality`` (the paper's Eq. 8 and the released code: the
+#: gradients of the parameters modality m owns only).
+CGGM_MAGNITUDE_SCOPES: tuple[str, ...] = ("branch", "modality")
 #: How the DS network fuses its branch logits (``mmseg_robust.networks.fusion``).
-FUSIONS: tuple[str, ...] = ("mean", "weighted")
+FUSIONS: tuple[str, ...] = ("mean", "weighted", "gated")
 
 
 def closest_choice(value: object, choices: Sequence[str]) -> str | None:

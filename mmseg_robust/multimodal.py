@@ -44,12 +44,20 @@ class BranchOutput:
     ``(B, M, ...)`` with the modality on axis 1; entries of unavailable (sample, modality) pairs
     are exactly 0 and were never computed. ``available``: ``(B, M)`` bool as given. ``features``:
     ``(B, M, ...)`` the features each branch's output layer reads (CGGM's heads train on them),
-    only when asked for, zeros for unavailable pairs.
+    only when asked for, zeros for unavailable pairs. ``gate_channels``: the last channels of each
+    branch's outputs on axis 2 that are the fusion's gate weights, not predictions (a gated fusion;
+    ``fuse`` takes them, :meth:`predictions` leaves them out).
     """
 
     logits: list[Tensor]
     available: Tensor
     features: Tensor | None = None
+    gate_channels: int = 0
+
+    def predictions(self, scale: int = 0) -> Tensor:
+        """Every branch's own outputs at ``scale`` without gate channels: what a branch's own loss reads."""
+        outputs = self.logits[scale]
+        return outputs[:, :, :outputs.shape[2] - self.gate_channels] if self.gate_channels else outputs
 
 
 class ClassifierHeads(Protocol):

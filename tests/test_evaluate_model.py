@@ -35,7 +35,8 @@ def runs(tmp_path_factory, preprocessed_tiny_dataset, train_in_process) -> dict:
             "ds3d": train_in_process(env, DATASET, "3d_fullres", **mean, **fast),
             "ds2d": train_in_process(env, DATASET, "2d", **mean, **fast),
             "ef": train_in_process(env, DATASET, "3d_fullres", model="early_fusion", **fast),
-            "dsw": train_in_process(env, DATASET, "2d", strategy="plain", fusion="weighted", **fast)}
+            "dsw": train_in_process(env, DATASET, "2d", strategy="plain", fusion="weighted", **fast),
+            "dsg": train_in_process(env, DATASET, "2d", strategy="plain", fusion="gated", **fast)}
 
 
 def _first_case(raw):
@@ -60,26 +61,29 @@ def test_branch_logits_average_to_every_subsets_logits(runs, run, tta, single_to
     assert not torch.allclose(branches["flair"], branches["t1"], atol=1e-3)  # the branches differ
 
 
-def test_weighted_fusion_shares_branch_passes_exactly(runs, tmp_path, single_torch_thread) -> None:
-    """A learned per-region weighting is still linear in the branch logits: the shared pass fuses
-    the accumulated maps with the network's own weights and writes what predicting each subset
-    on its own writes."""
-    predictor = Predictor.from_results([runs["dsw"]])
+@pytest.mark.parametrize("run, tta", [("dsw", False), ("dsg", True)])
+def test_learned_fusions_share_branch_passes_exactly(runs, run, tta, tmp_path, single_torch_thread) -> None:
+    """A learned per-region weighting is still linear in the branch logits, and a gated fusion's
+    accumulated numerator and denominator add over the modalities: the shared pass fuses the
+    per-modality maps with the network's own weights and writes what predicting each subset on its
+    own writes (the gated one with mirroring too)."""
+    predictor = Predictor.from_results([runs[run]])
     network = predictor.models[0].network
     generator = torch.Generator().manual_seed(3)
-    with torch.no_grad():  # weights far from the mean, so that a plain mean would differ
-        for score in network.fusion.scores.values():
-            score.copy_(3 * torch.randn(score.shape, generator=generator))
-    settings = PredictionSettings(step=0.5)
+    with torch.no_grad():  # weights far from the mean (and gates that vary), so that a plain mean would differ
+        for param in network.fusion.parameters():
+            param.copy_(3 * torch.randn(param.shape, generator=generator))
+    settings = PredictionSettings(step=0.5, tta=tta)
     case = _first_case(runs["raw"])
     raw, geometry = read_case_images(case.case_id, case.images, MODALITIES)
     channels, _ = predictor.input_channels(prepare_images(raw, MODALITIES, geometry, predictor.plans))
-    branches = {m: predictor.model_logits(predictor.models[0], channels, (m,), settings) for m in MODALITIES}
+    branches = predictor.branch_logits(channels, MODALITIES, settings)
+    own = {m: predictor.model_logits(predictor.models[0], channels, (m,), settings) for m in MODALITIES}
     for subset in (("flair", "t1ce"), ("t1", "t1ce", "t2"), MODALITIES):
         direct = predictor.model_logits(predictor.models[0], channels, subset, settings)
-        fused = network.fuse_maps([branches[m] for m in subset], [MODALITIES.index(m) for m in subset])
+        fused = predictor.fuse_branches(branches, subset)[0]
         assert torch.allclose(fused, direct, atol=1e-5), subset
-        assert not torch.allclose(torch.stack([branches[m] for m in subset]).mean(0), direct, atol=1e-3)
+        assert not torch.allclose(torch.stack([own[m] for m in subset]).mean(0), direct, atol=1e-3)
     subset_predictor = SubsetPredictor(predictor, settings, "shared")
     subsets = evaluation_subsets("T1c,Fl.;~Fl.;Full", predictor.modalities)
     written = subset_predictor.predict(case, subsets, PredictionStore(tmp_path, subset_predictor.describe()))
@@ -200,3 +204,23 @@ def test_cases_lacking_a_modality_skip_its_subsets(runs, tmp_path, single_torch_
     counted = {(s.subset, s.case_id) for s in report.scores}
     assert ("~T1", cases[0].case_id) not in counted and ("~T2", cases[0].case_id) in counted
     assert len(counted) == 4 + 1  # the first case has only the subset without T2
+
+
+def test_gated_fusion_trains_with_the_ranking_term_and_evaluates_through_the_cli(runs, run_cli, tmp_path) -> None:
+    """``train --fusion gated --subset-ranking-weight 0.1`` end to end, then ``evaluate`` on that run."""
+    env = {**runs["env"], "MMROBUST_RESULTS": str(tmp_path / "results")}
+    trained = run_cli("train", "-d", DATASET, "-c", "2d", "--fusion", "gated", "--subset-ranking-weight", "0.1",
+                      "--epochs", "1", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",
+                      "--val-patches-per-case", "1", "--optimizer", "adam", env=env)
+    assert trained.returncode == 0, trained.stderr
+    run = tmp_path / "results" / DATASET / "2d__plain__gatedfusion" / "fold_0"
+    config = json.loads((run / "config.json").read_text())["training"]
+    assert (config["fusion"], config["subset_ranking_weight"]) == ("gated", 0.1)
+    evaluated = run_cli("evaluate", "-m", str(run), "--subsets", "t1ce;t1ce+flair;full", "-o", str(tmp_path / "ev"),
+                        env=env)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert EvaluationSummary.load(tmp_path / "ev").subsets == ["T1c", "T1c,Fl.", "Full"]
+    refused = run_cli("train", "-d", DATASET, "-c", "2d", "--strategy", "gmd", "--subset-ranking-weight", "0.1",
+                      env=env)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip() == "Error: --subset-ranking-weight is for --strategy plain only, not gmd"

@@ -151,7 +151,8 @@ def test_build_network_rejects_bad_input() -> None:
         build_network("unet++", plan(3), MODALITIES)
     with pytest.raises(NetworkError, match="^kind 'DS': expected one of ds, early_fusion; did you mean 'ds'\\?$"):
         build_network("DS", plan(3), MODALITIES)
-    with pytest.raises(NetworkError, match="^fusion 'means': expected one of mean, weighted; did you mean 'mean'"):
+    with pytest.raises(NetworkError,
+                       match="^fusion 'means': expected one of mean, weighted, gated; did you mean 'mean'"):
         make_net("ds", 3, fusion="means")
     with pytest.raises(NetworkError):
         make_net("ds", 3, modalities=["flair", "t2f"])  # the same modality twice

@@ -224,9 +224,11 @@ def test_graded_core_contrast_is_a_fraction_of_t1ces_contrast_to_noise() -> None
             step = (row[cls] - row[EDEMA]) / row[WM]
             assert step == pytest.approx(beta * (t1ce[cls] - t1ce[EDEMA]) / t1ce[WM]), (name, cls)
         assert row[:EDEMA + 1] == reference[name][:EDEMA + 1]  # normal tissue and edema: WT unchanged
-    graded = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded")
+    # Betas well above the defaults, so that the image-level steps stand clear of partial volume.
+    chosen = {"flair": 0.3, "t2": 0.3, "t1": 0.3}
+    graded = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded", core_beta=chosen)
     stronger = make_phantom(SMALL, ISO, np.random.default_rng(2), "HGG", core_contrast="graded",
-                            core_beta={"flair": 0.5})
+                            core_beta={**chosen, "flair": 0.6})
     np.testing.assert_array_equal(graded.label, phantom(2).label)
     np.testing.assert_array_equal(graded.images["t1ce"], phantom(2).images["t1ce"])
     inner = {v: ndimage.binary_erosion(graded.label == v, iterations=1) for v in (2, 4)}

@@ -27,7 +27,7 @@ def test_run_names_tell_fusions_apart() -> None:
 @pytest.mark.parametrize("changes, message", [
     ({"model": "early_fusion", "strategy": "plain", "fusion": "weighted"},
      "fusion weighted needs the DS network's branches (model ds)"),
-    ({"fusion": "median"}, "fusion 'median': expected one of mean, weighted; did you mean 'mean'?"),
+    ({"fusion": "median"}, "fusion 'median': expected one of mean, weighted, gated; did you mean 'mean'?"),
     ({"strategy": "gdm"}, "strategy 'gdm': expected one of plain, gmd, cggm, gmd+cggm; did you mean 'gmd'?"),
     ({"cggm_balance": "ema"}, "cggm_balance 'ema': expected one of smoothed, raw"),
     ({"gmd_cggm_composition": "sum"}, "gmd_cggm_composition 'sum': expected one of apart, rows"),

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mmseg_robust import run_statistics as rs
 from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.modality_subsets import subset_name, table_subsets
 from mmseg_robust.training.progress import LOG_FILE, read_log
@@ -93,22 +94,73 @@ def fusion_weights(checkpoint: Path) -> dict[str, list[float]] | None:
     return {m: [float(w) for w in weights[i]] for i, m in enumerate(names)}
 
 
-def validation_flatness(run_dir: Path) -> float:
-    """How much the validation mean Dice still rose at the end: its mean over the last quarter of
-    the epochs minus its mean over the quarter before (a flat curve gives about 0)."""
+def validation_rise(run_dir: Path) -> float:
+    """How much the validation mean Dice still rose at the end
+    (:func:`~mmseg_robust.run_statistics.last_quarter_rise`; NaN for fewer than 2 epochs)."""
     values = [r["val_mean_dice"] for r in read_log(run_dir / LOG_FILE)]
-    quarter = max(1, len(values) // 4)
-    if len(values) < 2 * quarter:
-        return math.nan
-    return float(np.mean(values[-quarter:]) - np.mean(values[-2 * quarter:-quarter]))
+    return rs.last_quarter_rise(values) if len(values) >= 2 else math.nan
 
 
 def run_diagnostics(run_dir: Path, rho: float) -> dict[str, Any]:
     """Everything above for one training run (absent parts are left out)."""
     records = list(read_step_log(run_dir))
-    result: dict[str, Any] = {"validation_flatness": validation_flatness(run_dir)}
+    result: dict[str, Any] = {"validation_rise": validation_rise(run_dir)}
     for key, value in (("balance", balance_statistics(records, rho)), ("conflicts", conflict_statistics(records)),
                        ("fusion_weights", fusion_weights(run_dir / "checkpoint_best.pt"))):
         if value is not None:
             result[key] = value
     return result
+
+
+def _mean_of(values: list[Any]) -> Any:
+    if all(isinstance(v, list) for v in values):
+        return [float(np.mean(column)) for column in zip(*values)]
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return float(np.mean(values))
+    return values
+
+
+def method_diagnostics(runs: Sequence[Any]) -> dict[str, Any]:
+    """Each diagnostic averaged over seeds (lists element-wise; flags and names kept per seed)."""
+    merged: dict[str, Any] = {}
+    for part in ("balance", "conflicts"):
+        records = [r.diagnostics[part] for r in runs if part in r.diagnostics]
+        if records:
+            merged[part] = {key: _mean_of([rec[key] for rec in records]) for key in records[0]}
+    weights = [r.diagnostics["fusion_weights"] for r in runs if "fusion_weights" in r.diagnostics]
+    if weights:
+        merged["fusion_weights"] = {m: _mean_of([w[m] for w in weights]) for m in weights[0]}
+    return merged
+
+
+def diagnostics_markdown(runs: dict[str, Sequence[Any]], labels: dict[str, str]) -> str:
+    lines = []
+    for method, method_runs in runs.items():
+        merged = method_diagnostics(method_runs)
+        parts = []
+        if "conflicts" in merged:
+            c = merged["conflicts"]
+            text = (f"GMD: {c['conflicts_per_step']:.2f} projections per step, {100 * c['steps_with_conflicts']:.0f} % "
+                    f"of steps with any; subset-gradient cosines: median {c['median_cosine']:.2f}, "
+                    f"{100 * c['negative_cosines']:.0f} % negative; mean effective weight of subsets with T1c "
+                    f"{c['effective_weight_with_t1ce']:.3f}, without {c['effective_weight_without_t1ce']:.3f}")
+            if "direction_cosine_to_mean" in c:
+                text += (f"; L_gm's gradient: median cosine {c['direction_cosine_to_mean']:.2f} with the mean subset "
+                         f"gradient, norm {c['direction_norm_ratio']:.2f}× its norm")
+            parts.append(text)
+        if "balance" in merged:
+            b = merged["balance"]
+            mean_b = ", ".join(f"{m} {v:.2f}" for m, v in zip(MODALITIES, b["mean_b"]))
+            gain = ", ".join(f"{m} {v:+.2f}" for m, v in zip(MODALITIES, b["utilisation_gain"]))
+            final = ", ".join(f"{m} {v:.2f}" for m, v in zip(MODALITIES, b["final_utilisation"]))
+            parts.append(f"CGGM: B lag-1 autocorrelation (min over modalities) {b['lag1_autocorrelation_min']:.2f}, "
+                         f"{100 * b['steps_at_bound']:.1f} % of steps with some B at 0 or at the clamp; mean B: "
+                         f"{mean_b}; head Dice gain over training: {gain} (fastest per seed: "
+                         f"{', '.join(b['fastest'])}; slowed most: {', '.join(map(str, b['fastest_slowed']))}); "
+                         f"final head Dice: {final}")
+        if "fusion_weights" in merged:
+            weights = "; ".join(f"{m}: " + "/".join(f"{w:.2f}" for w in v) for m, v in merged["fusion_weights"].items())
+            parts.append(f"learned fusion weights (WT/TC/ET, all four present): {weights}")
+        if parts:
+            lines.append(f"- **{labels[method]}**: " + ". ".join(parts) + ".")
+    return "\n".join(lines)

@@ -1,215 +1,292 @@
-"""The robustness study's report: per method, Dice on the test cases over the 15 subsets and their
-groups (mean +- std over seeds), which differences to ``plain`` exceed their noise, the GMD
-Table 1 diagnosis (Full against the best single sequence), per-subset tables, a figure, the wall
-time, the stability checks and the diagnostics of every method."""
+"""The robustness study's report: the pre-registered endpoints E1-E3 (``study_endpoints``) with
+intervals from a two-level bootstrap over runs and cases, the pre-registered comparisons (a
+permutation test over runs, Holm over that family only, equivalence at +-2 points), the stability
+gates that can withhold every verdict, the dedicated models, the false-positive ET rate on cases
+without ET, per-subset tables, a figure, the wall time and every arm's diagnostics.
+
+All numbers are Dice points (0-100); the unit of every test is the training run.
+"""
 
 from __future__ import annotations
 
-import csv
 import math
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
+from study_endpoints import (
+    DOMINANT,
+    ENDPOINT_REGIONS,
+    FULL,
+    SUBSETS,
+    WEAK,
+    Endpoint,
+    RunScores,
+    e1_endpoint,
+    e2_matrix,
+    single,
+    subset_matrix,
+    weak_mean_matrix,
+)
 
+from mmseg_robust import run_statistics as rs
 from mmseg_robust.data.labels import REGIONS
-from mmseg_robust.data.modalities import MODALITIES
-from mmseg_robust.data.modality_subsets import subset_name, table_subsets
 
-#: Table names of the 15 subsets in GMD Table 2's order.
-SUBSETS: tuple[str, ...] = tuple(subset_name(s, MODALITIES) for s in table_subsets(MODALITIES))
-SUBSET_MODALITIES: dict[str, tuple[str, ...]] = {
-    subset_name(s, MODALITIES): tuple(MODALITIES[m] for m in s) for s in table_subsets(MODALITIES)}
-DOMINANT = "t1ce"
-SINGLES: tuple[str, ...] = tuple(n for n in SUBSETS if len(SUBSET_MODALITIES[n]) == 1)
-WITHOUT_DOMINANT: tuple[str, ...] = tuple(n for n in SUBSETS if DOMINANT not in SUBSET_MODALITIES[n])
-FULL = "Full"
-#: Column groups of the combined table: name -> the subsets averaged.
-GROUPS: dict[str, tuple[str, ...]] = {"15 subsets": SUBSETS, "4 singles": SINGLES,
-                                      "7 without T1c": WITHOUT_DOMINANT, "Full": (FULL,)}
-#: A difference "exceeds its noise" when the paired test over seeds x cases gives p below this
-#: after Holm's correction over every comparison of the table.
+#: Equivalence margin ("no effect" means within this many Dice points) and the test level.
+MARGIN = 2.0
 ALPHA = 0.05
-#: ... and, independently, when it exceeds this many standard errors of the difference of the seed means.
-STANDARD_ERRORS = 2.0
-#: Stability: the std over seeds of plain's Full TC must stay below this, and every run's
-#: validation curve may rise by less than FLAT_RISE from its third to its last quarter.
-MAX_PLAIN_FULL_TC_STD = 0.05
-FLAT_RISE = 0.02
-#: Dominance: plain's ET from T1ce alone must beat its ET from any other single sequence by this.
-DOMINANCE_MARGIN = 0.20
+#: Stability gates (docs/design.md §15): plain's std over seeds of its weak-sequence TC (E1's DS
+#: side) and the rise of its validation mean Dice over the last quarter of training, in points.
+MAX_PLAIN_SEED_STD = 1.5
+MAX_LAST_QUARTER_RISE = 1.0
+BOOTSTRAP_SAMPLES = 2000
+PRE_REGISTRATION = (
+    "Endpoints fixed before the runs (docs/design.md §15). E1 = Dice of the DS model scored on one weak "
+    "sequence alone − Dice of that sequence's dedicated model (TC, ET; the summary is the mean over FLAIR, "
+    "T2, T1); the papers predict that GMD and CGGM raise E1 above their baseline's. E2 = TC of ~T1c − the "
+    "model's best TC from one weak sequence alone (GMD Table 1's Δ). E3 = T1ce alone and Full stay within "
+    f"{MARGIN:g} points of the baseline. The family of tests (Holm): every verdict arm against its baseline "
+    "on E1 TC and E1 ET. Everything else is descriptive.")
 
 
-@dataclass
-class RunScores:
-    """One evaluated run: per (case, subset, region) Dice on the test cases, without ET post-processing."""
+def percent(matrix_: np.ndarray) -> np.ndarray:
+    return 100.0 * matrix_
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One pre-registered comparison: ``method`` against ``baseline`` on ``endpoint``."""
 
     method: str
-    seed: int
-    dice: dict[tuple[str, str, str], float]
-    train_seconds: float
-    evaluate_seconds: float
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def cases(self) -> list[str]:
-        return sorted({case for case, _, _ in self.dice})
-
-    def case_group_mean(self, case: str, region: str, subsets: Sequence[str]) -> float:
-        return float(np.mean([self.dice[(case, s, region)] for s in subsets]))
-
-    def subset_mean(self, subset: str, region: str) -> float:
-        """Mean over the test cases of one subset's Dice."""
-        return float(np.mean([self.dice[(c, subset, region)] for c in self.cases]))
-
-    def group_mean(self, region: str, subsets: Sequence[str]) -> float:
-        return float(np.mean([self.subset_mean(s, region) for s in subsets]))
+    baseline: str
+    endpoint: str
+    result: rs.ArmComparison
+    p_holm: float = math.nan
+    p_equivalence_holm: float = math.nan
+    verdict: str = "not resolved"
 
 
-def read_per_case(path: Path) -> dict[tuple[str, str, str], float]:
-    """``per_case.csv`` of ``mmrobust evaluate``: Dice of the raw prediction (ET threshold 0)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return {(row["case"], row["subset"], row["region"]): float(row["dice"])
-                for row in csv.DictReader(handle) if int(row["et_min_voxels"]) == 0}
+def compare(mine: np.ndarray, theirs: np.ndarray) -> rs.ArmComparison:
+    """:func:`~mmseg_robust.run_statistics.compare_arms` in points, or, when an arm has fewer than
+    two runs (no test over runs exists), the difference alone with NaN for the rest."""
+    if min(len(mine), len(theirs)) >= 2:
+        return rs.compare_arms(mine, theirs, margin=MARGIN, n_bootstrap=BOOTSTRAP_SAMPLES, seed=0)
+    difference = float(np.mean(rs.run_values(mine)) - np.mean(rs.run_values(theirs)))
+    return rs.ArmComparison(difference, (math.nan, math.nan), math.nan, math.nan, MARGIN, len(mine), len(theirs),
+                            math.nan)
 
 
-def holm(p_values: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (NaN stays NaN)."""
-    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+def _holm(p_values: Sequence[float]) -> list[float]:
+    """Holm over the tests that could be run (NaN: too few runs, left NaN)."""
+    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
     adjusted = [math.nan] * len(p_values)
-    running = 0.0
-    for rank, (p, i) in enumerate(indexed):
-        running = max(running, min(1.0, (len(indexed) - rank) * p))
-        adjusted[i] = running
+    for i, value in zip(finite, rs.holm([p_values[i] for i in finite]) if finite else []):
+        adjusted[i] = float(value)
     return adjusted
 
 
-def paired_p_value(method: list[RunScores], baseline: list[RunScores], region: str, subsets: Sequence[str]) -> float:
-    """Wilcoxon signed-rank over (seed, case) pairs of the group's per-case mean Dice: run ``i``
-    of the method is paired with run ``i`` of the baseline (same seed number), case by case."""
-    by_seed = {r.seed: r for r in baseline}
-    differences = []
-    for run in method:
-        other = by_seed.get(run.seed)
-        if other is None:
+def _interval(endpoint: Endpoint) -> tuple[float, float]:
+    arms = [percent(a) for a in endpoint.arms]
+    if any(a.shape[0] < 2 for a in arms):
+        return (math.nan, math.nan)  # one run says nothing about the spread over runs
+    return rs.bootstrap_interval(arms, endpoint.weights, n_bootstrap=BOOTSTRAP_SAMPLES, seed=0)
+
+
+def _cases(scores: dict[str, list[RunScores]]) -> list[str]:
+    return next(run.cases for runs in scores.values() for run in runs)
+
+
+def dedicated_runs(scores: dict[str, list[RunScores]], dedicated: dict[str, str]) -> dict[str, list[RunScores]]:
+    return {m: scores[name] for m, name in dedicated.items() if name in scores}
+
+
+def endpoint_rows(scores: dict[str, list[RunScores]], ds_methods: Sequence[str],
+                  dedicated: dict[str, str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """method -> endpoint name -> {value, interval} for E1 (mean and per weak sequence) and E2."""
+    cases, own = _cases(scores), dedicated_runs(scores, dedicated)
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in ds_methods:
+        runs, row = scores[method], {}
+        for region in ENDPOINT_REGIONS:
+            for modality in (None, *WEAK):
+                endpoint = e1_endpoint(runs, own, cases, region, modality)
+                if endpoint is not None:
+                    row[endpoint.name] = {"value": 100 * endpoint.value, "interval": _interval(endpoint)}
+        e2 = Endpoint("E2 TC", (e2_matrix(runs, cases),), (1.0,))
+        row["E2 TC"] = {"value": 100 * e2.value, "interval": _interval(e2)}
+        rows[method] = row
+    return rows
+
+
+def _pairs(method: str, baseline: str, scores: dict[str, list[RunScores]],
+           cases: list[str]) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(endpoint, method matrix, baseline matrix) of the pre-registered E1 tests: E1's dedicated
+    term is common to both arms, so the difference of E1 is the difference of the DS side."""
+    return [(f"E1 {region}", percent(weak_mean_matrix(scores[method], cases, region)),
+             percent(weak_mean_matrix(scores[baseline], cases, region))) for region in ENDPOINT_REGIONS]
+
+
+def primary_comparisons(scores: dict[str, list[RunScores]], arms: dict[str, str]) -> list[Comparison]:
+    """Every verdict arm (``arms``: method -> its baseline) against its baseline on E1 TC and E1
+    ET, Holm-corrected over exactly this family (the tests of difference and of equivalence each)."""
+    cases = _cases(scores)
+    found = []
+    for method, baseline in arms.items():
+        if method not in scores or baseline not in scores:
             continue
-        for case in run.cases:
-            mine, theirs = run.case_group_mean(case, region, subsets), other.case_group_mean(case, region, subsets)
-            differences.append(mine - theirs)
-    differences = np.asarray(differences)
-    if differences.size < 6 or not np.any(differences):
-        return math.nan if differences.size < 6 else 1.0
-    return float(stats.wilcoxon(differences).pvalue)
+        for name, mine, theirs in _pairs(method, baseline, scores, cases):
+            found.append(Comparison(method, baseline, name, compare(mine, theirs)))
+    p_holm = _holm([c.result.p_value for c in found])
+    p_equal = _holm([c.result.p_equivalence for c in found])
+    return [Comparison(c.method, c.baseline, c.endpoint, c.result, float(p), float(q),
+                       rs.verdict(c.result, float(p), float(q), alpha=ALPHA))
+            for c, p, q in zip(found, p_holm, p_equal)]
 
 
-@dataclass
-class Cell:
-    mean: float
-    std: float
-    difference: float = 0.0
-    p_adjusted: float = math.nan
-    beyond_standard_errors: bool = False
-
-    @property
-    def significant(self) -> bool:
-        return not math.isnan(self.p_adjusted) and self.p_adjusted < ALPHA
-
-
-def combined_table(runs: dict[str, list[RunScores]], baseline: str) -> dict[str, dict[tuple[str, str], Cell]]:
-    """method -> (group, region) -> mean/std over seeds, difference to ``baseline`` and its tests."""
-    table: dict[str, dict[tuple[str, str], Cell]] = {}
-    keys, raw_p = [], []
-    for method, method_runs in runs.items():
-        cells = {}
-        for group, subsets in GROUPS.items():
-            for region in REGIONS:
-                values = np.array([r.group_mean(region, subsets) for r in method_runs])
-                base = np.array([r.group_mean(region, subsets) for r in runs[baseline]])
-                cell = Cell(float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan)
-                if method != baseline:
-                    cell.difference = float(values.mean() - base.mean())
-                    if len(values) > 1 and len(base) > 1:
-                        error = math.sqrt(values.var(ddof=1) / len(values) + base.var(ddof=1) / len(base))
-                        cell.beyond_standard_errors = abs(cell.difference) > STANDARD_ERRORS * error
-                    keys.append((method, group, region))
-                    raw_p.append(paired_p_value(method_runs, runs[baseline], region, subsets))
-                cells[(group, region)] = cell
-        table[method] = cells
-    for (method, group, region), p in zip(keys, holm(raw_p)):
-        table[method][(group, region)].p_adjusted = p
-    return table
+def e3_comparisons(scores: dict[str, list[RunScores]], arms: dict[str, str]) -> list[Comparison]:
+    """E3, descriptive (not in the Holm family): T1ce alone and Full against the baseline."""
+    cases, found = _cases(scores), []
+    for method, baseline in arms.items():
+        if method not in scores or baseline not in scores:
+            continue
+        for subset in (single(DOMINANT), FULL):
+            for region in ENDPOINT_REGIONS:
+                result = compare(percent(subset_matrix(scores[method], cases, subset, region)),
+                                 percent(subset_matrix(scores[baseline], cases, subset, region)))
+                found.append(Comparison(method, baseline, f"E3 {region} {subset}", result,
+                                        verdict=rs.verdict(result, result.p_value, result.p_equivalence, ALPHA)))
+    return found
 
 
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+def stability_gates(plain: Sequence[RunScores], cases: list[str]) -> dict[str, Any]:
+    """The gates a verdict needs: plain's seed spread on its weak-sequence TC and its validation
+    curve's last-quarter rise (the largest over its runs)."""
+    per_run = rs.run_values(percent(weak_mean_matrix(plain, cases, "TC")))
+    spread = rs.seed_spread(per_run) if len(per_run) > 1 else math.nan
+    rises = [100 * r.diagnostics.get("validation_rise", math.nan) for r in plain]
+    rise = max(rises) if rises else math.nan
+    spread_ok = not math.isnan(spread) and spread <= MAX_PLAIN_SEED_STD
+    rise_ok = not math.isnan(rise) and rise <= MAX_LAST_QUARTER_RISE
+    return {"plain_weak_tc_std": spread, "spread_ok": spread_ok, "plain_last_quarter_rise": rise,
+            "rise_ok": rise_ok, "verdicts_allowed": spread_ok and rise_ok}
 
 
-def format_cell(cell: Cell, is_baseline: bool) -> str:
-    text = f"{_percent(cell.mean)} ± {_percent(cell.std)}"
-    if is_baseline:
-        return text
-    marks = ("†" if cell.significant else "") + ("*" if cell.beyond_standard_errors else "")
-    return f"{text} ({cell.difference * 100:+.1f}{marks})"
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN when there are none (a test set without LGG cases)."""
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
 
 
-def combined_markdown(table: dict[str, dict[tuple[str, str], Cell]], labels: dict[str, str], baseline: str) -> str:
-    header = ["method"] + [f"{region} {group}" for group in GROUPS for region in REGIONS]
+def _fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def _percent_share(share: float) -> str:
+    return "n/a (no such case)" if math.isnan(share) else f"{100 * share:.0f} %"
+
+
+def _interval_text(interval: tuple[float, float]) -> str:
+    return f"[{_fmt(interval[0])}, {_fmt(interval[1])}]"
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+    return f"{np.mean(values):.1f} ± {_fmt(std)}"
+
+
+def dedicated_markdown(scores: dict[str, list[RunScores]], dedicated: dict[str, str],
+                       labels: dict[str, str]) -> str:
+    lines = ["| model | seeds | " + " | ".join(REGIONS) + " | ET false positives on cases without ET |",
+             "|---|---|" + "---|" * (len(REGIONS) + 1)]
+    for modality, name in dedicated.items():
+        if name not in scores:
+            continue
+        runs, subset = scores[name], single(modality)
+        cells = [_mean_std([100 * r.subset_mean(subset, region) for r in runs]) for region in REGIONS]
+        fp = _nanmean([r.false_positive_rate(subset, "ET") for r in runs])
+        lines.append(f"| {labels[name]} | {len(runs)} | " + " | ".join(cells) + f" | {_percent_share(fp)} |")
+    return "\n".join(lines)
+
+
+def endpoint_markdown(rows: dict[str, dict[str, dict[str, Any]]], labels: dict[str, str],
+                      seeds: dict[str, int]) -> str:
+    names = list(dict.fromkeys(name for row in rows.values() for name in row))
+    lines = ["| arm | seeds | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]
+    for method, row in rows.items():
+        cells = [f"{_fmt(row[n]['value'])} {_interval_text(row[n]['interval'])}" if n in row else "n/a"
+                 for n in names]
+        lines.append(f"| {labels[method]} | {seeds[method]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def comparison_markdown(comparisons: Sequence[Comparison], labels: dict[str, str], family: bool) -> str:
+    head = "| arm | against | endpoint | Δ (points) | 95 % interval | p | "
+    head += "p Holm | p equivalence (Holm) | verdict |" if family else "p equivalence | verdict |"
+    lines = [head, "|" + "---|" * head.count(" |")]
+    for c in comparisons:
+        r = c.result
+        cells = [labels[c.method], labels[c.baseline], c.endpoint, f"{r.difference:+.1f}", _interval_text(r.interval),
+                 _fmt(r.p_value, 3)]
+        cells += [_fmt(c.p_holm, 3), _fmt(c.p_equivalence_holm, 3)] if family else [_fmt(r.p_equivalence, 3)]
+        lines.append("| " + " | ".join(cells + [c.verdict]) + " |")
+    return "\n".join(lines)
+
+
+def false_positive_markdown(scores: dict[str, list[RunScores]], labels: dict[str, str]) -> str:
+    """ET predicted on test cases whose reference has none, as a share of those cases."""
+    columns = (single(DOMINANT), FULL, "15 subsets")
+    lines = ["| arm | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for method, runs in scores.items():
+        subsets = runs[0].subsets
+        if len(subsets) < len(SUBSETS):
+            continue
+        values = [_nanmean([r.false_positive_rate(s, "ET") for r in runs]) for s in columns[:2]]
+        values.append(_nanmean([r.false_positive_rate(s, "ET") for r in runs for s in subsets]))
+        lines.append(f"| {labels[method]} | " + " | ".join(_percent_share(v) for v in values) + " |")
+    return "\n".join(lines)
+
+
+def per_subset_markdown(scores: dict[str, list[RunScores]], labels: dict[str, str], region: str) -> str:
+    header = ["arm", *SUBSETS, "Avg."]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, cells in table.items():
-        row = [labels[method]] + [format_cell(cells[(g, r)], method == baseline) for g in GROUPS for r in REGIONS]
-        lines.append("| " + " | ".join(row) + " |")
+    for method, runs in scores.items():
+        values = [np.mean([r.subset_mean(s, region) for r in runs]) for s in SUBSETS]
+        known = [v for v in values if not math.isnan(v)]
+        average = float(np.mean(known)) if len(known) == len(SUBSETS) else math.nan
+        lines.append("| " + " | ".join([labels[method], *(_fmt(100 * v) for v in values), _fmt(100 * average)]) + " |")
     return "\n".join(lines)
 
 
-def diagnosis_markdown(runs: dict[str, list[RunScores]], labels: dict[str, str]) -> str:
-    """GMD's Table 1 diagnosis per method and region: Full against the best single sequence
-    (mean over seeds); a negative gap means more sequences made the model worse."""
-    lines = ["| method | " + " | ".join(f"{r} Full | {r} best single | {r} Full − best" for r in REGIONS) + " |",
-             "|" + "---|" * (1 + 3 * len(REGIONS))]
-    for method, method_runs in runs.items():
-        row = [labels[method]]
-        for region in REGIONS:
-            full = np.mean([r.subset_mean(FULL, region) for r in method_runs])
-            singles = {s: np.mean([r.subset_mean(s, region) for r in method_runs]) for s in SINGLES}
-            best = max(singles, key=singles.get)
-            row += [_percent(full), f"{_percent(singles[best])} ({best})", f"{100 * (full - singles[best]):+.1f}"]
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines)
-
-
-def per_subset_markdown(runs: dict[str, list[RunScores]], labels: dict[str, str], region: str) -> str:
-    header = ["method", *SUBSETS, "Avg."]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for method, method_runs in runs.items():
-        values = [np.mean([r.subset_mean(s, region) for r in method_runs]) for s in SUBSETS]
-        lines.append("| " + " | ".join([labels[method], *(_percent(v) for v in values),
-                                        _percent(float(np.mean(values)))]) + " |")
-    return "\n".join(lines)
-
-
-def plot_per_subset(runs: dict[str, list[RunScores]], labels: dict[str, str], path: Path) -> Path:
-    """Dice per subset per method (mean over seeds, error bars one std), one panel per region."""
+def plot_per_subset(scores: dict[str, list[RunScores]], labels: dict[str, str], path: Path) -> Path:
+    """Dice per subset per arm (mean over seeds, error bars one std), one panel per region; a
+    dedicated model is one marker at its own sequence."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(len(REGIONS), 1, figsize=(14, 4 * len(REGIONS)), sharex=True)
+    figure, axes = plt.subplots(len(REGIONS), 1, figsize=(15, 4 * len(REGIONS)), sharex=True)
     positions = np.arange(len(SUBSETS))
-    width = 0.8 / max(1, len(runs))
+    width = 0.8 / max(1, len(scores))
     colours = plt.get_cmap("tab20")
     for axis, region in zip(axes, REGIONS):
-        for k, (method, method_runs) in enumerate(runs.items()):
-            values = np.array([[r.subset_mean(s, region) for s in SUBSETS] for r in method_runs])
-            std = values.std(0, ddof=1) if len(values) > 1 else np.zeros(len(SUBSETS))
-            axis.errorbar(positions - 0.4 + (k + 0.5) * width, 100 * values.mean(0), yerr=100 * std, fmt="o",
-                          markersize=3, capsize=2, color=colours(k % 20), label=labels[method])
-        axis.set_ylabel(f"{region} Dice (%)")
+        for k, (method, runs) in enumerate(scores.items()):
+            values = 100 * np.array([[r.subset_mean(s, region) for s in SUBSETS] for r in runs])
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # subsets a dedicated model lacks: NaN
+                mean = np.nanmean(values, 0)
+                std = np.nanstd(values, 0, ddof=1) if len(values) > 1 else np.zeros(len(SUBSETS))
+            axis.errorbar(positions - 0.4 + (k + 0.5) * width, mean, yerr=std, fmt="o", markersize=3, capsize=2,
+                          color=colours(k % 20), label=labels[method])
+        axis.set_ylabel(f"{region} Dice (%)" + (" (cases with it)" if region != "WT" else ""))
         axis.grid(axis="y", alpha=0.3)
     axes[-1].set_xticks(positions, SUBSETS, rotation=45)
-    axes[0].legend(ncol=4, fontsize=8, loc="lower right")
+    axes[0].legend(ncol=3, fontsize=7, loc="lower right")
     figure.suptitle("Test-case Dice per modality subset (mean ± std over seeds)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,80 +295,17 @@ def plot_per_subset(runs: dict[str, list[RunScores]], labels: dict[str, str], pa
     return path
 
 
-def stability_checks(runs: dict[str, list[RunScores]], baseline: str) -> dict[str, Any]:
-    """The criteria the study's training length must meet, with the measured values."""
-    plain = runs[baseline]
-    full_tc = [r.subset_mean(FULL, "TC") for r in plain]
-    rises = {m: max(r.diagnostics.get("validation_flatness", math.nan) for r in rs) for m, rs in runs.items()}
-    et_single = {s: float(np.mean([r.subset_mean(s, "ET") for r in plain])) for s in SINGLES}
-    dominant = subset_name((MODALITIES.index(DOMINANT),), MODALITIES)
-    margin = et_single[dominant] - max(v for s, v in et_single.items() if s != dominant)
-    return {"plain_full_tc_std": float(np.std(full_tc, ddof=1)) if len(full_tc) > 1 else math.nan,
-            "plain_full_tc_std_ok": len(full_tc) > 1 and float(np.std(full_tc, ddof=1)) < MAX_PLAIN_FULL_TC_STD,
-            "validation_rise_last_quarter": rises,
-            "flat_ok": all(not math.isnan(v) and v < FLAT_RISE for v in rises.values()),
-            "plain_et_single": et_single, "dominance_margin": margin, "dominance_ok": margin >= DOMINANCE_MARGIN}
-
-
-def timing_markdown(runs: dict[str, list[RunScores]], labels: dict[str, str], baseline: str) -> str:
-    base = np.median([r.train_seconds for r in runs[baseline]])
-    lines = ["| method | train s (median) | vs plain | evaluate s (median) |", "|---|---|---|---|"]
-    for method, method_runs in runs.items():
-        train = float(np.median([r.train_seconds for r in method_runs]))
-        evaluate = float(np.median([r.evaluate_seconds for r in method_runs]))
+def timing_markdown(scores: dict[str, list[RunScores]], labels: dict[str, str], baseline: str) -> str:
+    base = np.median([r.train_seconds for r in scores[baseline]])
+    lines = ["| arm | train s (median) | vs plain | evaluate s (median) |", "|---|---|---|---|"]
+    for method, runs in scores.items():
+        train = float(np.median([r.train_seconds for r in runs]))
+        evaluate = float(np.median([r.evaluate_seconds for r in runs]))
         lines.append(f"| {labels[method]} | {train:.0f} | {train / base:.2f}× | {evaluate:.0f} |")
     return "\n".join(lines)
 
 
-def _mean_of(values: list[Any]) -> Any:
-    if all(isinstance(v, list) for v in values):
-        return [float(np.mean(column)) for column in zip(*values)]
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        return float(np.mean(values))
-    return values
-
-
-def method_diagnostics(runs: list[RunScores]) -> dict[str, Any]:
-    """Each diagnostic averaged over seeds (lists element-wise; flags and names kept per seed)."""
-    merged: dict[str, Any] = {}
-    for part in ("balance", "conflicts"):
-        records = [r.diagnostics[part] for r in runs if part in r.diagnostics]
-        if records:
-            merged[part] = {key: _mean_of([rec[key] for rec in records]) for key in records[0]}
-    weights = [r.diagnostics["fusion_weights"] for r in runs if "fusion_weights" in r.diagnostics]
-    if weights:
-        merged["fusion_weights"] = {m: _mean_of([w[m] for w in weights]) for m in weights[0]}
-    return merged
-
-
-def diagnostics_markdown(runs: dict[str, list[RunScores]], labels: dict[str, str]) -> str:
-    lines = []
-    for method, method_runs in runs.items():
-        merged = method_diagnostics(method_runs)
-        parts = []
-        if "conflicts" in merged:
-            c = merged["conflicts"]
-            text = (f"GMD: {c['conflicts_per_step']:.2f} projections per step, {100 * c['steps_with_conflicts']:.0f} % "
-                    f"of steps with any; subset-gradient cosines: median {c['median_cosine']:.2f}, "
-                    f"{100 * c['negative_cosines']:.0f} % negative; mean effective weight of subsets with T1c "
-                    f"{c['effective_weight_with_t1ce']:.3f}, without {c['effective_weight_without_t1ce']:.3f}")
-            if "direction_cosine_to_mean" in c:
-                text += (f"; L_gm's gradient: median cosine {c['direction_cosine_to_mean']:.2f} with the mean subset "
-                         f"gradient, norm {c['direction_norm_ratio']:.2f}× its norm")
-            parts.append(text)
-        if "balance" in merged:
-            b = merged["balance"]
-            mean_b = ", ".join(f"{m} {v:.2f}" for m, v in zip(MODALITIES, b["mean_b"]))
-            gain = ", ".join(f"{m} {v:+.2f}" for m, v in zip(MODALITIES, b["utilisation_gain"]))
-            final = ", ".join(f"{m} {v:.2f}" for m, v in zip(MODALITIES, b["final_utilisation"]))
-            parts.append(f"CGGM: B lag-1 autocorrelation (min over modalities) {b['lag1_autocorrelation_min']:.2f}, "
-                         f"{100 * b['steps_at_bound']:.1f} % of steps with some B at 0 or at the clamp; mean B: "
-                         f"{mean_b}; head Dice gain over training: {gain} (fastest per seed: "
-                         f"{', '.join(b['fastest'])}; slowed most: {', '.join(map(str, b['fastest_slowed']))}); "
-                         f"final head Dice: {final}")
-        if "fusion_weights" in merged:
-            weights = "; ".join(f"{m}: " + "/".join(f"{w:.2f}" for w in v) for m, v in merged["fusion_weights"].items())
-            parts.append(f"learned fusion weights (WT/TC/ET, all four present): {weights}")
-        if parts:
-            lines.append(f"- **{labels[method]}**: " + ". ".join(parts) + ".")
-    return "\n".join(lines)
+def serialise(comparisons: Sequence[Comparison]) -> list[dict[str, Any]]:
+    return [{"method": c.method, "baseline": c.baseline, "endpoint": c.endpoint, **asdict(c.result),
+             "p_holm": c.p_holm, "p_equivalence_holm": c.p_equivalence_holm, "verdict": c.verdict}
+            for c in comparisons]

@@ -13,6 +13,7 @@ from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
     CGGM_DIRECTIONS,
+    CGGM_MAGNITUDE_SCOPES,
     FUSIONS,
     GMD_CGGM_COMPOSITIONS,
     GMD_SCOPES,
@@ -32,7 +33,8 @@ OPTION_FIELDS = {
     "gmd_cggm_composition": "gmd_cggm_composition",
     "cggm_rho": "cggm_rho", "cggm_lambda": "cggm_lambda", "cggm_ema": "cggm_ema",
     "cggm_balance": "cggm_balance", "cggm_direction": "cggm_direction",
-    "diagnostics": "diagnostics_every", "epochs": "epochs",
+    "cggm_magnitude_scope": "cggm_magnitude_scope",
+    "diagnostics": "diagnostics_every", "subset_ranking_weight": "subset_ranking_weight", "epochs": "epochs",
     "iters_per_epoch": "iters_per_epoch", "optimizer": "optimizer", "lr": "learning_rate",
     "weight_decay": "weight_decay", "grad_clip": "grad_clip", "amp": "amp", "device": "device",
     "compile_model": "compile", "deep_supervision": "deep_supervision", "num_workers": "num_workers",
@@ -79,7 +81,8 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
 @click.option("--fusion", type=Choice(FUSIONS), default=None,
               help=f"DS: how the branch logits of a subset are combined [default: {DEFAULT_FUSION}]. mean: their "
                    "mean; weighted: learned per-region weights of each modality, softmax over the modalities "
-                   "present.")
+                   "present; gated: per-voxel weights from each branch's own features, softmax over the "
+                   "modalities present.")
 @click.option("--strategy", type=Choice(STRATEGIES), default=None,
               help=f"Gradient strategy [default: {DEFAULT_STRATEGY}]. plain: mean "
                    "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
@@ -97,19 +100,29 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
 @click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
               help="Weight of CGGM's direction loss L_gm.")
 @click.option("--cggm-balance", type=Choice(CGGM_BALANCES), default="smoothed", show_default=True,
-              help="What Eq. 7 divides: smoothed: each modality's improvement trend, counted from 0 and "
-                   "within its noise (B follows the trend, not one batch); raw: the paper's change between "
-                   "two batches.")
+              help="What Eq. 7 divides: smoothed (this project's): each modality's improvement trend, "
+                   "counted from 0 and within its noise (B follows the trend, not one batch); raw (the paper "
+                   "and the released code, with this project's guard against degenerate ratios): the change "
+                   "between two batches.")
 @click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.98, show_default=True,
               help="--cggm-balance smoothed: smoothing of the utilisation's level, trend and noise "
                    "(about 1/(1-x) steps each).")
 @click.option("--cggm-direction", type=Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
-              help="L_gm: the output layer's gradient against the heads' (gradients, the paper), the "
-                   "output layer's weights against the heads' (weights, the released code), or against the "
-                   "gradient of each DS branch's own loss at the same output layer (branches).")
+              help="L_gm: the output layer's gradient against the heads' (gradients: the paper's text, "
+                   "Eq. 12), the output layer's weights against the heads' output weights, both of the previous "
+                   "step, acting on the output layer only (weights: the released code), or against the "
+                   "gradient of each DS branch's own loss at the same output layer (branches: this project's).")
+@click.option("--cggm-magnitude-scope", type=Choice(CGGM_MAGNITUDE_SCOPES), default="branch", show_default=True,
+              help="What CGGM's B_m scales: branch (this project's): the backward of branch m's logits, so "
+                   "modality m's own parameters and its share of the shared weights' gradient; modality (the "
+                   "paper's Eq. 8, as released): the gradients of the parameters modality m owns only (stem, "
+                   "its norms, its fusion scores), after the backward and before clipping.")
 @click.option("--diagnostics", type=click.IntRange(min=0), default=0, show_default=True,
               help="plain/cggm: log per-subset gradient norms and cosines every N steps (one backward per "
                    "subset); GMD logs them every step for free. 0: off.")
+@click.option("--subset-ranking-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="plain: add W x the mean over nested subset pairs S < S' of max(0, L_S' - L_S) (L_S "
+                   "detached): more sequences must not raise the loss. 0: off.")
 @click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--iters-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
 @click.option("--optimizer", type=Choice(OPTIMIZERS), default="sgd", show_default=True)

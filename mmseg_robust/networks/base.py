@@ -106,6 +106,15 @@ class RegionNetwork(nn.Module):
         factors = cumulative_strides(self.strides)
         return [factors[k] for k in range(self.n_scales)]
 
+    def window_maps(self, images: Tensor, available: Tensor | None = None) -> Tensor:
+        """What sliding-window inference accumulates per window (:meth:`maps_to_logits` turns the
+        accumulation into logits): the logits, for a network whose output is linear in them."""
+        return self(images, available)
+
+    def maps_to_logits(self, maps: Tensor) -> Tensor:
+        """Accumulated :meth:`window_maps` ``(C, *s)`` -> logits ``(R, *s)``."""
+        return maps
+
     def compile_blocks(self, backend: str = "inductor", dynamic: bool | None = None) -> None:
         """``torch.compile`` the modules that do the arithmetic (the backbone and, for the DS U-Net,
         the stems) in place, so that every entry point (``forward``, ``subset_logits``,

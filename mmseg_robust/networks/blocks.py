@@ -232,9 +232,11 @@ class UNetBackbone(nn.Module):
     def n_scales(self) -> int:
         return 1 + len(self.ds_layers)
 
-    def forward(self, x: Tensor, row_modality: RowModality = None,
-                all_scales: bool = True) -> tuple[list[Tensor], Tensor]:
-        """Return (logits per scale, scale 0 first; last decoder features before the output conv)."""
+    def forward(self, x: Tensor, row_modality: RowModality = None, all_scales: bool = True,
+                all_features: bool = False) -> tuple[list[Tensor], Tensor | list[Tensor]]:
+        """Return (logits per scale, scale 0 first; last decoder features before the output conv),
+        or with ``all_features`` the features every scale's output layer reads (scale 0 first)
+        in place of the last ones (a gated fusion's gates read them)."""
         skips = []
         for stage in self.encoder:
             x = stage(x, row_modality)
@@ -248,6 +250,8 @@ class UNetBackbone(nn.Module):
         logits = [self.output_layer(x)]
         if all_scales:
             logits += [layer(by_stage[k + 1]) for k, layer in enumerate(self.ds_layers)]
+        if all_features:
+            return logits, [x] + ([by_stage[k + 1] for k in range(len(self.ds_layers))] if all_scales else [])
         return logits, x
 
 

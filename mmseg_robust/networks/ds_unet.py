@@ -5,7 +5,8 @@ instance norm, LeakyReLU) maps that modality's single channel to ``F0`` features
 backbone** ``T`` processes every available modality's features separately; all its conv weights are
 shared, all its norms are :class:`~mmseg_robust.networks.blocks.ModalityNorm` (per-modality affine).
 The branch logits ``z_m = T(f_m(x_m))`` are fused over the available modalities of a subset by
-the network's :mod:`~mmseg_robust.networks.fusion` (a mean, or learned per-region weights); an
+the network's :mod:`~mmseg_robust.networks.fusion` (a mean, learned per-region weights, or per-voxel
+gates from each branch's features); an
 absent modality is never zero-filled and its branch is never run.
 
 Two ways to run the branches, equal to float tolerance (``batched=None`` picks the faster one for
@@ -38,6 +39,7 @@ from .blocks import (
     ConvNormAct,
     ModalityNorm,
     NetworkError,
+    RowModality,
     UNetBackbone,
     init_weights,
 )
@@ -78,7 +80,7 @@ class _AssembleRows(torch.autograd.Function):
 
 class DynamicSharingUNet(RegionNetwork):
     """DS U-Net: per-modality stems, shared backbone with per-modality norms, fusion of the branch
-    logits (``fusion``: ``mean`` or ``weighted``, :mod:`~mmseg_robust.networks.fusion`). The other
+    logits (``fusion``: ``mean``, ``weighted`` or ``gated``, :mod:`~mmseg_robust.networks.fusion`). The other
     arguments are :class:`~mmseg_robust.networks.base.RegionNetwork`'s; ``from_plan`` reads them
     from a plan. Offers the branch model protocol of :mod:`mmseg_robust.multimodal`.
 
@@ -101,20 +103,23 @@ class DynamicSharingUNet(RegionNetwork):
                                      n_regions, deep_supervision, norm="modality", n_modalities=self.n_modalities,
                                      include_stem=False)
         self.apply(init_weights)
-        self.fusion: BranchFusion = make_fusion(fusion, self.modalities, n_regions)
+        # The features each output scale's layer reads: scale 0, then the deep-supervision stages.
+        scale_channels = [features[0]] + [features[k] for k in range(1, self.backbone.n_scales)]
+        self.fusion: BranchFusion = make_fusion(fusion, self.modalities, n_regions, spatial_dims, scale_channels)
 
     # ----------------------------------------------------------------- structure
     def parameter_modalities(self) -> dict[str, str]:
         """Every named parameter -> its modality name or ``"shared"``, read off the module structure:
-        the parameters of ``stems.<m>`` and the fusion scores ``fusion.scores.<m>`` belong to ``m``;
-        ``weight.<i>`` / ``bias.<i>`` of every ModalityNorm belong to ``modalities[i]``; everything
-        else is shared."""
+        the parameters of ``stems.<m>`` and the fusion's per-modality parameters (``fusion.scores.<m>``,
+        the gates' ``fusion.gates.<k>.bias.<m>``) belong to ``m``; ``weight.<i>`` / ``bias.<i>`` of
+        every ModalityNorm belong to ``modalities[i]``; everything else (the gates' conv) is shared."""
         owners: dict[str, str] = {}
         for modality, stem in self.stems.items():
             for name, _ in stem.named_parameters():
                 owners[f"stems.{modality}.{name}"] = modality
         for name, _ in self.fusion.named_parameters():
-            owners[f"fusion.{name}"] = name.split(".")[-1]
+            owner = name.split(".")[-1]
+            owners[f"fusion.{name}"] = owner if owner in self.modalities else SHARED
         for prefix, module in self.named_modules():
             if isinstance(module, ModalityNorm):
                 for local, index in module.owned_parameters():
@@ -167,13 +172,13 @@ class DynamicSharingUNet(RegionNetwork):
             features_in = torch.cat([stem(m) for m in present]) if len(present) > 1 else stem(present[0])
             row_modality = torch.cat([torch.full((len(per_modality[m]),), m, dtype=torch.long)
                                       for m in present]).to(device, non_blocking=True)
-            logits, last = self.backbone(features_in, row_modality, all_scales)
+            logits, last = self._backbone(features_in, row_modality, all_scales)
             row_samples = [torch.cat([samples[m] for m in present])]
             row_modalities = [row_modality]
             scale_parts, feature_parts = [[scale] for scale in logits], [last]
             skip = False  # one graph: nothing to skip
         else:
-            runs = [self.backbone(stem(m), m, all_scales) for m in present]
+            runs = [self._backbone(stem(m), m, all_scales) for m in present]
             row_samples = [samples[m] for m in present]
             row_modalities = [torch.full_like(samples[m], m) for m in present]
             scale_parts = [[run[0][k] for run in runs] for k in range(len(runs[0][0]))]
@@ -183,17 +188,28 @@ class DynamicSharingUNet(RegionNetwork):
                      for parts in scale_parts]
         features = (_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *feature_parts)
                     if return_features else None)
-        return BranchOutput(logits=assembled, available=available, features=features)
+        return BranchOutput(logits=assembled, available=available, features=features,
+                            gate_channels=self.fusion.gate_channels)
+
+    def _backbone(self, x: Tensor, row_modality: RowModality, all_scales: bool) -> tuple[list[Tensor], Tensor]:
+        """The backbone's (outputs per scale, last features); a gated fusion's gate weights follow
+        each scale's logits (``2R`` channels)."""
+        if not self.fusion.gate_channels:
+            return self.backbone(x, row_modality, all_scales)
+        logits, features = self.backbone(x, row_modality, all_scales, all_features=True)
+        return self.fusion.attach_gates(logits, features, row_modality), features[0]
 
     def _empty_output(self, images: Tensor, available: Tensor, return_features: bool,
                       all_scales: bool) -> BranchOutput:
         batch, spatial = images.shape[0], images.shape[2:]
         shapes = [tuple(s // f for s, f in zip(spatial, factor))
                   for factor in (self.output_strides if all_scales else self.output_strides[:1])]
-        logits = [images.new_zeros((batch, self.n_modalities, self.n_regions) + shape) for shape in shapes]
+        channels = self.n_regions + self.fusion.gate_channels
+        logits = [images.new_zeros((batch, self.n_modalities, channels) + shape) for shape in shapes]
         features = (images.new_zeros((batch, self.n_modalities, self.features_per_stage[0]) + tuple(spatial))
                     if return_features else None)
-        return BranchOutput(logits=logits, available=available, features=features)
+        return BranchOutput(logits=logits, available=available, features=features,
+                            gate_channels=self.fusion.gate_channels)
 
     def fuse(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
         """The fusion of the branch logits over ``subset`` ∩ available: ``(fused (B, R, *s), valid (B,))``."""
@@ -228,3 +244,16 @@ class DynamicSharingUNet(RegionNetwork):
         branches = self._branches(images, available, batched=None, return_features=False, all_scales=False)
         fused, _ = self.fusion(branches.logits[0], available, range(self.n_modalities))
         return fused
+
+    def window_maps(self, images: Tensor, available: Tensor | None = None) -> Tensor:
+        """What sliding-window inference accumulates per window: the fused logits, or for a gated
+        fusion ``[sum e^s z, sum e^s]`` over the available modalities (:meth:`maps_to_logits`)."""
+        if not self.fusion.gate_channels:
+            return self(images, available)
+        available = self._check_inputs(images, available)
+        branches = self._branches(images, available, batched=None, return_features=False, all_scales=False)
+        return self.fusion.window_maps(branches.logits[0], available)
+
+    def maps_to_logits(self, maps: Tensor) -> Tensor:
+        """Accumulated :meth:`window_maps` ``(C, *s)`` -> logits ``(R, *s)``."""
+        return self.fusion.maps_to_logits(maps)

@@ -12,6 +12,8 @@ non-empty subset works, and a subset of one modality gives that branch's logits 
   fusion starts as the mean. The weights do not depend on the voxel, so the fused logits stay a
   linear function of the branch logits, and the evaluation can still fuse accumulated
   sliding-window maps (one branch pass per modality gives every subset).
+* ``gated`` (:mod:`~mmseg_robust.networks.gated_fusion`): per-voxel weights from each branch's own
+  features, softmax over the members present.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class BranchFusion(nn.Module):
     available ones (0 for the absent), and the weighted sum."""
 
     kind = ""
+    #: Built with the network's ``spatial_dims`` and the feature channels of every output scale.
+    reads_features = False
+    #: Channels per branch output beyond the R logits (a gated fusion's gate scores).
+    gate_channels = 0
 
     def __init__(self, modalities: Sequence[str], n_regions: int) -> None:
         super().__init__()
@@ -79,6 +85,10 @@ class BranchFusion(nn.Module):
         weights = self.subset_weights(present, indices)[0].to(maps[0].dtype)  # (k, R)
         return sum(map_ * _broadcast(w, map_.dim()) for map_, w in zip(maps, weights))
 
+    def maps_to_logits(self, maps: Tensor) -> Tensor:
+        """Accumulated sliding-window maps -> logits: the same for a fusion linear in the logits."""
+        return maps
+
 
 class MeanFusion(BranchFusion):
     """``z_S = mean_{m in S ∩ available} z_m``."""
@@ -111,15 +121,24 @@ class WeightedFusion(BranchFusion):
         return torch.softmax(scores, dim=1) * valid
 
 
+from .gated_fusion import GatedFusion  # noqa: E402  (builds on BranchFusion above)
+
 #: One class per name of :data:`~mmseg_robust.choices.FUSIONS` (a test checks they agree).
-FUSION_CLASSES: dict[str, type[BranchFusion]] = {"mean": MeanFusion, "weighted": WeightedFusion}
+FUSION_CLASSES: dict[str, type[BranchFusion]] = {"mean": MeanFusion, "weighted": WeightedFusion,
+                                                 "gated": GatedFusion}
 
 
-def make_fusion(kind: str, modalities: Sequence[str], n_regions: int) -> BranchFusion:
-    """The fusion called ``kind`` (one of :data:`~mmseg_robust.choices.FUSIONS`).
+def make_fusion(kind: str, modalities: Sequence[str], n_regions: int, spatial_dims: int = 3,
+                scale_channels: Sequence[int] = ()) -> BranchFusion:
+    """The fusion called ``kind`` (one of :data:`~mmseg_robust.choices.FUSIONS`); a fusion that
+    reads the branch features (``gated``) also takes ``spatial_dims`` and ``scale_channels``, the
+    feature channels every output scale's layer reads (scale 0 first).
 
     Raises:
         NetworkError: an unknown ``kind``.
     """
     check_choice(kind, FUSIONS, "fusion", NetworkError)
-    return FUSION_CLASSES[kind](modalities, n_regions)
+    cls = FUSION_CLASSES[kind]
+    if cls.reads_features:
+        return cls(modalities, n_regions, spatial_dims=spatial_dims, scale_channels=scale_channels)
+    return cls(modalities, n_regions)

@@ -14,6 +14,7 @@ from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
     CGGM_DIRECTIONS,
+    CGGM_MAGNITUDE_SCOPES,
     FUSIONS,
     GMD_CGGM_COMPOSITIONS,
     GMD_SCOPES,
@@ -31,20 +32,23 @@ CONFIG_FILE = "config.json"
 #: Values of fields added after schema version 1 for config files that predate them: what those
 #: runs did. Before ``cggm_balance`` existed, CGGM divided the change of an EMA of the utilisation;
 #: no rule of today reproduces it, so such runs cannot be resumed (``training.trainer``).
-LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean", "modalities": None}
+LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "mean", "modalities": None,
+                                   "subset_ranking_weight": 0.0, "cggm_magnitude_scope": "branch"}
 #: Fields whose absence from a stored config means the run cannot continue exactly.
 RESUME_REQUIRES: tuple[str, ...] = ("cggm_balance",)
 #: The fields that take one of a vocabulary's words.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "configuration": CONFIGURATION_NAMES, "model": MODEL_KINDS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
     "fusion": FUSIONS, "gmd_scope": GMD_SCOPES, "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS,
-    "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES, "amp": AMP_MODES}
+    "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES,
+    "cggm_magnitude_scope": CGGM_MAGNITUDE_SCOPES, "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
     "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
     "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
     "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
+    "subset_ranking_weight": (lambda v: v >= 0, "need {name} >= 0"),
     "epochs": (lambda v: v >= 1, "need {name} >= 1"),
     "iters_per_epoch": (lambda v: v >= 1, "need {name} >= 1"),
 }
@@ -77,7 +81,11 @@ class TrainingConfig:
     cggm_balance: str = "smoothed"
     cggm_ema: float = 0.98
     cggm_direction: str = "gradients"
+    #: What B_m scales: ``branch`` (this project's) or ``modality`` (Eq. 8, the released code).
+    cggm_magnitude_scope: str = "branch"
     diagnostics_every: int = 0
+    #: ``plain``: weight of the "more sequences must not hurt" ranking term (0: off).
+    subset_ranking_weight: float = 0.0
     epochs: int = 1000
     iters_per_epoch: int = 250
     optimizer: str = "sgd"
@@ -117,6 +125,8 @@ class TrainingConfig:
         for name, (allowed, rule) in _RANGES.items():
             if not allowed(getattr(self, name)):
                 raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
+        if self.subset_ranking_weight and self.strategy != "plain":
+            raise TrainingConfigError(f"subset_ranking_weight is for strategy plain only, not {self.strategy}")
 
     @property
     def run_name(self) -> str:

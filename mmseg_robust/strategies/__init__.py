@@ -16,7 +16,7 @@ from mmseg_robust.strategies.subsets import SubsetSampler, random_modality_dropo
 
 def build_strategy(name: str, subsets: SubsetSampler, task: MultimodalTask, seed: int = 0, gmd_scope: str = "full",
                    cggm: CGGMSettings | None = None, diagnostics_every: int = 0,
-                   composition: str = "apart") -> GradientStrategy:
+                   composition: str = "apart", subset_ranking_weight: float = 0.0) -> GradientStrategy:
     """The strategy called ``name``.
 
     Args:
@@ -28,15 +28,19 @@ def build_strategy(name: str, subsets: SubsetSampler, task: MultimodalTask, seed
         cggm: ``cggm`` and ``gmd+cggm``: CGGM's settings (default :class:`CGGMSettings`).
         diagnostics_every: measure per-subset gradients every N-th step (0: never; GMD always does).
         composition: ``gmd+cggm``: how CGGM's direction term meets GMD.
+        subset_ranking_weight: ``plain``: weight of the "more sequences must not hurt" term (0: off).
 
     Raises:
-        StrategyError: an unknown ``name``, ``gmd_scope`` or ``composition``.
+        StrategyError: an unknown ``name``, ``gmd_scope`` or ``composition``; a subset ranking
+            weight for another strategy than ``plain``.
     """
     check_choice(name, STRATEGIES, "strategy", StrategyError)
+    if subset_ranking_weight and name != "plain":
+        raise StrategyError(f"subset_ranking_weight is for strategy plain only, not {name}")
     common = {"seed": seed, "diagnostics_every": diagnostics_every}
     cggm = cggm or CGGMSettings()
     if name == "plain":
-        return PlainStrategy(subsets, task, **common)
+        return PlainStrategy(subsets, task, subset_ranking_weight=subset_ranking_weight, **common)
     if name == "cggm":
         return CGGMStrategy(subsets, task, settings=cggm, **common)
     if name == "gmd":

@@ -28,6 +28,13 @@ row gets projected off a row that is mostly ``h``, e.g. a subset whose modalitie
 Neither mode materialises ``g_l + h``: the Gram matrix of the rows is ``G + bh 1^T + 1 bh^T +
 |h|^2`` with ``bh = buffer @ h``. The logged norms and cosines are always the subset gradients'
 own; the direction term's norm and its cosine with the mean subset gradient are logged beside them.
+
+``gmd+cggm`` with ``magnitude_scope="modality"`` (the paper's Eq. 8): the rows stay unscaled and
+B_m multiplies the combined gradient of the parameters modality m owns **after** GMD's combination
+(``CGGMComponent.scale_owned_gradients``). Eq. 8 and the released code scale the encoders' final
+gradient just before the optimiser step, whatever produced it; scaling inside the rows would let B
+move GMD's projections (so the two methods' effects could not be told apart), and the ``head`` and
+``output`` scopes' rows hold none of the stems and norms it would scale.
 """
 
 from __future__ import annotations
@@ -93,10 +100,10 @@ class GMDStrategy(GradientStrategy):
         with precision.autocast():
             branches = model.forward_branches(inputs, available, batched=batched,
                                               return_features=self.cggm is not None)
-        logits, direction, weight, diagnostics = branches.logits, None, 0.0, {}
+        logits, direction, weight, diagnostics, factors = branches.logits, None, 0.0, {}, None
         if self.cggm is not None:
             cggm = self.cggm.modulate(model, branches, available, target, precision)
-            logits, direction, weight = cggm.logits, cggm.direction, cggm.weight
+            logits, direction, weight, factors = cggm.logits, cggm.direction, cggm.weight, cggm.factors
             diagnostics["cggm"] = cggm.record
         with precision.autocast():
             losses = fused_subset_losses(model, logits, available, target, subsets, self.task)
@@ -130,6 +137,8 @@ class GMDStrategy(GradientStrategy):
             if direction is not None:
                 total = total + shared_weight * weight * direction
             precision.scale(total).backward()
+        if self.cggm is not None:
+            self.cggm.scale_owned_gradients(factors)
         # Reported like every other strategy's loss (the mean subset loss + lambda L_gm), so that
         # runs with different strategies compare.
         total_value = float(torch.stack(losses).mean().detach()) + (

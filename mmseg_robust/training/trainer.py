@@ -93,11 +93,13 @@ def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter]
 def _make_strategy(config: TrainingConfig, model: torch.nn.Module, device: torch.device,
                    world_size: int) -> GradientStrategy:
     cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, balance=config.cggm_balance,
-                        smoothing=config.cggm_ema, direction=config.cggm_direction)
+                        smoothing=config.cggm_ema, direction=config.cggm_direction,
+                        magnitude_scope=config.cggm_magnitude_scope)
     subsets = SubsetSampler(config.subsets, model.modalities, config.seed)
     strategy = build_strategy(config.strategy, subsets, SegmentationTask(), seed=config.seed,
                               gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every,
-                              composition=config.gmd_cggm_composition)
+                              composition=config.gmd_cggm_composition,
+                              subset_ranking_weight=config.subset_ranking_weight)
     strategy.prepare(model, StrategyEnvironment(device, world_size, partial(_make_optimizer, config),
                                                 config.learning_rate))
     return strategy
