@@ -162,6 +162,8 @@ def test_smoke_study_end_to_end_and_a_rerun_does_nothing(tmp_path) -> None:
         assert heading in report
     assert "| DS plain, weighted fusion | DS plain | E1 TC |" in report and "learned fusion weights" in report
     assert "data seed 0 is the development seed" in report
+    assert "2 seeds for the verdict arms, 1 for the others" in report
+    assert "run.py --budget smoke --methods plain,weighted --jobs 2 --data-seed 0 -o " in report  # as given
     assert (tmp_path / "robustness_study.png").read_bytes()[:4] == b"\x89PNG"
     study = json.loads((tmp_path / "study.json").read_text())
     assert study["seeds"] == {"plain": 2, "weighted": 1} and study["budget"]["name"] == "smoke"

@@ -29,6 +29,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import threading
@@ -223,10 +224,21 @@ def data_description(budget: Budget, data: StudyData, cases: int) -> str:
                "not the development seed: nobody looked at it while developing") + ")")
 
 
+def seed_description(seeds: dict[str, int]) -> str:
+    """How many seeds (training runs) the arms got, as they were run (``--seeds`` overrides the budget's)."""
+    verdict = sorted({c for n, c in seeds.items() if study_plan.METHODS_BY_NAME[n].verdict})
+    other = sorted({c for n, c in seeds.items() if not study_plan.METHODS_BY_NAME[n].verdict})
+    if len(set(verdict) | set(other)) == 1:
+        return f"{(verdict or other)[0]} seeds per arm"
+    return (f"{'/'.join(map(str, verdict)) or 'no'} seeds for the verdict arms, "
+            f"{'/'.join(map(str, other)) or 'none'} for the others")
+
+
 def write_report(output: Path, budget: Budget, data: StudyData, runs: list[StudyRun], jobs: int,
-                 started_at: float) -> Path:
+                 started_at: float, command: str) -> Path:
     """results.md, study.json and robustness_study.png from the finished runs. The wall time is
-    from the data step's start to the last run's end, whatever reruns happened in between."""
+    from the data step's start to the last run's end, whatever reruns happened in between.
+    ``command``: the study's command line as given (printed in the report)."""
     records = [json.loads((r.folder / RUN_MARKER).read_text()) for r in runs]
     span_seconds = max(r.get("finished_at", started_at) for r in records) - started_at
     compute_seconds = sum(r["train_seconds"] + r["evaluate_seconds"] for r in records)
@@ -255,7 +267,7 @@ def write_report(output: Path, budget: Budget, data: StudyData, runs: list[Study
     rows = study_report.endpoint_rows(scores, ds_methods, study_plan.DEDICATED)
     figure = study_report.plot_per_subset(scores, labels, output / "robustness_study.png")
     machine = f"{os.cpu_count()} CPU cores" + (", CUDA" if budget.device == "cuda" else "")
-    seed_text = f"{budget.verdict_seeds} seeds for the verdict arms, {budget.other_seeds} for the others"
+    seed_text = seed_description(seeds)
     gate_line = (f"- plain's std over seeds of its weak-sequence TC: {gates['plain_weak_tc_std']:.2f} points "
                  f"(limit {study_report.MAX_PLAIN_SEED_STD}: {'met' if gates['spread_ok'] else 'NOT met'}); "
                  f"largest rise of its validation mean Dice over the last quarter of training: "
@@ -265,8 +277,7 @@ def write_report(output: Path, budget: Budget, data: StudyData, runs: list[Study
     smallest = min((c.result.min_attainable_p for c in primary), default=math.nan)
     sections = [
         f"# Robustness study, budget `{budget.name}` ({budget.description})", "",
-        f"Command: `.venv/bin/python benchmarks/robustness/run.py --budget {budget.name} --data {data.variant} "
-        f"--data-seed {data.seed}`; machine: {machine}; {len(runs)} runs ({seed_text}) took "
+        f"Command: `{command}`; machine: {machine}; {len(runs)} runs ({seed_text}) took "
         f"{compute_seconds / 60:.1f} min of training and evaluation, {jobs} at a time; "
         f"{span_seconds / 60:.1f} min from the data step to the last evaluation (reruns and pauses included).",
         "Data: " + data_description(budget, data, len(cases)) + f"; {budget.configuration} plan "
@@ -386,7 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    report = write_report(output, budget, data, runs, jobs, started_at)
+    command = " ".join([".venv/bin/python benchmarks/robustness/run.py",
+                        *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    report = write_report(output, budget, data, runs, jobs, started_at, command)
     print(f"report: {report} ({time.perf_counter() - started:.0f} s)")
     return 0
 
