@@ -146,6 +146,11 @@ def test_arms_spell_out_every_option_they_depend_on() -> None:
     with pytest.raises(ValueError, match="unknown nope"):
         study_plan.select_methods("plain,nope")
     assert [m.name for m in study_plan.select_methods("gmd_fusion")] == ["plain", "plain_m2", "gmd_m2", "gmd_fusion"]
+    # The post-hoc arms run only when named, with their baselines; never in the verdict family.
+    default = {m.name for m in study_plan.select_methods(None, study_plan.BUDGETS["small"])}
+    assert study_plan.DIAGNOSTIC_ARMS and not default & set(study_plan.DIAGNOSTIC_ARMS) and "gmd" not in default
+    assert [m.name for m in study_plan.select_methods("cggm_full")] == ["plain", "plain_full", "cggm_full"]
+    assert not any(study_plan.METHODS_BY_NAME[n].verdict for n in study_plan.DIAGNOSTIC_ARMS)
     runs = study_plan.study_runs(Path("/x"), study_plan.select_methods("gmd_m2"), study_plan.BUDGETS["small"])
     assert len(runs) == 15 and runs[0].method.name == "gmd_m2"  # 5 seeds each, the dearest first
 
@@ -177,5 +182,9 @@ def test_smoke_study_end_to_end_and_a_rerun_does_nothing(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("done already") == 3 and "trained" not in second.stdout
     assert [p.stat().st_mtime_ns for p in logs] == mtimes
+    # A narrower --methods trains nothing and keeps the arms the folder already holds in the report.
+    narrower = subprocess.run([*command[:5], "plain", *command[6:]], capture_output=True, text=True, timeout=300)
+    assert narrower.returncode == 0 and "trained" not in narrower.stdout, narrower.stderr[-2000:]
+    assert json.loads((tmp_path / "study.json").read_text())["seeds"] == {"plain": 2, "weighted": 1}
     other = subprocess.run([*command[:3], "small", *command[4:]], capture_output=True, text=True, timeout=300)
     assert other.returncode == 1 and "holds a study of another budget" in other.stderr

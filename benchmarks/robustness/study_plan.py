@@ -91,7 +91,8 @@ class Method:
     ``baseline``: the arm it differs from by its own options only (its E1 comparison); None for the
     baseline itself and the dedicated models. ``verdict``: a pre-registered comparison rests on it
     (more seeds). ``modality``: a dedicated model's only sequence. ``origin``: ``paper``,
-    ``released`` (the authors' code), ``project`` (this project's variant) or ``reference``."""
+    ``released`` (the authors' code), ``project`` (this project's variant), ``reference`` or
+    ``diagnostic`` (added after the final table was read; run only when named)."""
 
     name: str
     label: str
@@ -110,7 +111,7 @@ class Method:
 
 #: Every option an arm depends on is spelt out, so that a later change of mmrobust's defaults cannot
 #: change what a finished run measured.
-ALL, MISSING_2 = ("--subsets", "all"), ("--subsets", "missing-2")
+ALL, MISSING_2, FULL_ONLY = ("--subsets", "all"), ("--subsets", "missing-2"), ("--subsets", "full")
 MEAN = ("--fusion", "mean")
 EXACT_GMD = ("--strategy", "gmd", "--gmd-scope", "full")
 #: CGGM's Table 7 recipe for BraTS: SGD, lr 1e-2, weight decay 3e-4 (its cosine schedule with warm-up
@@ -156,7 +157,21 @@ METHODS: tuple[Method, ...] = (
     Method("gmd_fusion", f"DS GMD exact, missing-2, {BETTER_FUSION} fusion",
            (*EXACT_GMD, *MISSING_2, "--fusion", BETTER_FUSION), 1.6, "GMD on the better learned fusion",
            baseline="gmd_m2", origin="project"),
+    # Added after the final table was first read (post hoc, descriptive, never in the verdict family):
+    # DS training over subsets gives every weak branch its own loss, so the starvation the papers
+    # describe (joint training on all sequences) may not arise at all; these arms train on Full only.
+    Method("plain_full", "DS plain, Full only (joint training; post hoc)", ("--strategy", "plain", *FULL_ONLY, *MEAN),
+           0.3, "joint training, the papers' setting: are the weak branches starved there?", baseline="plain",
+           origin="diagnostic"),
+    Method("cggm_full", "DS CGGM ours, Full only (post hoc)", (*CGGM_OURS, *FULL_ONLY, *MEAN), 0.4,
+           "this project's CGGM where there is starvation to rescue", baseline="plain_full", origin="diagnostic"),
+    Method("cggm_released_full", "DS CGGM's released rule, Adam, Full only (post hoc)",
+           (*CGGM_RELEASED, *FULL_ONLY, *MEAN), 0.4,
+           "the released rule where there is starvation to rescue (under the study's Adam, as plain_full)",
+           baseline="plain_full", origin="diagnostic"),
 )
+#: Post-hoc arms: run only when ``--methods`` names them, reported with the other arms.
+DIAGNOSTIC_ARMS = tuple(m.name for m in METHODS if m.origin == "diagnostic")
 METHODS_BY_NAME: dict[str, Method] = {m.name: m for m in METHODS}
 BASELINE = "plain"
 DEDICATED: dict[str, str] = {m.modality: m.name for m in METHODS if m.modality}
@@ -211,9 +226,10 @@ def study_runs(root: Path, methods: tuple[Method, ...], budget: Budget, seeds: i
 def select_methods(spec: str | None, budget: Budget | None = None) -> tuple[Method, ...]:
     """``--methods a,b``: those arms plus the baselines their comparisons need (``plain`` and each
     arm's own, transitively; no baseline for dedicated models alone); None: all of them but the
-    budget's ``skipped``. E1 needs the dedicated models: name them too."""
+    budget's ``skipped`` and the post-hoc ``DIAGNOSTIC_ARMS``. E1 needs the dedicated models: name them too."""
     if not spec:
-        return tuple(m for m in METHODS if budget is None or m.name not in budget.skipped)
+        left_out = set(DIAGNOSTIC_ARMS) | set(budget.skipped if budget else ())
+        return tuple(m for m in METHODS if m.name not in left_out)
     names = [n.strip() for n in spec.split(",") if n.strip()]
     unknown = [n for n in names if n not in METHODS_BY_NAME]
     if unknown:
