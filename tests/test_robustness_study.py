@@ -182,8 +182,9 @@ def test_smoke_study_end_to_end_and_a_rerun_does_nothing(tmp_path) -> None:
     assert second.returncode == 0, second.stderr[-2000:]
     assert second.stdout.count("done already") == 3 and "trained" not in second.stdout
     assert [p.stat().st_mtime_ns for p in logs] == mtimes
-    # A narrower --methods trains nothing and keeps the arms the folder already holds in the report.
-    narrower = subprocess.run([*command[:5], "plain", *command[6:]], capture_output=True, text=True, timeout=300)
+    # A narrower --methods/--seeds trains nothing and keeps the runs the folder already holds in the report.
+    narrower = subprocess.run([*command[:5], "plain", "--seeds", "1", *command[6:]], capture_output=True, text=True,
+                              timeout=300)
     assert narrower.returncode == 0 and "trained" not in narrower.stdout, narrower.stderr[-2000:]
     assert json.loads((tmp_path / "study.json").read_text())["seeds"] == {"plain": 2, "weighted": 1}
     other = subprocess.run([*command[:3], "small", *command[4:]], capture_output=True, text=True, timeout=300)

@@ -397,12 +397,12 @@ def main(argv: list[str] | None = None) -> int:
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    # Arms run earlier into this folder by another --methods (e.g. the post-hoc diagnostic arms)
-    # stay in its report: the data and budget markers guarantee they belong to the same study.
-    selected = {r.method.name for r in runs}
-    earlier = [study_plan.StudyRun(m, int(marker.parent.name.removeprefix("seed_")), output)
-               for m in study_plan.METHODS if m.name not in selected
-               for marker in sorted((output / "runs" / m.name).glob(f"seed_*/{RUN_MARKER}"))]
+    # Runs made earlier into this folder by another --methods or --seeds (e.g. the post-hoc
+    # diagnostic arms) stay in its report: the data and budget markers guarantee they belong to the same study.
+    selected = {(r.method.name, r.seed) for r in runs}
+    found = [study_plan.StudyRun(m, int(marker.parent.name.removeprefix("seed_")), output)
+             for m in study_plan.METHODS for marker in sorted((output / "runs" / m.name).glob(f"seed_*/{RUN_MARKER}"))]
+    earlier = [r for r in found if (r.method.name, r.seed) not in selected]
     command = " ".join([".venv/bin/python benchmarks/robustness/run.py",
                         *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     report = write_report(output, budget, data, runs + earlier, jobs, started_at, command)
