@@ -7,24 +7,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import (
     CGGMSettings,
     CGGMStrategy,
     GMDStrategy,
     PlainStrategy,
-    StrategyEnvironment,
     StrategyError,
     SubsetSampler,
 )
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import direction_loss
 
+from .test_cggm import CPU, FULL_PRECISION
 from .test_gmd import MODALITIES, TASK, tiny_batch, tiny_ds
-
-FULL_PRECISION = make_precision("off", torch.device("cpu"))
-CPU = StrategyEnvironment(torch.device("cpu"))
-
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
