@@ -224,6 +224,14 @@ def data_description(budget: Budget, data: StudyData, cases: int) -> str:
                "not the development seed: nobody looked at it while developing") + ")")
 
 
+def finished_runs(output: Path) -> list[StudyRun]:
+    """Every finished run in the study folder, the ones this call ran and those an earlier call with
+    another ``--methods``/``--seeds`` made (e.g. the post-hoc arms): the report covers the folder,
+    whose data and budget markers guarantee one study."""
+    return [StudyRun(m, int(marker.parent.name.removeprefix("seed_")), output) for m in study_plan.METHODS
+            for marker in sorted((output / "runs" / m.name).glob(f"seed_*/{RUN_MARKER}"))]
+
+
 def seed_description(seeds: dict[str, int]) -> str:
     """How many seeds (training runs) the arms got, as they were run (``--seeds`` overrides the budget's)."""
     verdict = sorted({c for n, c in seeds.items() if study_plan.METHODS_BY_NAME[n].verdict})
@@ -397,15 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         for failure in failures:
             print(f"error: {failure}", file=sys.stderr)
         return 1
-    # Runs made earlier into this folder by another --methods or --seeds (e.g. the post-hoc
-    # diagnostic arms) stay in its report: the data and budget markers guarantee they belong to the same study.
-    selected = {(r.method.name, r.seed) for r in runs}
-    found = [study_plan.StudyRun(m, int(marker.parent.name.removeprefix("seed_")), output)
-             for m in study_plan.METHODS for marker in sorted((output / "runs" / m.name).glob(f"seed_*/{RUN_MARKER}"))]
-    earlier = [r for r in found if (r.method.name, r.seed) not in selected]
     command = " ".join([".venv/bin/python benchmarks/robustness/run.py",
                         *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-    report = write_report(output, budget, data, runs + earlier, jobs, started_at, command)
+    report = write_report(output, budget, data, finished_runs(output), jobs, started_at, command)
     print(f"report: {report} ({time.perf_counter() - started:.0f} s)")
     return 0
 
