@@ -117,9 +117,7 @@ class DynamicSharingUNet(RegionNetwork):
         for modality, stem in self.stems.items():
             for name, _ in stem.named_parameters():
                 owners[f"stems.{modality}.{name}"] = modality
-        for name, _ in self.fusion.named_parameters():
-            owner = name.split(".")[-1]
-            owners[f"fusion.{name}"] = owner if owner in self.modalities else SHARED
+        owners.update({f"fusion.{name}": owner for name, owner in self.fusion.parameter_owners().items()})
         for prefix, module in self.named_modules():
             if isinstance(module, ModalityNorm):
                 for local, index in module.owned_parameters():

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.choices import FUSIONS, check_choice
+from mmseg_robust.multimodal import SHARED
 
 from .blocks import NetworkError
 
@@ -61,6 +62,13 @@ class BranchFusion(nn.Module):
     def subset_weights(self, available: Tensor, subset: Sequence[int]) -> Tensor:
         """``(B, k, R)`` weights of the ``k`` subset members from ``available`` ``(B, M)`` bool."""
         raise NotImplementedError
+
+    def parameter_owners(self) -> dict[str, str]:
+        """Each parameter's name (relative to the fusion) -> the modality that owns it or ``shared``.
+        A per-modality parameter's name ends in its modality (``scores.<m>``, ``gates.<k>.bias.<m>``):
+        a subset without ``m`` never moves it, so the strategies count it as ``m``'s."""
+        return {name: name.rsplit(".", 1)[-1] if name.rsplit(".", 1)[-1] in self.modalities else SHARED
+                for name, _ in self.named_parameters()}
 
     def forward(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
         """``(fused (B, R, *s), valid (B,))`` from ``branch_logits`` ``(B, M, R, *s)``; a sample with

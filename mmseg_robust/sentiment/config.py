@@ -5,7 +5,9 @@ feature dimensions of the data it was built for), the modalities, and the data f
 format and corpus: enough to rebuild the model, to resume the run, and for
 ``mmrobust plot-gradients`` to name the modalities. Torch-free.
 
-Default folder: ``$MMROBUST_RESULTS/sentiment/<data file stem>__<model>__<strategy>/seed_<seed>``.
+Default folder: ``$MMROBUST_RESULTS/sentiment/<data file stem>__<model>__<strategy>/seed_<seed>``, with
+the segmentation runs' suffixes (:func:`mmseg_robust.runs.paths.run_name`): ``__<fusion>fusion`` unless
+the fusion is the mean, ``__only-<m1>+<m2>`` for a dedicated model.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
     CGGM_DIRECTIONS,
+    FUSIONS,
     GMD_CGGM_COMPOSITIONS,
     GMD_SCOPES,
     MODEL_KINDS,
@@ -30,9 +33,11 @@ from mmseg_robust.choices import (
 )
 from mmseg_robust.paths import data_folder
 from mmseg_robust.runs.config import CONFIG_FILE, TrainingConfigError
-from mmseg_robust.runs.paths import DEFAULT_STRATEGY
+from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion
+from mmseg_robust.runs.paths import run_name as segmentation_run_name
 from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
-from mmseg_robust.sentiment.dataset import MODALITIES
+from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
+from mmseg_robust.sentiment.errors import SentimentDataError
 
 SENTIMENT_CONFIG_SCHEMA_VERSION = 1
 #: The kind of run a ``config.json`` describes (segmentation runs have none).
@@ -41,7 +46,7 @@ RUN_KIND = "sentiment"
 RESULTS_SUBFOLDER = "sentiment"
 #: The fields that take one of a vocabulary's words.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_KINDS, "strategy": STRATEGIES, "gmd_scope": GMD_SCOPES,
+    "model": MODEL_KINDS, "strategy": STRATEGIES, "fusion": FUSIONS, "gmd_scope": GMD_SCOPES,
     "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS, "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES,
     "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
@@ -57,6 +62,8 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
     "seed": (lambda v: v >= 0, "need {name} >= 0"),
 }
+#: What a stored config without these fields was trained with (runs from before they existed).
+_LEGACY_DEFAULTS: dict[str, Any] = {"fusion": "mean", "modalities": None}
 
 
 @dataclass(frozen=True)
@@ -64,17 +71,22 @@ class SentimentTrainingConfig:
     """Every setting of a sentiment run. Defaults: Adam at 1e-3 with poly decay and gradient
     clipping at 0.8 (MulT's MOSI settings), batch 32, 40 epochs; CGGM's MOSI values rho 1.3 and
     lambda 0.2; the model sizes of :class:`~mmseg_robust.sentiment.model.SentimentModelConfig`;
-    the strategy of the segmentation path (``plain``). ``device`` is a runtime setting (a resumed
+    the strategy and the fusion of the segmentation path (``plain``, ``weighted``; the mean for
+    early fusion); every modality (``modalities`` None) or, for a dedicated model, the ones named
+    (``"a,v"``; the U. base. of the sentiment study). ``device`` is a runtime setting (a resumed
     run may change it); every other field must stay the stored one on resume, except a larger
     ``epochs``.
 
     Raises:
         TrainingConfigError: a word outside its vocabulary (did-you-mean), a number out of range,
-            a strategy other than ``plain`` for the early-fusion baseline.
+            a strategy other than ``plain`` or a fusion other than the mean for the early-fusion
+            baseline, an unknown modality.
     """
 
     model: str = "ds"
     strategy: str = DEFAULT_STRATEGY
+    fusion: str | None = None
+    modalities: tuple[str, ...] | None = None
     subsets: str = "all"
     gmd_scope: str = "full"
     gmd_cggm_composition: str = "apart"
@@ -101,8 +113,17 @@ class SentimentTrainingConfig:
     schema_version: int = SENTIMENT_CONFIG_SCHEMA_VERSION
 
     def __post_init__(self) -> None:
+        if self.fusion is None:
+            object.__setattr__(self, "fusion", default_fusion(self.model))
+        if self.modalities is not None:
+            try:
+                object.__setattr__(self, "modalities", parse_sentiment_modalities(self.modalities))
+            except SentimentDataError as error:
+                raise TrainingConfigError(str(error)) from None
         for name, choices in _CHOICES.items():
             check_choice(getattr(self, name), choices, name, TrainingConfigError)
+        if self.model == "early_fusion" and self.fusion != "mean":
+            raise TrainingConfigError(f"fusion {self.fusion} needs the DS model's branches (model ds)")
         if self.model == "early_fusion" and self.strategy != "plain":
             raise TrainingConfigError(f"model early_fusion trains with strategy plain (random modality dropout), "
                                       f"not {self.strategy}: GMD and CGGM need per-modality branches")
@@ -111,7 +132,9 @@ class SentimentTrainingConfig:
                 raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["modalities"] = None if self.modalities is None else list(self.modalities)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = CONFIG_FILE) -> "SentimentTrainingConfig":
@@ -123,18 +146,25 @@ class SentimentTrainingConfig:
         require_schema_version(data, SENTIMENT_CONFIG_SCHEMA_VERSION, source, "sentiment training config",
                                TrainingConfigError, "train again")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{**_LEGACY_DEFAULTS, **{k: v for k, v in data.items() if k in known}})
 
     def model_settings(self) -> dict[str, Any]:
         """The :class:`~mmseg_robust.sentiment.model.SentimentModelConfig` arguments besides the
         feature dimensions."""
         return {"kind": self.model, "width": self.width, "heads": self.heads, "encoder_layers": self.encoder_layers,
-                "backbone_layers": self.backbone_layers, "dropout": self.dropout}
+                "backbone_layers": self.backbone_layers, "dropout": self.dropout, "fusion": self.fusion,
+                "modalities": self.model_modalities}
+
+    @property
+    def model_modalities(self) -> tuple[str, ...]:
+        """The modalities the model has branches for."""
+        return MODALITIES if self.modalities is None else self.modalities
 
 
 def run_name(data_path: str | os.PathLike[str], config: SentimentTrainingConfig) -> str:
-    """``<data file stem>__<model>__<strategy>``."""
-    return f"{Path(data_path).stem}__{config.model}__{config.strategy}"
+    """``<data file stem>__<model>__<strategy>`` and the segmentation runs' fusion and dedicated suffixes."""
+    return segmentation_run_name(f"{Path(data_path).stem}__{config.model}", "ds", config.strategy, config.fusion,
+                                 config.modalities)
 
 
 def default_run_dir(data_path: str | os.PathLike[str], config: SentimentTrainingConfig,
@@ -156,7 +186,8 @@ class SentimentRunConfig:
     data: dict[str, str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SENTIMENT_CONFIG_SCHEMA_VERSION, "kind": RUN_KIND, "modalities": list(MODALITIES),
+        return {"schema_version": SENTIMENT_CONFIG_SCHEMA_VERSION, "kind": RUN_KIND,
+                "modalities": list(self.training.model_modalities),
                 "training": self.training.to_dict(), "model": dict(self.model), "data": dict(self.data),
                 "mmrobust_version": __version__}
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
+from mmseg_robust.choices import check_choice
 from mmseg_robust.sentiment.errors import SentimentDataError
 
 #: Modality letters in the order of GMD's Table 4 and of every result.
@@ -27,6 +29,27 @@ AUDIO_VISION_DIMS: dict[str, tuple[int, int]] = {"mosi": (5, 20), "mosei": (74, 
 PUBLISHED_SPLIT_SIZES: dict[str, tuple[int, int, int]] = {"mosi": (1284, 229, 686), "mosei": (16326, 1871, 4659)}
 #: Sentiment ratings range from -3 (highly negative) to +3 (highly positive).
 LABEL_RANGE = (-3.0, 3.0)
+#: Other names a user may give a modality (``--modalities language,audio``).
+MODALITY_ALIASES: dict[str, str] = {"language": "l", **{name: m for m, name in MODALITY_NAMES.items()}}
+
+
+def parse_sentiment_modalities(text: str | Sequence[str], context: str = "modalities") -> tuple[str, ...]:
+    """``"a,v"`` (or ``"audio,vision"``, or a sequence of names) -> the letters in :data:`MODALITIES`
+    order; duplicates collapse.
+
+    Raises:
+        SentimentDataError: an empty list, or a name that is neither a letter nor an alias
+            (with the closest name).
+    """
+    names = [n.strip().lower() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise SentimentDataError(f"{context}: no modality given (choose from {', '.join(MODALITIES)})")
+    letters = set()
+    for name in names:
+        letter = MODALITY_ALIASES.get(name, name)
+        check_choice(letter, MODALITIES + tuple(MODALITY_ALIASES), context, SentimentDataError)
+        letters.add(letter)
+    return tuple(m for m in MODALITIES if m in letters)
 
 
 @dataclass(frozen=True)

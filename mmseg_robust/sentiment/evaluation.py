@@ -23,7 +23,7 @@ from mmseg_robust.errors import MMRobustError
 from mmseg_robust.precision import Precision, make_precision
 from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.sentiment.config import SentimentRunConfig, load_sentiment_run_config
-from mmseg_robust.sentiment.dataset import MODALITIES, SentimentSplit
+from mmseg_robust.sentiment.dataset import SentimentSplit
 from mmseg_robust.sentiment.formats import read_sentiment_data
 from mmseg_robust.sentiment.loader import iterate_batches, ordered_batches
 from mmseg_robust.sentiment.metrics import score_predictions
@@ -34,9 +34,9 @@ from mmseg_robust.sentiment.model import (
     check_feature_dims,
 )
 from mmseg_robust.sentiment.report import (
-    TABLE_SUBSETS,
     RunPredictions,
     SentimentReport,
+    model_subsets,
     subset_modalities,
     write_sentiment_report,
 )
@@ -63,33 +63,41 @@ def limit_cpu_threads(device: torch.device) -> None:
         torch.set_num_threads(CPU_THREADS)
 
 
-def subset_mask(subset: str, device: torch.device) -> torch.Tensor:
-    """``(M,)`` bool: the modalities of a table subset (``"l,a"``, ``"Full"``)."""
-    members = subset_modalities(subset)
-    return torch.tensor([m in members for m in MODALITIES], dtype=torch.bool, device=device)
-
-
 @torch.no_grad()
 def predict_subsets(model: SentimentModel, split: SentimentSplit, subsets: Sequence[str], device: torch.device,
                     precision: Precision, batch_size: int = PREDICTION_BATCH_SIZE) -> dict[str, np.ndarray]:
     """Per subset name, the model's float32 predictions ``(N,)`` for the split's samples in order,
-    each with only that subset's modalities (the model is left in eval mode)."""
+    each with only that subset's modalities (the model is left in eval mode).
+
+    Raises:
+        SentimentEvaluateError: a subset with a modality the model has no branch for.
+    """
     model.eval()
-    masks = {name: subset_mask(name, device) for name in subsets}
+    for name in subsets:
+        missing = [m for m in subset_modalities(name) if m not in model.modalities]
+        if missing:
+            raise SentimentEvaluateError(f"subset {name}: the model has no {', '.join(missing)} (it was trained on "
+                                         f"{','.join(model.modalities)} only)")
+    # One call for every subset: the DS model runs each branch once and fuses per subset; a
+    # modality no subset asks for never runs.
+    members = [tuple(model.modalities.index(m) for m in subset_modalities(name)) for name in subsets]
+    used = torch.zeros(len(model.modalities), dtype=torch.bool, device=device)
+    used[sorted({m for subset in members for m in subset})] = True
     parts: dict[str, list[np.ndarray]] = {name: [] for name in subsets}
-    for batch in iterate_batches(split, ordered_batches(len(split), batch_size), device):
-        for name, members in masks.items():
-            with precision.autocast():
-                prediction = model(batch["inputs"], batch["available"] & members)
-            parts[name].append(prediction.float().cpu().numpy())
+    for batch in iterate_batches(split, ordered_batches(len(split), batch_size), device, model.modalities):
+        with precision.autocast():
+            fused = model.subset_logits(batch["inputs"], batch["available"] & used, members)
+        for name, (outputs, _) in zip(subsets, fused):
+            parts[name].append(outputs[0].squeeze(-1).float().cpu().numpy())
     return {name: np.concatenate(values) for name, values in parts.items()}
 
 
 def validation_scores(model: SentimentModel, split: SentimentSplit, device: torch.device,
                       precision: Precision) -> dict[str, dict[str, float | None]]:
     """Every score of every table subset on ``split`` (fractions; None where undefined, e.g. the
-    correlation of a constant predictor), as the training log stores them."""
-    predictions = predict_subsets(model, split, TABLE_SUBSETS, device, precision)
+    correlation of a constant predictor), as the training log stores them; a dedicated model: the
+    subsets of its modalities."""
+    predictions = predict_subsets(model, split, model_subsets(model.modalities), device, precision)
     return {name: {key: None if math.isnan(value) else value
                    for key, value in score_predictions(prediction, split.labels, name).to_dict().items()}
             for name, prediction in predictions.items()}
@@ -176,7 +184,8 @@ def evaluate_sentiment_runs(run_dirs: Sequence[str | os.PathLike[str]], data_pat
     runs = []
     for folder, name in zip(folders, _run_names(folders)):
         run = load_sentiment_run(folder, data.feature_dims, str(data_path), torch_device)
-        predictions = predict_subsets(run.model, scored, TABLE_SUBSETS, torch_device, precision)
+        subsets = model_subsets(run.model.modalities)
+        predictions = predict_subsets(run.model, scored, subsets, torch_device, precision)
         runs.append(RunPredictions(name, scored.ids, scored.labels, predictions))
-        logger.info("%s: predicted %d %s samples under %d subsets", folder, len(scored), split, len(TABLE_SUBSETS))
+        logger.info("%s: predicted %d %s samples under %d subsets", folder, len(scored), split, len(subsets))
     return write_sentiment_report(runs, target, split, source=str(data_path))

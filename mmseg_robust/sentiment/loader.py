@@ -1,10 +1,11 @@
 """Batches of a sentiment split for the models and the strategies (docs/design.md §10).
 
 A batch is a :class:`~mmseg_robust.multimodal.MultimodalBatch`: ``inputs`` modality ->
-:class:`~mmseg_robust.sentiment.model.ModalityInput`, ``available`` ``(B, 3)`` (a sample has a
-modality when it has a real frame of it), ``target`` the labels ``(B,)``. Frames that are padding
-in every sample of a batch are dropped (the models ignore padding and count positions over real
-frames, so this changes no result and saves the time of, e.g., 500-step unaligned vision padding).
+:class:`~mmseg_robust.sentiment.model.ModalityInput`, ``available`` ``(B, M)`` over the
+model's modalities (a sample has a modality when it has a real frame of it), ``target`` the
+labels ``(B,)``. Frames that are padding in every sample of a batch are dropped (the models ignore
+padding and count positions over real frames, so this changes no result and saves the time of,
+e.g., 500-step unaligned vision padding).
 
 The training order is a permutation per epoch drawn from (seed, epoch) alone, so a resumed run
 sees the same batches as an uninterrupted one without storing any loader state.
@@ -12,7 +13,7 @@ sees the same batches as an uninterrupted one without storing any loader state.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -38,10 +39,12 @@ def ordered_batches(n_samples: int, batch_size: int) -> list[np.ndarray]:
     return [order[start:start + batch_size] for start in range(0, n_samples, batch_size)]
 
 
-def make_batch(split: SentimentSplit, indices: np.ndarray, device: torch.device) -> MultimodalBatch:
-    """The samples ``indices`` of ``split`` as a batch on ``device``."""
+def make_batch(split: SentimentSplit, indices: np.ndarray, device: torch.device,
+               modalities: Sequence[str] = MODALITIES) -> MultimodalBatch:
+    """The samples ``indices`` of ``split`` as a batch on ``device``, with the ``modalities`` a
+    model reads (a dedicated model's: the others are never copied); ``available`` follows their order."""
     inputs, available = {}, []
-    for modality in MODALITIES:
+    for modality in modalities:
         sequences = split.sequences[modality]
         padding = sequences.padding_mask[indices]
         columns = ~padding.all(axis=0)
@@ -55,8 +58,8 @@ def make_batch(split: SentimentSplit, indices: np.ndarray, device: torch.device)
             "target": torch.from_numpy(split.labels[indices]).to(device)}
 
 
-def iterate_batches(split: SentimentSplit, batches: list[np.ndarray], device: torch.device
-                    ) -> Iterator[MultimodalBatch]:
+def iterate_batches(split: SentimentSplit, batches: list[np.ndarray], device: torch.device,
+                    modalities: Sequence[str] = MODALITIES) -> Iterator[MultimodalBatch]:
     """:func:`make_batch` for each index array of ``batches``, built one at a time."""
     for indices in batches:
-        yield make_batch(split, indices, device)
+        yield make_batch(split, indices, device, modalities)

@@ -13,9 +13,15 @@ early-fusion baseline, both behind the protocol of :mod:`mmseg_robust.multimodal
 4. the shared regression head (linear + GELU) and the shared ``output_layer`` (CGGM's ``W_F``),
    one value per branch: ``(B, M, 1)``.
 
-Fusion: the mean of the branch values over the modalities of a subset that a sample has
-(:class:`~mmseg_robust.networks.fusion.MeanFusion`, the segmentation network's). An absent
-modality's branch never runs. A sample has a modality when it has at least one real frame of it.
+Fusion (``fusion``): the segmentation network's classes (:mod:`mmseg_robust.networks.fusion`)
+with one region, the score: the mean of the branch values over the modalities of a subset that a
+sample has, learned per-modality weights (``weighted``), or per-sample weights from each branch's
+own pooled features (``gated``: the pooled vector is read as a 1x1 map by the gate's 1x1
+convolution). An absent modality's branch never runs. A sample has a modality when it has at
+least one real frame of it.
+
+A dedicated model (``modalities``, e.g. ``("a", "v")``) has branches for those modalities only and
+takes ``available`` over them; its inputs may hold other modalities, which it never reads.
 
 The branches always run as separate autograd graphs (the modalities have different widths and
 lengths, so there is no batched path), assembled with the DS U-Net's row assembly, whose backward
@@ -35,12 +41,13 @@ from typing import Any, Mapping, NamedTuple, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.choices import MODEL_KINDS, check_choice
+from mmseg_robust.choices import FUSIONS, MODEL_KINDS, check_choice
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.multimodal import SHARED, BranchOutput
 from mmseg_robust.networks.ds_unet import _AssembleRows
-from mmseg_robust.networks.fusion import MeanFusion
-from mmseg_robust.sentiment.dataset import MODALITIES
+from mmseg_robust.networks.fusion import BranchFusion, make_fusion
+from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
+from mmseg_robust.sentiment.errors import SentimentDataError
 from mmseg_robust.sentiment.layers import (
     FEED_FORWARD_FACTOR,
     ModalityLayerNorm,
@@ -54,6 +61,8 @@ from mmseg_robust.sentiment.layers import (
 
 #: One regression value per branch: the sentiment score.
 OUTPUTS = 1
+#: The gated fusion's gate is a 1x1 convolution; a branch's pooled vector is read as a 1x1 image.
+_GATE_SPATIAL_DIMS = 2
 
 
 class SentimentModelError(MMRobustError):
@@ -77,12 +86,14 @@ class SentimentModelConfig:
     """What builds a sentiment model, stored with every checkpoint: the ``kind`` (``ds`` or
     ``early_fusion``), the input ``feature_dims`` per modality (read from the data; checked when a
     checkpoint is loaded), the width, attention heads, the encoder's and the shared backbone's
-    layers, and the dropout. Defaults: width 40, 5 heads, 2 + 2 layers (the sizes MulT and CGGM use
-    for MOSI).
+    layers, the dropout, the ``fusion`` of the branch values (DS) and the ``modalities`` the model
+    has branches for (a dedicated model: fewer). Defaults: width 40, 5 heads, 2 + 2 layers (the sizes
+    MulT and CGGM use for MOSI), the mean, every modality (what checkpoints without these fields hold).
 
     Raises:
-        SentimentModelError: an unknown ``kind``, feature dimensions not for ``l``, ``a``, ``v``, a
-            size below 1, a width not divisible by ``heads``, a dropout outside [0, 1).
+        SentimentModelError: an unknown ``kind`` or ``fusion``, feature dimensions not for ``l``,
+            ``a``, ``v``, a size below 1, a width not divisible by ``heads``, a dropout outside
+            [0, 1), a learned fusion for early fusion, an unknown or empty ``modalities``.
     """
 
     feature_dims: dict[str, int] = field(default_factory=dict)
@@ -92,9 +103,18 @@ class SentimentModelConfig:
     encoder_layers: int = 2
     backbone_layers: int = 2
     dropout: float = 0.1
+    fusion: str = "mean"
+    modalities: tuple[str, ...] = MODALITIES
 
     def __post_init__(self) -> None:
         check_choice(self.kind, MODEL_KINDS, "model", SentimentModelError)
+        check_choice(self.fusion, FUSIONS, "fusion", SentimentModelError)
+        if self.kind != "ds" and self.fusion != "mean":
+            raise SentimentModelError(f"fusion {self.fusion} needs the DS model's branches (model ds)")
+        try:
+            object.__setattr__(self, "modalities", parse_sentiment_modalities(self.modalities))
+        except SentimentDataError as error:
+            raise SentimentModelError(str(error)) from None
         if set(self.feature_dims) != set(MODALITIES) or min(self.feature_dims.values()) < 1:
             raise SentimentModelError(f"feature_dims {self.feature_dims}: expected a size of at least 1 for each of "
                                       f"{', '.join(MODALITIES)}")
@@ -108,7 +128,9 @@ class SentimentModelConfig:
             raise SentimentModelError(f"dropout {self.dropout}: need 0 <= dropout < 1")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["modalities"] = list(self.modalities)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SentimentModelConfig":
@@ -153,7 +175,7 @@ class SentimentModel(nn.Module):
     def __init__(self, config: SentimentModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.modalities: tuple[str, ...] = MODALITIES
+        self.modalities: tuple[str, ...] = config.modalities
         width = config.width
         self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Dropout(config.dropout))
         self.output_layer = nn.Linear(width, OUTPUTS)
@@ -183,38 +205,46 @@ class DSSentimentModel(SentimentModel):
         self.backbone = nn.ModuleList([SharedTransformerLayer(self.modalities, width, heads, dropout)
                                        for _ in range(config.backbone_layers)])
         self.final_norm = ModalityLayerNorm(self.modalities, width)
-        self.fusion = MeanFusion(self.modalities, OUTPUTS)
+        self.fusion: BranchFusion = make_fusion(config.fusion, self.modalities, OUTPUTS, _GATE_SPATIAL_DIMS, (width,))
 
     # ----------------------------------------------------------------- structure
     def parameter_modalities(self) -> dict[str, str]:
-        """``encoders.<m>`` and the LayerNorms ``norms.<m>`` of the backbone belong to ``m``; the
-        attention, feed-forward, head and output layer are shared."""
+        """``encoders.<m>``, the LayerNorms ``norms.<m>`` of the backbone and the fusion's
+        per-modality parameters belong to ``m``; the attention, feed-forward, head, output layer
+        and a gate's shared convolution are shared."""
         owners = {f"encoders.{m}.{name}": m for m in self.modalities for name, _ in self.encoders[m].named_parameters()}
+        owners.update({f"fusion.{name}": owner for name, owner in self.fusion.parameter_owners().items()})
         for prefix, module in self.named_modules():
             if isinstance(module, ModalityLayerNorm):
                 owners.update({f"{prefix}.{local}": m for local, m in module.owned_parameters()})
         return {name: owners.get(name, SHARED) for name, _ in self.named_parameters()}
 
     def head_parameter_names(self) -> list[str]:
-        """The regression head and the output layer (``gmd_scope="head"``)."""
-        return [name for name, _ in self.named_parameters() if name.startswith(("head.", "output_layer."))]
+        """The regression head, the output layer and the fusion (``gmd_scope="head"``)."""
+        return [name for name, _ in self.named_parameters() if name.startswith(("head.", "output_layer.", "fusion."))]
 
     def output_parameter_names(self) -> list[str]:
-        """The output layer (``gmd_scope="output"``); the mean fusion has no parameters."""
-        return [name for name, _ in self.named_parameters() if name.startswith("output_layer.")]
+        """The output layer and the fusion (``gmd_scope="output"``; the mean has no parameters)."""
+        return [name for name, _ in self.named_parameters() if name.startswith(("output_layer.", "fusion."))]
 
     def make_classifier_heads(self) -> "SequenceClassifierHeads":
         return SequenceClassifierHeads(self.modalities, self.config.width)
 
     # ----------------------------------------------------------------- forward
     def branch(self, modality: int, features: Tensor, padding_mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Branch ``modality`` on its samples' sequences: (value ``(n, 1)``, pooled features ``(n, width)``)."""
+        """Branch ``modality`` on its samples' sequences: (outputs ``(n, 1 + gate channels)``: the
+        value, then a gated fusion's gate weight; pooled features ``(n, width)``)."""
         sequence = self.encoders[self.modalities[modality]](features, padding_mask)
         for layer in self.backbone:
             sequence = layer(sequence, padding_mask, modality)
         pooled = masked_mean(self.final_norm(sequence, modality), padding_mask)
         hidden = self.head(pooled)
-        return self.output_layer(hidden), hidden
+        value = self.output_layer(hidden)
+        if self.fusion.gate_channels:
+            as_map = (-1, hidden.shape[1]) + (1,) * _GATE_SPATIAL_DIMS
+            gated, = self.fusion.attach_gates([value.view(-1, OUTPUTS, 1, 1)], [hidden.view(as_map)], modality)
+            value = gated.flatten(1)
+        return value, hidden
 
     def forward_branches(self, inputs: SequenceInputs, available: Tensor, batched: bool | None = None,
                          return_features: bool = False) -> BranchOutput:
@@ -224,11 +254,12 @@ class DSSentimentModel(SentimentModel):
         batch, device = available.shape[0], available.device
         mask = available.cpu()
         present = [m for m in range(len(self.modalities)) if bool(mask[:, m].any())]
+        gate_channels = self.fusion.gate_channels
         if not present:
-            zeros = torch.zeros((batch, len(self.modalities), OUTPUTS), device=device)
+            zeros = torch.zeros((batch, len(self.modalities), OUTPUTS + gate_channels), device=device)
             features = (torch.zeros((batch, len(self.modalities), self.config.width), device=device)
                         if return_features else None)
-            return BranchOutput([zeros], available, features)
+            return BranchOutput([zeros], available, features, gate_channels)
         samples = {m: mask[:, m].nonzero(as_tuple=True)[0].to(device) for m in present}
         runs = []
         for m in present:
@@ -240,10 +271,11 @@ class DSSentimentModel(SentimentModel):
         values = _AssembleRows.apply(batch, n, rows, columns, True, *[value for value, _ in runs])
         features = (_AssembleRows.apply(batch, n, rows, columns, True, *[hidden for _, hidden in runs])
                     if return_features else None)
-        return BranchOutput([values], available, features)
+        return BranchOutput([values], available, features, gate_channels)
 
     def fuse(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
-        """Mean of the branch values ``(B, M, 1)`` over ``subset`` ∩ available: ``(fused (B, 1), valid (B,))``."""
+        """The fusion of the branch outputs ``(B, M, 1 + gate channels)`` over ``subset`` ∩ available:
+        ``(fused (B, 1), valid (B,))``."""
         return self.fusion(branch_logits, available, subset)
 
     def subset_logits(self, inputs: SequenceInputs, available: Tensor, subsets: Sequence[Sequence[int]]

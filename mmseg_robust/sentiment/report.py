@@ -48,6 +48,12 @@ def subset_modalities(name: str) -> tuple[str, ...]:
     return MODALITIES if name == FULL else tuple(name.split(","))
 
 
+def model_subsets(modalities: Iterable[str]) -> tuple[str, ...]:
+    """The table subsets made of ``modalities`` only (a dedicated model's), in table order."""
+    have = set(modalities)
+    return tuple(s for s in TABLE_SUBSETS if set(subset_modalities(s)) <= have)
+
+
 def table_subset_name(modalities: Iterable[str]) -> str:
     """The table name of a set of modality letters: ``{"a", "l"}`` -> ``"l,a"``, all -> ``"Full"``.
 

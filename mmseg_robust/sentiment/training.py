@@ -162,7 +162,8 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
         set_learning_rate(optimizer, strategy, learning_rate)
         model.train()
         order = shuffled_batches(len(train_split), config.batch_size, config.seed, epoch)
-        steps = train_steps(model, optimizer, strategy, precision, iterate_batches(train_split, order, device), epoch,
+        batches = iterate_batches(train_split, order, device, model.modalities)
+        steps = train_steps(model, optimizer, strategy, precision, batches, epoch,
                             epoch * batches_per_epoch, config.grad_clip, progress=progress, total=len(order))
         last_val = validation_scores(model, valid_split, device, precision)
         val_mae = _mean_score(last_val, SELECTION_SCORE)

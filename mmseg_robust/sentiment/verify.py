@@ -1,18 +1,35 @@
 """``mmrobust sentiment verify``: what a checked sentiment file holds, as a short report.
 
 The checks themselves are the reader's (:func:`mmseg_robust.sentiment.formats.read_sentiment_data`
-fails on the first problem); this module describes a file that passed them.
+fails on the first problem); this module describes a file that passed them. A file written by
+``make-synthetic`` also gets its generator and the ideal linear predictor's scores per subset.
 """
 
 from __future__ import annotations
 
+import itertools
+import pickletools
 from pathlib import Path
 
 import numpy as np
 
+from mmseg_robust.errors import ConfigurationError
 from mmseg_robust.sentiment.dataset import (
-    AUDIO_VISION_DIMS, MODALITIES, MODALITY_NAMES, PUBLISHED_SPLIT_SIZES, SentimentDataset)
+    AUDIO_VISION_DIMS,
+    MODALITIES,
+    MODALITY_NAMES,
+    PUBLISHED_SPLIT_SIZES,
+    SentimentDataset,
+)
 from mmseg_robust.sentiment.formats import FILE_FORMATS, read_sentiment_data
+from mmseg_robust.sentiment.synthetic import GENERATOR_VERSION, RECORD_KEY, SyntheticSentimentSpec
+
+#: Opcodes that frame, mark or memoize and push nothing a reader of the head needs.
+_BOOKKEEPING_OPS = frozenset({"PROTO", "FRAME", "MARK", "MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"})
+_DICT_OPS = frozenset({"EMPTY_DICT", "DICT"})
+_TEXT_OPS = frozenset({"UNICODE", "SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"})
+#: The top-level dict, its first key and that key's value.
+_HEAD_OPS = 3
 
 
 def verify_sentiment_file(path: str | Path) -> tuple[SentimentDataset, str]:
@@ -22,7 +39,65 @@ def verify_sentiment_file(path: str | Path) -> tuple[SentimentDataset, str]:
         SentimentDataError: the first problem found, as one line naming the file, split and key.
     """
     dataset = read_sentiment_data(path)
-    return dataset, summarize_dataset(dataset)
+    summary = summarize_dataset(dataset)
+    generator = describe_generator(path)
+    return dataset, summary if generator is None else f"{summary}\n\n{generator}"
+
+
+def describe_generator(path: str | Path) -> str | None:
+    """The generator of a synthetic file (signal, seed) and its ideal linear ceilings per subset.
+
+    None for a file without the :data:`~mmseg_robust.sentiment.synthetic.RECORD_KEY` key (real
+    data); a one-line note when the key holds no readable record.
+
+    Args:
+        path: a pickle that :func:`read_sentiment_data` has accepted.
+    """
+    try:
+        record = _generator_record(Path(path))
+        if record is None:
+            return None
+        spec = SyntheticSentimentSpec.from_record(record)
+    except ConfigurationError as error:
+        return " ".join(f"generator: the {RECORD_KEY!r} key is ignored ({error})".split())
+    # Imported here: the ceilings use the report's subsets, and the report imports matplotlib, which
+    # a file of real data should not wait for.
+    from mmseg_robust.sentiment.synthetic_ceilings import ideal_ceilings
+
+    lines = [f"generator: make-synthetic version {GENERATOR_VERSION}, signal {spec.signal}, seed {spec.seed} "
+             f"({spec.dataset.upper()}, {spec.file_format}, {'aligned' if spec.aligned else 'unaligned'})",
+             "ceilings: least squares on each modality's mean projection on its direction (ideal linear "
+             "predictor)",
+             f"{'subset':<8}{'Acc-2 non0 (%)':>16}{'MAE':>8}{'Corr':>8}"]
+    for subset, scores in ideal_ceilings(spec).items():
+        lines.append(f"{subset:<8}{scores['acc2_non0']:>16.1f}{scores['mae']:>8.3f}{scores['corr']:>8.3f}")
+    return "\n".join(lines)
+
+
+def _generator_record(path: Path) -> str | None:
+    """The text under the record key when it is the pickle's first top-level key, else None.
+
+    Only the head of the opcode stream is parsed (nothing is built or called), so a multi-gigabyte
+    file of real data is not loaded a second time; ``make-synthetic`` writes the key first.
+
+    Raises:
+        ConfigurationError: the key holds something other than a string.
+    """
+    with open(path, "rb") as handle:
+        try:
+            ops = ((opcode.name, arg) for opcode, arg, _ in pickletools.genops(handle)
+                   if opcode.name not in _BOOKKEEPING_OPS)
+            head = list(itertools.islice(ops, _HEAD_OPS))
+        except ValueError:  # the reader has accepted the file; a stream this parser cannot follow has no record
+            return None
+    if len(head) < _HEAD_OPS:
+        return None
+    (container, _), (key_op, key), (value_op, value) = head
+    if container not in _DICT_OPS or key_op not in _TEXT_OPS or key != RECORD_KEY:
+        return None
+    if value_op not in _TEXT_OPS:
+        raise ConfigurationError("not a JSON string")
+    return value
 
 
 def summarize_dataset(dataset: SentimentDataset) -> str:
