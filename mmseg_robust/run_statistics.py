@@ -277,6 +277,16 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
+def holm_where_tested(p_values: Sequence[float]) -> list[float]:
+    """:func:`holm` over the p-values that exist; a NaN (a comparison with too few runs to test)
+    stays NaN and does not count in the family's size."""
+    tested = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    for i, value in zip(tested, holm([p_values[i] for i in tested]) if tested else []):
+        adjusted[i] = float(value)
+    return adjusted
+
+
 def seed_spread(run_values: np.ndarray) -> float:
     """Seed-to-seed spread: the sample standard deviation (ddof=1) of an arm's run values.
 
@@ -389,3 +399,37 @@ def verdict(comparison: ArmComparison, adjusted_p: float, adjusted_p_equivalence
     if p_equivalence < alpha:
         return f"equivalent (within ±{comparison.margin:g})"
     return "not resolved"
+
+
+def compare_or_describe(a_scores: np.ndarray, b_scores: np.ndarray, *, margin: float = 2.0,
+                        n_bootstrap: int = 2000, seed: int = 0) -> ArmComparison:
+    """:func:`compare_arms`, or, when an arm has fewer than two runs (no test over runs exists),
+    the difference of the run means alone with NaN for the interval and the p-values."""
+    if min(len(a_scores), len(b_scores)) >= 2:
+        return compare_arms(a_scores, b_scores, margin=margin, n_bootstrap=n_bootstrap, seed=seed)
+    difference = float(np.mean(run_values(a_scores)) - np.mean(run_values(b_scores)))
+    return ArmComparison(difference, (math.nan, math.nan), math.nan, math.nan, float(margin), len(a_scores),
+                         len(b_scores), math.nan)
+
+
+@dataclass(frozen=True)
+class FamilyComparison:
+    """One pre-registered comparison: ``method`` against ``baseline`` on ``endpoint``, with its
+    Holm-adjusted p-values and verdict once :func:`decide_family` has seen the whole family."""
+
+    method: str
+    baseline: str
+    endpoint: str
+    result: ArmComparison
+    p_holm: float = math.nan
+    p_equivalence_holm: float = math.nan
+    verdict: str = "not resolved"
+
+
+def decide_family(comparisons: Sequence[FamilyComparison], alpha: float = 0.05) -> list[FamilyComparison]:
+    """Holm over exactly ``comparisons`` (the tests of difference and of equivalence each, over the
+    comparisons that could be tested) and each one's :func:`verdict`."""
+    p_holm = holm_where_tested([c.result.p_value for c in comparisons])
+    p_equal = holm_where_tested([c.result.p_equivalence for c in comparisons])
+    return [FamilyComparison(c.method, c.baseline, c.endpoint, c.result, p, q, verdict(c.result, p, q, alpha=alpha))
+            for c, p, q in zip(comparisons, p_holm, p_equal)]

@@ -149,9 +149,9 @@ def test_stored_configs_from_before_fusion_and_modalities_read_as_the_mean_over_
 def test_a_dedicated_audio_model_on_graded_data_beats_the_shared_generators_audio_ceiling(tmp_path):
     """Audio knows a part of the label that language does not (graded signal): a dedicated audio
     model learns more than any predictor could from the shared-latent generator's audio."""
-    spec = SyntheticSentimentSpec("mmsa", "mosi", samples=(600, 50, 400), seed=3, signal="graded")
+    spec = SyntheticSentimentSpec("mmsa", "mosi", samples=(1000, 50, 400), seed=3, signal="graded")
     data = make_synthetic_sentiment(tmp_path / "graded.pkl", spec)
-    config = SentimentTrainingConfig(modalities=("a",), epochs=4, device="cpu", seed=0)
+    config = SentimentTrainingConfig(modalities=("a",), epochs=6, device="cpu", seed=0)
     train_sentiment(config, data, tmp_path / "audio", progress=False)
     dataset = read_sentiment_data(data)
     run = load_sentiment_run(tmp_path / "audio", dataset.feature_dims, str(data), torch.device("cpu"))

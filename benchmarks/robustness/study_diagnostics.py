@@ -13,6 +13,7 @@ import torch
 from mmseg_robust import run_statistics as rs
 from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.modality_subsets import subset_name, table_subsets
+from mmseg_robust.networks.fusion import weighted_fusion_weights
 from mmseg_robust.training.progress import LOG_FILE, read_log
 from mmseg_robust.training.step_log import read_step_log
 
@@ -20,8 +21,6 @@ from mmseg_robust.training.step_log import read_step_log
 BOUND_TOLERANCE = 1e-9
 #: The first tenth of training is left out of B's statistics: the smoothing is still filling up.
 WARM_UP_FRACTION = 0.1
-#: Name of the DS model's fusion score parameters in a checkpoint (``networks.fusion``).
-FUSION_PREFIX = "fusion.scores."
 #: Table name of each of the 15 subsets -> its modality names.
 SUBSET_MODALITIES: dict[str, tuple[str, ...]] = {
     subset_name(s, MODALITIES): tuple(MODALITIES[m] for m in s) for s in table_subsets(MODALITIES)}
@@ -84,14 +83,8 @@ def conflict_statistics(records: Sequence[dict[str, Any]]) -> dict[str, Any] | N
 
 
 def fusion_weights(checkpoint: Path) -> dict[str, list[float]] | None:
-    """A weighted fusion's per-region weights of each modality with all four present (softmax of
-    the learned scores); None for a mean fusion."""
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["model"]
-    names = [m for m in MODALITIES if FUSION_PREFIX + m in state]
-    if not names:
-        return None
-    weights = torch.softmax(torch.stack([state[FUSION_PREFIX + m].float() for m in names]), dim=0)
-    return {m: [float(w) for w in weights[i]] for i, m in enumerate(names)}
+    """A weighted fusion's per-region weights of each modality with all four present; None for a mean fusion."""
+    return weighted_fusion_weights(torch.load(checkpoint, map_location="cpu", weights_only=False)["model"], MODALITIES)
 
 
 def validation_rise(run_dir: Path) -> float:

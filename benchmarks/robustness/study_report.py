@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -55,36 +55,13 @@ def percent(matrix_: np.ndarray) -> np.ndarray:
     return 100.0 * matrix_
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """One pre-registered comparison: ``method`` against ``baseline`` on ``endpoint``."""
-
-    method: str
-    baseline: str
-    endpoint: str
-    result: rs.ArmComparison
-    p_holm: float = math.nan
-    p_equivalence_holm: float = math.nan
-    verdict: str = "not resolved"
+#: One pre-registered comparison (``run_statistics``): method against baseline on an endpoint.
+Comparison = rs.FamilyComparison
 
 
 def compare(mine: np.ndarray, theirs: np.ndarray) -> rs.ArmComparison:
-    """:func:`~mmseg_robust.run_statistics.compare_arms` in points, or, when an arm has fewer than
-    two runs (no test over runs exists), the difference alone with NaN for the rest."""
-    if min(len(mine), len(theirs)) >= 2:
-        return rs.compare_arms(mine, theirs, margin=MARGIN, n_bootstrap=BOOTSTRAP_SAMPLES, seed=0)
-    difference = float(np.mean(rs.run_values(mine)) - np.mean(rs.run_values(theirs)))
-    return rs.ArmComparison(difference, (math.nan, math.nan), math.nan, math.nan, MARGIN, len(mine), len(theirs),
-                            math.nan)
-
-
-def _holm(p_values: Sequence[float]) -> list[float]:
-    """Holm over the tests that could be run (NaN: too few runs, left NaN)."""
-    finite = [i for i, p in enumerate(p_values) if not math.isnan(p)]
-    adjusted = [math.nan] * len(p_values)
-    for i, value in zip(finite, rs.holm([p_values[i] for i in finite]) if finite else []):
-        adjusted[i] = float(value)
-    return adjusted
+    """:func:`~mmseg_robust.run_statistics.compare_or_describe` in points at the study's margin."""
+    return rs.compare_or_describe(mine, theirs, margin=MARGIN, n_bootstrap=BOOTSTRAP_SAMPLES, seed=0)
 
 
 def _interval(endpoint: Endpoint) -> tuple[float, float]:
@@ -138,11 +115,7 @@ def primary_comparisons(scores: dict[str, list[RunScores]], arms: dict[str, str]
             continue
         for name, mine, theirs in _pairs(method, baseline, scores, cases):
             found.append(Comparison(method, baseline, name, compare(mine, theirs)))
-    p_holm = _holm([c.result.p_value for c in found])
-    p_equal = _holm([c.result.p_equivalence for c in found])
-    return [Comparison(c.method, c.baseline, c.endpoint, c.result, float(p), float(q),
-                       rs.verdict(c.result, float(p), float(q), alpha=ALPHA))
-            for c, p, q in zip(found, p_holm, p_equal)]
+    return rs.decide_family(found, ALPHA)
 
 
 def e3_comparisons(scores: dict[str, list[RunScores]], arms: dict[str, str]) -> list[Comparison]:

@@ -18,7 +18,7 @@ non-empty subset works, and a subset of one modality gives that branch's logits 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -150,3 +150,18 @@ def make_fusion(kind: str, modalities: Sequence[str], n_regions: int, spatial_di
     if cls.reads_features:
         return cls(modalities, n_regions, spatial_dims=spatial_dims, scale_channels=scale_channels)
     return cls(modalities, n_regions)
+
+
+#: Where a weighted fusion's scores lie in a model's state dict (``fusion.scores.<m>``).
+WEIGHTED_SCORES_PREFIX = "fusion.scores."
+
+
+def weighted_fusion_weights(state: Mapping[str, Tensor], modalities: Sequence[str]) -> dict[str, list[float]] | None:
+    """A checkpoint's weighted-fusion weights with every one of ``modalities`` present: per
+    modality the softmax of the learned scores over the modalities, one value per region; None for
+    a model without a weighted fusion."""
+    names = [m for m in modalities if WEIGHTED_SCORES_PREFIX + m in state]
+    if not names:
+        return None
+    weights = torch.softmax(torch.stack([state[WEIGHTED_SCORES_PREFIX + m].float() for m in names]), dim=0)
+    return {m: [float(w) for w in weights[i]] for i, m in enumerate(names)}
