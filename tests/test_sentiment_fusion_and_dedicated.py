@@ -154,9 +154,10 @@ def test_a_dedicated_audio_model_on_graded_data_beats_the_shared_generators_audi
     config = SentimentTrainingConfig(modalities=("a",), epochs=6, device="cpu", seed=0)
     train_sentiment(config, data, tmp_path / "audio", progress=False)
     dataset = read_sentiment_data(data)
-    run = load_sentiment_run(tmp_path / "audio", dataset.feature_dims, str(data), torch.device("cpu"))
+    cpu = torch.device("cpu")
+    run = load_sentiment_run(tmp_path / "audio", dataset.feature_dims, str(data), cpu)
     test = dataset.split("test")
-    prediction, = predict_subsets(run.model, test, ["a"], torch.device("cpu"), make_precision("off", torch.device("cpu"))).values()
+    prediction, = predict_subsets(run.model, test, ["a"], cpu, make_precision("off", cpu)).values()
     accuracy = 100 * score_predictions(prediction, test.labels).acc2_non0
     shared_ceiling = ideal_ceilings(SyntheticSentimentSpec(signal="shared"))["a"]["acc2_non0"]
     graded_ceiling = ideal_ceilings(spec)["a"]["acc2_non0"]
