@@ -58,7 +58,7 @@ demo: $(STAMP)
 	# (1284/229/686), graded signal (audio and vision each know a part of the label; verify prints the
 	# ideal ceilings); the DS model (plain, weighted fusion) and a dedicated audio model (the "U.
 	# base." its audio column is compared with), each scored on the 686 test samples under its
-	# subsets. About 80 seconds on two cores.
+	# subsets. About 70 seconds on two cores.
 	$(BIN)/mmrobust sentiment make-synthetic -o $(SENTIMENT_DATA) --format mmsa --dataset mosi \
 		--samples 1284,229,686 --seed 0 --overwrite
 	$(BIN)/mmrobust sentiment verify --data $(SENTIMENT_DATA)
