@@ -27,6 +27,7 @@ from mmseg_robust.precision import make_precision
 from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.runs.preflight import check_run_folder
 from mmseg_robust.runs.resume import check_resume, schedule_change
+from mmseg_robust.runs.run_lock import hold_run_folder
 from mmseg_robust.sentiment.config import (
     SentimentRunConfig,
     SentimentTrainingConfig,
@@ -120,8 +121,15 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
         TrainingConfigError: ``resume`` with a changed setting or fewer epochs.
         SentimentDataError: an unreadable or malformed data file.
         SentimentModelError: ``resume`` on data of other feature sizes.
+        RunFolderBusyError: another process is training in the run's folder.
     """
     output_dir = Path(output_dir) if output_dir is not None else default_run_dir(data_path, config, results)
+    with hold_run_folder(output_dir):
+        return _train_sentiment(config, data_path, output_dir, resume, progress)
+
+
+def _train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLike[str], output_dir: Path,
+                     resume: bool, progress: bool) -> SentimentTrainingResult:
     latest = check_run_folder(output_dir, resume)
     data = read_sentiment_data(data_path)
     device = resolve_device(config.device)

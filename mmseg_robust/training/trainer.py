@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,11 @@ from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.devices import resolve_device
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
+from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, load_run_config, save_run_config
+from mmseg_robust.runs.preflight import TrainingError, check_training_inputs
+from mmseg_robust.runs.resume import check_resume, schedule_change
+from mmseg_robust.runs.run_lock import hold_run_folder
 from mmseg_robust.segmentation_task import SegmentationTask
 from mmseg_robust.strategies import (
     CGGMSettings,
@@ -31,10 +37,6 @@ from mmseg_robust.strategies import (
     SubsetSampler,
     build_strategy,
 )
-from mmseg_robust.runs import checkpoint as ckpt
-from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, load_run_config, save_run_config
-from mmseg_robust.runs.preflight import TrainingError, check_training_inputs
-from mmseg_robust.runs.resume import check_resume, schedule_change
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
@@ -144,7 +146,16 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
         RunStartError: a folder holding a run without ``resume``, nothing to resume.
         TrainingConfigError: ``resume`` with a changed hyper-parameter or fewer epochs.
         MemoryBudgetError: the plan does not fit the device's memory.
+        RunFolderBusyError: another process is training in the run's folder.
     """
+    # Only the main rank locks: the other ranks of a distributed run share its folder.
+    lock = hold_run_folder(config.output_dir(results)) if os.environ.get("RANK", "0") == "0" else nullcontext()
+    with lock:
+        return _train(config, preprocessed, results, resume, progress, ignore_memory_check)
+
+
+def _train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bool, progress: bool,
+           ignore_memory_check: bool) -> TrainingResult:
     inputs = check_training_inputs(config, preprocessed, results, resume)
     plans, plan, output_dir = inputs.plans, inputs.plan, inputs.output_dir
     latest = inputs.latest_checkpoint
