@@ -43,6 +43,8 @@ from sentiment_plan import (
     verdict_arms,
 )
 
+from mmseg_robust.training.progress import LOG_FILE, read_log
+
 #: MOSEI's published split sizes, for ``--time-mosei`` (MulT's 300-d GloVe text: the format's size
 #: changes only the input projection, and the MMSA 768-d file would need 3.5 GB of memory).
 MOSEI_SAMPLES = (16326, 1871, 4659)
@@ -53,8 +55,8 @@ class StudyError(RuntimeError):
 
 
 def finished(run: StudyRun, epochs: int) -> bool:
-    log = run.folder / "training_log.jsonl"
-    return log.is_file() and len(log.read_text().splitlines()) >= epochs
+    log = run.folder / LOG_FILE
+    return log.is_file() and len(read_log(log)) >= epochs
 
 
 def run_logged(command: list[str], log: Path) -> None:
@@ -139,8 +141,7 @@ def choose_fusion(output: Path, runs: list[StudyRun]) -> dict:
     best = {}
     for fusion in LEARNED_FUSIONS:
         folders = [r.folder for r in runs if r.arm.role == "selection" and r.arm.fusion == fusion]
-        best[fusion] = float(np.mean([json.loads((f / "training_log.jsonl").read_text().splitlines()[-1])
-                                      ["best_val_mae"] for f in folders]))
+        best[fusion] = float(np.mean([read_log(f / LOG_FILE)[-1]["best_val_mae"] for f in folders]))
     choice = {"validation_mae": best, "chosen": min(best, key=best.get),
               "rule": "the lower mean over plain's selection seeds of the best validation MAE (mean of 7 subsets)"}
     path.write_text(json.dumps(choice, indent=1))
@@ -150,7 +151,7 @@ def choose_fusion(output: Path, runs: list[StudyRun]) -> dict:
 def time_mosei(output: Path, strategies: list[str]) -> dict[str, float]:
     """Seconds of one training epoch (with its validation) at MOSEI's published size, per strategy."""
     data = output / "mosei" / "mosei_senti_data.pkl"
-    logs = {strategy: output / "mosei" / "runs" / strategy / "training_log.jsonl" for strategy in strategies}
+    logs = {strategy: output / "mosei" / "runs" / strategy / LOG_FILE for strategy in strategies}
     if not data.is_file() and not all(log.is_file() for log in logs.values()):
         subprocess.run([*mmrobust(), "sentiment", "make-synthetic", "-o", str(data), "--format", "mult", "--dataset",
                         "mosei", "--signal", "graded", "--samples", ",".join(map(str, MOSEI_SAMPLES))],
@@ -162,7 +163,7 @@ def time_mosei(output: Path, strategies: list[str]) -> dict[str, float]:
             folder.parent.mkdir(parents=True, exist_ok=True)
             run_logged([*mmrobust(), "sentiment", "train", "--data", str(data), "-o", str(folder), "--strategy",
                         strategy, "--epochs", "1", "--device", "cpu"], folder.parent / f"{strategy}.log")
-        seconds[strategy] = json.loads(log.read_text().splitlines()[0])["epoch_seconds"]
+        seconds[strategy] = read_log(log)[0]["epoch_seconds"]
     return seconds
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import sentiment_report as report
 from sentiment_plan import DOMINANT, MEAN_FUSION, MODALITIES, STRATEGIES, WEAK, Budget, StudyRun
 
-SUBSET_COLUMNS = ("l", "a", "v", "a,v", "l,a", "l,v", "Full")
+from mmseg_robust.sentiment.report import TABLE_SUBSETS
 
 
 def _group(runs: list[StudyRun]) -> dict[str, list[report.RunScores]]:
@@ -33,11 +33,11 @@ def _median_epoch_seconds(runs: list[report.RunScores]) -> float:
 
 def arms_table(scores: dict[str, list[report.RunScores]]) -> str:
     """Acc-2 (non0) per subset, mean ± std over seeds; MAE of the full input; seconds per epoch."""
-    lines = ["| arm | seeds | " + " | ".join(SUBSET_COLUMNS) + " | MAE (all) | s/epoch |",
-             "|---|---|" + "---|" * (len(SUBSET_COLUMNS) + 2)]
+    lines = ["| arm | seeds | " + " | ".join(TABLE_SUBSETS) + " | MAE (all) | s/epoch |",
+             "|---|---|" + "---|" * (len(TABLE_SUBSETS) + 2)]
     for name, runs in scores.items():
         cells = [report.mean_std(report.rs.run_values(report.matrix(runs, s)).tolist()) if s in runs[0].predictions
-                 else "" for s in SUBSET_COLUMNS]
+                 else "" for s in TABLE_SUBSETS]
         every = list(runs[0].predictions)[-1]
         mae = report.mean_std(report.rs.run_values(report.matrix(runs, every, "absolute_error")).tolist(), 3)
         lines.append(f"| {runs[0].arm.label} | {len(runs)} | " + " | ".join(cells)

@@ -19,9 +19,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from mmseg_robust.sentiment.dataset import MODALITIES
+
 #: Bumped when the meaning of a budget, an arm or an endpoint changes, so old outputs are not reused.
 STUDY_SCHEMA_VERSION = 1
-MODALITIES = ("l", "a", "v")
 #: The weak modalities (E1) and the dominant one (the best single model of E2).
 WEAK = ("a", "v")
 DOMINANT = "l"

@@ -12,7 +12,6 @@ the training run.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,8 @@ import numpy as np
 from sentiment_plan import DOMINANT, MODALITIES, WEAK, Arm, StudyRun
 
 from mmseg_robust import run_statistics as rs
+from mmseg_robust.training.progress import LOG_FILE, read_log
+from mmseg_robust.training.step_log import read_step_log
 
 MARGIN = 2.0
 ALPHA = 0.05
@@ -62,26 +63,22 @@ class RunScores:
 
 
 def load_run(run: StudyRun) -> RunScores:
-    """Read ``evaluation_test/per_sample.csv`` and ``training_log.jsonl`` of a finished run."""
+    """Read ``evaluation_test/per_sample.csv`` (every subset scores the same samples, in the same
+    order) and ``training_log.jsonl`` of a finished run."""
     predictions: dict[str, list[float]] = {}
-    labels: dict[str, list[float]] = {}
+    labels: list[float] = []
     with open(run.folder / "evaluation_test" / "per_sample.csv", newline="") as handle:
         for row in csv.DictReader(handle):
             predictions.setdefault(row["subset"], []).append(float(row["prediction"]))
-            labels.setdefault(row["subset"], []).append(float(row["label"]))
-    first = next(iter(labels.values()))
-    records = [json.loads(line) for line in (run.folder / "training_log.jsonl").read_text().splitlines()]
-    return RunScores(run.arm, run.seed, np.array(first), {s: np.array(p) for s, p in predictions.items()}, records)
+            if len(predictions) == 1:
+                labels.append(float(row["label"]))
+    records = list(read_log(run.folder / LOG_FILE))
+    return RunScores(run.arm, run.seed, np.array(labels), {s: np.array(p) for s, p in predictions.items()}, records)
 
 
 def matrix(runs: Sequence[RunScores], subset: str, score: str = "accuracy") -> np.ndarray:
     """``scores[run, sample]`` of ``runs`` scored on ``subset``."""
     return np.stack([getattr(run, score)(subset) for run in runs])
-
-
-def single(modality: str) -> str:
-    """A modality's own subset: the DS model scored on it alone, or a dedicated model's."""
-    return modality
 
 
 @dataclass(frozen=True)
@@ -100,9 +97,10 @@ def endpoint(name: str, ds: np.ndarray, reference: np.ndarray) -> Endpoint:
 
 def endpoint_definitions(dedicated: dict[str, list[RunScores]]) -> dict[str, tuple[str, list[RunScores], str]]:
     """Endpoint name -> (the DS model's subset, the reference runs, the reference's subset)."""
-    found = {f"E1({m})": (single(m), dedicated[m], single(m)) for m in WEAK if dedicated.get(m)}
+    # A single modality's subset is named by its letter.
+    found = {f"E1({m})": (m, dedicated[m], m) for m in WEAK if dedicated.get(m)}
     if dedicated.get(DOMINANT):
-        found["E2"] = (FULL, dedicated[DOMINANT], single(DOMINANT))
+        found["E2"] = (FULL, dedicated[DOMINANT], DOMINANT)
     return found
 
 
@@ -132,7 +130,7 @@ def comparisons(scores: dict[str, list[RunScores]], pairs: Sequence[tuple[str, s
 def stability_gates(plain: Sequence[RunScores]) -> dict[str, Any]:
     """Plain's seed spread on its weak-modality Acc-2 and the largest last-quarter rise of its
     validation Acc-2 (mean over subsets), in points."""
-    weak = np.mean([rs.run_values(matrix(plain, single(m))) for m in WEAK], axis=0)
+    weak = np.mean([rs.run_values(matrix(plain, m)) for m in WEAK], axis=0)
     spread = rs.seed_spread(weak) if len(weak) > 1 else math.nan
     rises = [100 * rs.last_quarter_rise(np.array([r["val_acc2_non0"] for r in run.records]))
              for run in plain if len(run.records) > 1]
@@ -146,8 +144,7 @@ def stability_gates(plain: Sequence[RunScores]) -> dict[str, Any]:
 def gradient_diagnostics(folders: Sequence[Path]) -> dict[str, Any] | None:
     """What GMD and CGGM did over every logged step: how often the subset gradients conflicted
     (pairs with a negative cosine) and CGGM's utilisation and factors per modality (means)."""
-    steps = [json.loads(line) for folder in folders for path in sorted((folder / "gradient_log").glob("*.jsonl"))
-             for line in path.read_text().splitlines()]
+    steps = [record for folder in folders for record in read_step_log(folder)]
     if not steps:
         return None
     found: dict[str, Any] = {"steps": len(steps)}

@@ -67,8 +67,11 @@ class BranchFusion(nn.Module):
         """Each parameter's name (relative to the fusion) -> the modality that owns it or ``shared``.
         A per-modality parameter's name ends in its modality (``scores.<m>``, ``gates.<k>.bias.<m>``):
         a subset without ``m`` never moves it, so the strategies count it as ``m``'s."""
-        return {name: name.rsplit(".", 1)[-1] if name.rsplit(".", 1)[-1] in self.modalities else SHARED
-                for name, _ in self.named_parameters()}
+        owners = {}
+        for name, _ in self.named_parameters():
+            last = name.rsplit(".", 1)[-1]
+            owners[name] = last if last in self.modalities else SHARED
+        return owners
 
     def forward(self, branch_logits: Tensor, available: Tensor, subset: Sequence[int]) -> tuple[Tensor, Tensor]:
         """``(fused (B, R, *s), valid (B,))`` from ``branch_logits`` ``(B, M, R, *s)``; a sample with

@@ -20,8 +20,16 @@ from typing import Any, Callable
 import numpy as np
 
 from mmseg_robust.sentiment.dataset import (
-    LABEL_RANGE, MODALITIES, MODALITY_NAMES, PUBLISHED_SPLIT_SIZES, SPLITS, ModalitySequences, SentimentDataset,
-    SentimentSplit, guess_dataset)
+    LABEL_RANGE,
+    MODALITIES,
+    MODALITY_NAMES,
+    PUBLISHED_SPLIT_SIZES,
+    SPLITS,
+    ModalitySequences,
+    SentimentDataset,
+    SentimentSplit,
+    guess_dataset,
+)
 from mmseg_robust.sentiment.errors import SentimentDataError
 from mmseg_robust.sentiment.safe_pickle import load_pickle
 

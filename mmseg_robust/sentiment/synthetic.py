@@ -54,10 +54,10 @@ GRADED_PRIVATE_SHARE = {"a": 0.15, "v": 0.15}
 #: tuned with synthetic_ceilings to an ideal linear Acc-2 non0 (MOSI, aligned) of l 78.1, a 72.9,
 #: v 68.1, a,v 76.6, Full 81.2; language keeps the strongest per-frame signal.
 GRADED_STRENGTH = {"l": 0.75, "a": 0.52, "v": 0.37}
-GRADED_SPEAKER_STD = {"l": 0.3, "a": 0.6, "v": 0.6}
 #: ``shared``: every modality carries the label's latent (generator version 1).
 SHARED_STRENGTH = {"l": 0.8, "a": 0.15, "v": 0.12}
-SHARED_SPEAKER_STD = {"l": 0.3, "a": 0.6, "v": 0.6}
+#: The std of each modality's per-sample (speaker) offsets, the same in both models.
+SPEAKER_STD = {"l": 0.3, "a": 0.6, "v": 0.6}
 MIN_WORDS = 4
 #: Unaligned audio/vision cover this fraction range of the sequence the text would span.
 UNALIGNED_COVERAGE = (0.6, 1.0)
@@ -99,8 +99,8 @@ class SignalModel:
 
 
 SIGNAL_MODELS: dict[str, SignalModel] = {
-    "graded": SignalModel(GRADED_PRIVATE_SHARE, GRADED_STRENGTH, GRADED_SPEAKER_STD),
-    "shared": SignalModel({}, SHARED_STRENGTH, SHARED_SPEAKER_STD),
+    "graded": SignalModel(GRADED_PRIVATE_SHARE, GRADED_STRENGTH, SPEAKER_STD),
+    "shared": SignalModel({}, SHARED_STRENGTH, SPEAKER_STD),
 }
 
 
