@@ -11,6 +11,9 @@ folder; its segmentation is the reference and a shifted, eroded copy the predict
   subset costs), median of ``--repeats``: mmrobust on the tumours' bounding box, mmrobust on the
   whole volume (the same code without the crop), and MONAI's ``DiceMetric`` plus
   ``HausdorffDistanceMetric(percentile=95)`` on the whole volume (the baseline).
+* Lesion-wise table: the same pair's whole-volume metrics alone (Dice, HD95, sensitivity,
+  specificity of the three regions on the tumour box; the baseline), its lesion-wise Dice and HD95
+  alone under each convention, and everything ``evaluate`` computes per pair.
 * Prediction table (needs `make demo`'s 3D model): all 15 subsets of the case with the shared
   protocol (one pass per modality) and with the per-subset protocol (each subset prepared and
   predicted on its own, Σ|S| = 32 branch passes), and how many voxels their label maps share.
@@ -42,7 +45,9 @@ from mmseg_robust.data.labels import BRATS_2018
 from mmseg_robust.data.nifti_io import read_image
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 from mmseg_robust.evaluation.cases import dataset_cases
-from mmseg_robust.evaluation.scoring import label_regions, score_label_maps, score_regions
+from mmseg_robust.evaluation.lesions import LESION_CONVENTIONS, lesion_scores
+from mmseg_robust.evaluation.metrics import dice, hd95
+from mmseg_robust.evaluation.scoring import _tumour_box, label_regions, score_label_maps, score_regions
 from mmseg_robust.evaluation.subset_prediction import PredictionStore, SubsetPredictor, evaluation_subsets
 
 DEMO = Path("demo_data")
@@ -95,6 +100,37 @@ def scoring_table(case_dir: Path, repeats: int) -> None:
     print(f"Scoring one label-map pair ({' x '.join(map(str, reference.shape))}, WT/TC/ET Dice + HD95), "
           f"median of {repeats}\n")
     print("| scorer | seconds | ratio to MONAI |\n| --- | --- | --- |")
+    for name, seconds in times.items():
+        print(f"| {name} | {seconds:.3f} | {seconds / baseline:.2f} |")
+
+
+def lesion_table(case_dir: Path, repeats: int) -> None:
+    reference, _ = read_image(next(case_dir.glob("*_seg.nii.gz")))
+    predicted = prediction_like(reference)
+
+    def boxed():
+        box = _tumour_box(predicted, reference, margin=4)
+        return label_regions(predicted[box], BRATS_2018), label_regions(reference[box], BRATS_2018)
+
+    def whole_volume_metrics():
+        p, r = boxed()
+        for region in range(3):
+            dice(p[region], r[region]), hd95(p[region], r[region], SPACING)
+            tp = int((p[region] & r[region]).sum())
+            _ = (tp / max(int(r[region].sum()), 1), int(p[region].sum()) - tp)  # sensitivity, FP for specificity
+
+    def lesion_wise(name):
+        p, r = boxed()
+        for region in range(3):
+            lesion_scores(p[region], r[region], SPACING, LESION_CONVENTIONS[name])
+
+    rows = {"whole-volume metrics (baseline)": (whole_volume_metrics,),
+            **{f"lesion-wise, {name}": (lesion_wise, name) for name in LESION_CONVENTIONS},
+            "everything `evaluate` scores per pair (score_label_maps, brats2023)": (score_box, predicted, reference)}
+    times = {name: median_seconds(row[0], repeats, *row[1:]) for name, row in rows.items()}
+    baseline = times["whole-volume metrics (baseline)"]
+    print(f"\nLesion-wise scoring of that pair (WT/TC/ET on the tumour box), median of {repeats}\n")
+    print("| scoring | seconds | ratio to whole-volume |\n| --- | --- | --- |")
     for name, seconds in times.items():
         print(f"| {name} | {seconds:.3f} | {seconds / baseline:.2f} |")
 
@@ -173,6 +209,7 @@ def main() -> None:
                                      progress=False)
         case_dir = next(p for p in raw.iterdir() if p.is_dir())
         scoring_table(case_dir, args.repeats)
+        lesion_table(case_dir, args.repeats)
         if not args.skip_prediction:
             prediction_table(case_dir)
     if not args.skip_prediction:

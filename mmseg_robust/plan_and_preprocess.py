@@ -86,34 +86,38 @@ class PlanningOutcome:
 
 
 def load_verified_dataset(location: DatasetLocation, allow_incomplete: bool, num_processes: int,
-                          progress: bool = True) -> RawDataset:
-    """Discover and verify the raw dataset.
+                          progress: bool = True, label_4: str | None = None) -> RawDataset:
+    """Discover and verify the raw dataset; it comes back with the label convention its label
+    values decided (``label_4``: what label 4 means where the files cannot say, ``et`` or ``rc``).
 
     Raises:
         RawDataProblems: verification found problems (each is logged first).
     """
-    dataset = discover_dataset(location.raw)
+    dataset = discover_dataset(location.raw, label_4)
     report = verify_dataset(dataset, allow_incomplete=allow_incomplete, num_processes=num_processes,
                             progress=progress)
     if not report.ok:
         for problem in report.problems:
             logger.error("%s", problem)
         raise RawDataProblems(f"{report.summary()}; fix them (see mmrobust verify -d {location.name})")
-    return dataset
+    return report.dataset
 
 
 def run_extract_fingerprint(location: DatasetLocation, dataset: RawDataset, num_processes: int = 1,
                             overwrite: bool = False, progress: bool = True) -> DatasetFingerprint:
     """Fingerprint the dataset, or reuse ``fingerprint.json`` unless ``overwrite`` or it describes
-    other cases (cases added, removed, or with other sequences) than the raw dataset has."""
+    other cases (cases added, removed, or with other sequences) or another label convention than
+    the raw dataset has."""
     path = location.fingerprint_path
     if path.is_file() and not overwrite:
         stored = DatasetFingerprint.load(path)
         if ([(case.case_id, tuple(case.modalities)) for case in stored.cases]
-                == [(case.case_id, tuple(case.modalities)) for case in dataset.cases]):
+                == [(case.case_id, tuple(case.modalities)) for case in dataset.cases]
+                and stored.label_convention == dataset.layout.convention):
             logger.info("%s exists; reusing it (--overwrite recomputes it)", path)
             return stored
-        logger.info("%s describes %d cases, the raw dataset has %d (or other sequences): fingerprinting again",
+        logger.info("%s describes %d cases, the raw dataset has %d (or other sequences or labels): "
+                    "fingerprinting again",
                     path, len(stored.cases), len(dataset.cases))
     fingerprint = extract_fingerprint(dataset, location.name, num_processes=num_processes, progress=progress)
     fingerprint.save(path)
@@ -153,11 +157,12 @@ def run_plan(location: DatasetLocation, request: PlanningRequest, overwrite: boo
 
 def ensure_splits(location: DatasetLocation, case_ids: Sequence[str], user_splits: Splits | None = None,
                   seed: int = DEFAULT_SPLIT_SEED) -> Splits:
-    """Write ``splits.json`` from the user's splits (see :func:`~mmseg_robust.data.splits.load_user_splits`),
-    else keep an existing one, else make 5 folds (one per case when there are fewer than five).
+    """Write ``splits.json`` from the user's splits (see :func:`~mmseg_robust.data.splits.load_user_splits`
+    and :func:`~mmseg_robust.data.split_presets.preset_splits`), else keep an existing one, else make
+    5 folds (one per case when there are fewer than five).
 
     An existing split is kept even when cases were added since (trained folds must keep their
-    validation cases); a warning names how many cases it leaves out.
+    validation cases); a warning names how many cases it leaves out (its held-out test cases aside).
     """
     path = location.splits_path
     if user_splits is not None:
@@ -165,7 +170,7 @@ def ensure_splits(location: DatasetLocation, case_ids: Sequence[str], user_split
     elif path.is_file():
         splits = Splits.load(path)
         in_folds = {case for fold in splits.folds for case in fold.train + fold.val}
-        left_out = [case for case in case_ids if case not in in_folds]
+        left_out = [case for case in case_ids if case not in in_folds and case not in splits.test]
         if left_out:
             logger.warning("%s: %d case(s) are in no fold (e.g. %s); delete it to split all cases again",
                            path, len(left_out), left_out[0])
@@ -185,8 +190,16 @@ def run_preprocess(location: DatasetLocation, dataset: RawDataset, configuration
                    num_processes: int = 1, overwrite: bool = False,
                    progress: bool = True) -> dict[str, PreprocessingSummary]:
     """Preprocess every case once per distinct data identifier of the chosen configurations
-    (configurations that share a target spacing share the preprocessed data)."""
+    (configurations that share a target spacing share the preprocessed data).
+
+    Raises:
+        MMRobustError: the plans were made with another label convention than the raw data read with.
+    """
     plans = Plans.load(location.plans_path)
+    if plans.label_convention != dataset.layout.convention:
+        raise MMRobustError(f"{location.plans_path}: planned with the {plans.label_convention.name} labels, but "
+                            f"{location.raw} reads as {dataset.layout.convention.name}; run mmrobust "
+                            f"plan_and_preprocess -d {location.name} again (with the same --label-4)")
     identifiers = sorted({plans.configuration(name).data_identifier for name in configurations})
     summaries = {}
     for identifier in identifiers:

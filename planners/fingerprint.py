@@ -27,7 +27,7 @@ from mmseg_robust.artifacts import JsonArtifact, require_schema_version
 from mmseg_robust.data.boxes import box_shape, nonzero_bounding_box, union_nonzero_mask
 from mmseg_robust.data.case import Case
 from mmseg_robust.data.discovery import RawDataset
-from mmseg_robust.data.labels import REGIONS, LabelConvention
+from mmseg_robust.data.labels import REGIONS, LabelConvention, describe_resection_cavity
 from mmseg_robust.data.modalities import MODALITIES, sort_modalities
 from mmseg_robust.data.nifti_io import ImageGeometry, read_image
 from mmseg_robust.errors import MMRobustError
@@ -144,6 +144,21 @@ class DatasetFingerprint(JsonArtifact):
             if case.case_id == case_id:
                 return case
         raise FingerprintError(f"fingerprint of {self.dataset_name} has no case {case_id!r}")
+
+    def resection_cavity_volumes_ml(self) -> dict[str, float]:
+        """Case ID -> resection cavity volume (mL) of every case that has one (label convention
+        with ``rc``, post-treatment data); empty when the convention has none."""
+        rc = self.label_convention.rc
+        if rc is None:
+            return {}
+        return {case.case_id: case.label_counts[str(rc)] * float(np.prod(case.spacing)) / 1000.0
+                for case in self.cases if case.label_counts.get(str(rc))}
+
+    def describe_labels(self) -> str:
+        """The label convention, with the resection cavity's cases and volumes where it has one."""
+        labelled = sum(bool(case.label_counts) for case in self.cases)
+        return (describe_resection_cavity(self.label_convention, list(self.resection_cavity_volumes_ml().values()),
+                                          labelled) or f"{self.label_convention.name} labels")
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "dataset_name": self.dataset_name,
@@ -303,6 +318,7 @@ def extract_fingerprint(dataset: RawDataset, dataset_name: str, num_processes: i
         median_cropped_shape=_median([fp.cropped_shape for fp in cases]),
         spacings_identical=_spacings_identical(spacings), seed=int(seed),
         samples_per_case=int(samples_per_case))
-    logger.info("fingerprinted %d cases of %s: median spacing %s, median cropped shape %s", len(cases),
-                dataset_name, fingerprint.median_spacing, fingerprint.median_cropped_shape)
+    logger.info("fingerprinted %d cases of %s: median spacing %s, median cropped shape %s, %s", len(cases),
+                dataset_name, fingerprint.median_spacing, fingerprint.median_cropped_shape,
+                fingerprint.describe_labels())
     return fingerprint

@@ -161,7 +161,8 @@ SPREAD_MODULES = frozenset({"test_training.py"})
 #: out first so that the two workers finish together instead of one waiting on a late long module.
 SLOWEST_FIRST = ("test_training.py", "test_robustness_study.py", "test_sentiment_study.py", "test_evaluate_model.py",
                  "test_inference.py", "test_sentiment_fusion_and_dedicated.py", "test_sentiment_training.py",
-                 "test_training_policy.py", "test_networks.py", "test_planning.py", "test_plan_and_preprocess.py")
+                 "test_training_policy.py", "test_networks.py", "test_planning.py", "test_plan_and_preprocess.py",
+                 "test_split_presets.py")
 
 
 class ModuleScheduling(LoadScopeScheduling):

@@ -16,7 +16,7 @@ def test_version_and_help(run_cli):
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
     # Only commands that work exist: later stages arrive with their issues.
     assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan",
-                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "sentiment", "train",
+                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "sentiment", "splits", "train",
                         "verify"]
 
 

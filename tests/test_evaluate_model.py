@@ -184,8 +184,12 @@ def test_evaluate_cli_case_sets_and_errors(runs, run_cli, tmp_path) -> None:
     unknown.write_text("nobody\n")
     missing = run_cli("evaluate", "-m", str(runs["ds3d"]), "--cases", str(unknown), env=env)
     assert missing.returncode == 1 and "1 evaluation case(s) not in the raw dataset: nobody" in missing.stderr
-    folds = run_cli("evaluate", "-m", str(runs["ds3d"]), "-m", str(runs["ds3d"]), env=env)
+    folds = run_cli("evaluate", "-m", str(runs["ds3d"]), "-m", str(runs["ds2d"]), "--ensemble", env=env)
     assert folds.returncode == 1 and "--cases val is one fold's validation set" in folds.stderr
+    twice = run_cli("evaluate", "-m", str(runs["ds3d"]), "-m", str(runs["ds3d"]), "-o", tmp_path / "o", env=env)
+    assert twice.returncode == 1 and "a run folder is given twice" in twice.stderr
+    unnamed = run_cli("evaluate", "-m", str(runs["ds3d"]), "-m", str(runs["ds2d"]), env=env)
+    assert unnamed.returncode == 1 and "name the folder of their combined report with -o" in unnamed.stderr
     bad_subset = run_cli("evaluate", "-m", str(runs["ds3d"]), "--subsets", "t1+pd", env=env)
     assert bad_subset.returncode == 1 and "unknown modality 'pd'" in bad_subset.stderr
     bad_device = run_cli("evaluate", "-m", str(runs["ds3d"]), "--subsets", "full", "--device", "gpu", env=env)
@@ -224,3 +228,36 @@ def test_gated_fusion_trains_with_the_ranking_term_and_evaluates_through_the_cli
                       env=env)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert refused.stderr.strip() == "Error: --subset-ranking-weight is for --strategy plain only, not gmd"
+
+
+def test_several_runs_are_scored_each_on_its_own_with_the_mean_and_std(runs, run_cli, tmp_path) -> None:
+    """RFNet's Table 5 is the mean of its three splits: each run is scored on the cases of the split
+    it recorded when it started, into its own report, and -o gets the mean ± std over the runs."""
+    import statistics
+
+    from mmseg_robust.data.splits import Splits
+    from mmseg_robust.evaluation.runs_summary import RunsSummary
+    from mmseg_robust.runs.config import load_run_split
+
+    env = runs["env"]
+    first, second = runs["ds2d"], runs["dsw"]
+    split = load_run_split(first)
+    stored = Splits.load(runs["root"] / "pre" / DATASET / "splits.json").fold(0)
+    assert split is not None and split.fold == 0 and split.val == tuple(stored.val) and split.test == ()
+    out = tmp_path / "over_runs"
+    result = run_cli("evaluate", "-m", first, "-m", second, "--subsets", "full;t1", "-o", out, "-np", "0", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "(validation cases of fold 0)" in result.stdout and "Over 2 runs" in result.stdout
+    summaries = [EvaluationSummary.load(run / "evaluation_val") for run in (first, second)]
+    combined = RunsSummary.load(out)
+    assert combined.runs == [str(first), str(second)] and len(combined.cases) == 2
+    for metric in ("dice", "lesion_hd95"):
+        table = combined.table(metric)
+        for region in ("WT", "ET"):
+            for column in range(len(table.columns)):
+                values = [s.table(metric).rows[region][column] for s in summaries]
+                assert table.per_run[region] == [s.table(metric).rows[region] for s in summaries]
+                assert table.mean[region][column] == pytest.approx(statistics.fmean(values))
+                assert table.std[region][column] == pytest.approx(statistics.stdev(values))
+    markdown = (out / "runs_summary.md").read_text()
+    assert "| run 2 ET |" in markdown and " ± " in markdown

@@ -117,7 +117,7 @@ def test_label_regions_follow_the_convention() -> None:
 
 # --------------------------------------------------------------------------- tables
 def _score(case, subset, region, dice, hd=1.0, et=0) -> RegionScore:
-    return RegionScore(case, subset, region, et, dice, hd, float("nan"), 1.0)
+    return RegionScore(case, subset, region, et, dice, hd, float("nan"), 1.0, dice, hd, 1, 0, 0)
 
 
 def test_tables_are_case_means_with_the_average_over_subsets(tmp_path) -> None:
@@ -128,13 +128,14 @@ def test_tables_are_case_means_with_the_average_over_subsets(tmp_path) -> None:
         ("a", "T1", "ET", 0.0), ("b", "T1", "ET", 0.1), ("a", "Full", "ET", 0.3), ("b", "Full", "ET", 0.5)]]
     scores += [_score(s.case_id, s.subset, s.region, s.dice / 2, et=500) for s in scores]
     tables = build_tables(scores, subsets)
-    assert [(t.metric, t.et_min_voxels) for t in tables] == [("dice", 0), ("hd95", 0), ("dice", 500), ("hd95", 500)]
+    metrics = ["dice", "hd95", "lesion_dice", "lesion_hd95"]
+    assert [(t.metric, t.et_min_voxels) for t in tables] == [(m, et) for et in (0, 500) for m in metrics]
     dice_table = tables[0]
     assert dice_table.columns == ("T1", "Full", "Avg.")
     assert dice_table.rows["WT"] == pytest.approx([0.6, 0.95, 0.775])
     assert dice_table.rows["ET"] == pytest.approx([0.05, 0.4, 0.225])
     assert tables[1].value("TC", "Full") == pytest.approx(7.0)
-    assert tables[2].value("WT", "Avg.") == pytest.approx(0.3875)
+    assert tables[4].value("WT", "Avg.") == pytest.approx(0.3875)
     markdown = format_table(dice_table).splitlines()
     assert markdown[0] == "| Region | T1 | Full | Avg. |"
     assert markdown[2] == "| WT | 60.0 | 95.0 | 77.5 |"  # percent, one decimal, like the papers
@@ -143,11 +144,13 @@ def test_tables_are_case_means_with_the_average_over_subsets(tmp_path) -> None:
     summary.save(tmp_path)
     assert EvaluationSummary.load(tmp_path) == summary
     data = json.loads((tmp_path / "summary.json").read_text())
-    assert data["schema_version"] == 1 and data["tables"][0]["columns"] == ["T1", "Full", "Avg."]
+    assert data["schema_version"] == 2 and data["tables"][0]["columns"] == ["T1", "Full", "Avg."]
     write_per_case_csv(scores, tmp_path / "per_case.csv")
     back = read_per_case_csv(tmp_path / "per_case.csv")
     assert [(s.case_id, s.subset, s.region, s.et_min_voxels, s.dice) for s in back] == [
         (s.case_id, s.subset, s.region, s.et_min_voxels, pytest.approx(s.dice)) for s in scores]
+    assert [(s.lesion_tp, s.lesion_fp, s.lesion_fn, s.lesion_dice) for s in back] == [
+        (s.lesion_tp, s.lesion_fp, s.lesion_fn, pytest.approx(s.lesion_dice)) for s in scores]
 
 
 # --------------------------------------------------------------------------- evaluate-folder

@@ -183,7 +183,8 @@ def test_nnunet_label_values_follow_dataset_json(copy_dataset, run_cli):
     result = run_cli("verify", "-d", "BraTS", "--raw", root.parent)
     assert result.returncode == 1
     assert problem_lines(result.stdout) == [
-        f"{label}: label values [4] outside the nnunet convention [0, 1, 2, 3]"]
+        f"{label}: label values [4] outside the nnunet convention [0, 1, 2, 3]: if 4 is the resection cavity, "
+        f"name it in dataset.json 'labels' (\"resection cavity\": 4) or pass --label-4 rc"]
 
 
 def test_empty_dataset_folder(tmp_path, run_cli):

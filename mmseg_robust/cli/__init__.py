@@ -21,6 +21,7 @@ from mmseg_robust.cli.plan_commands import (
 )
 from mmseg_robust.cli.predict_commands import predict_command
 from mmseg_robust.cli.sentiment_commands import sentiment_group
+from mmseg_robust.cli.split_commands import splits_command
 from mmseg_robust.cli.train_commands import plot_gradients_command, train_command
 from mmseg_robust.errors import MMRobustError
 
@@ -47,5 +48,5 @@ def main(verbose: bool, quiet: bool) -> None:
 
 for command in (make_synthetic_command, verify_command, plan_and_preprocess_command, extract_fingerprint_command,
                 plan_command, preprocess_command, train_command, plot_gradients_command, predict_command,
-                evaluate_command, evaluate_folder_command, sentiment_group):
+                evaluate_command, evaluate_folder_command, sentiment_group, splits_command):
     main.add_command(command)

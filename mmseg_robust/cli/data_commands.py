@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from mmseg_robust.cli.options import Choice, KeyValues, NumberTuple, num_processes_option, raw_option
+from mmseg_robust.cli.options import Choice, KeyValues, NumberTuple, label_4_option, num_processes_option, raw_option
 from mmseg_robust.data.discovery import discover_dataset
 from mmseg_robust.data.layouts import LAYOUT_NAMES
 from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS, GRADED_CORE_BETA
@@ -39,19 +39,23 @@ from mmseg_robust.paths import resolve_raw_dataset
 @click.option("--core-beta", type=KeyValues(float), default=None, metavar="SEQ=BETA,...",
               help="graded only: beta per weak sequence, e.g. flair=0.2,t2=0.15,t1=0.1 (default "
                    + ",".join(f"{k}={v:g}" for k, v in GRADED_CORE_BETA.items()) + ").")
+@click.option("--post-treatment", is_flag=True,
+              help="BraTS 2024 GLI post-treatment labels: a resection cavity (label 4) beside each tumour "
+                   "(--layout brats2023 or nnunet).")
 @click.option("--overwrite", is_flag=True, help="Replace a synthetic dataset made with other parameters.")
 @num_processes_option
 @click.option("--preview", type=click.Path(dir_okay=False), default=None,
               help="Also write a PNG of the first case's central slices with its labels.")
 def make_synthetic_command(output: str, layout: str, n_cases: int, shape: tuple, spacing: tuple,
                            seed: int, incomplete_fraction: float, core_contrast: str,
-                           core_beta: dict[str, float] | None, overwrite: bool, num_processes: int,
-                           preview: str | None) -> None:
+                           core_beta: dict[str, float] | None, post_treatment: bool, overwrite: bool,
+                           num_processes: int, preview: str | None) -> None:
     """Write a synthetic BraTS-like dataset (real layout, NIfTI, tumour labels)."""
     from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 
     spec = SyntheticSpec(layout=layout, n_cases=n_cases, shape=shape, spacing=spacing, seed=seed,
-                         incomplete_fraction=incomplete_fraction, core_contrast=core_contrast, core_beta=core_beta)
+                         incomplete_fraction=incomplete_fraction, core_contrast=core_contrast, core_beta=core_beta,
+                         post_treatment=post_treatment)
     root = make_synthetic_dataset(output, spec, overwrite=overwrite, num_processes=num_processes)
     click.echo(f"{root}: {n_cases} synthetic cases in the {layout} layout (seed {seed})")
     if preview:
@@ -69,13 +73,15 @@ def make_synthetic_command(output: str, layout: str, n_cases: int, shape: tuple,
 @raw_option
 @click.option("--allow-incomplete", is_flag=True,
               help="Accept cases that lack a sequence (they train on the ones they have).")
+@label_4_option
 @num_processes_option
-def verify_command(dataset: str, raw: str | None, allow_incomplete: bool, num_processes: int) -> None:
+def verify_command(dataset: str, raw: str | None, allow_incomplete: bool, label_4: str | None,
+                   num_processes: int) -> None:
     """Check a raw dataset: files, dimensions, geometry, finite voxels, labels, case IDs.
 
     Prints one line per problem and a summary; exits 0 only when the dataset is clean.
     """
-    raw_dataset = discover_dataset(resolve_raw_dataset(dataset, raw))
+    raw_dataset = discover_dataset(resolve_raw_dataset(dataset, raw), label_4)
     report = verify_dataset(raw_dataset, allow_incomplete=allow_incomplete, num_processes=num_processes)
     for problem in report.problems:
         click.echo(str(problem))

@@ -5,7 +5,13 @@ from __future__ import annotations
 import click
 
 from mmseg_robust.cli.options import Choice, model_options, prediction_options, raw_option, resolve_model_dirs
-from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS, PROTOCOLS
+from mmseg_robust.data.labels import NAMED_CONVENTIONS
+from mmseg_robust.evaluation import (
+    DEFAULT_ET_MIN_VOXELS,
+    DEFAULT_LESION_CONVENTION,
+    LESION_CONVENTION_NAMES,
+    PROTOCOLS,
+)
 
 et_option = click.option(
     "--et-min-voxels", type=click.IntRange(min=0), default=DEFAULT_ET_MIN_VOXELS, show_default=True,
@@ -13,6 +19,11 @@ et_option = click.option(
 penalty_option = click.option(
     "--hd95-empty-penalty", type=click.FloatRange(min=0), default=None,
     help="HD95 (mm) when exactly one mask is empty [default: the image's diagonal, 373.13 for 240x240x155 @ 1 mm].")
+lesion_option = click.option(
+    "--lesion-convention", type=Choice(LESION_CONVENTION_NAMES), default=DEFAULT_LESION_CONVENTION,
+    show_default=True, help="Lesion-wise metrics: brats2023 (the 2023 challenge script: lesions merged within 3 "
+                            "dilations, lesions <= 50 mm3 left out, false positives penalised) or brats2024 (the "
+                            "BraTS package on panoptica: one-to-one matching, mean over matched lesions).")
 scoring_processes_option = click.option(
     "-np", "--num-processes", type=click.IntRange(min=0), default=2, show_default=True,
     help="Worker processes that score label maps (0: in the main process), overlapping prediction.")
@@ -25,9 +36,11 @@ def _echo_report(report) -> None:
 
     summary = report.summary
     for table in summary.tables:
-        if table.metric == "dice":
+        if table.metric in ("dice", "lesion_dice") and not table.et_min_voxels:
             click.echo(f"\n{table.title()}, {len(summary.cases)} case(s)\n{format_table(table)}")
-    click.echo("\nHD95 tables and the conventions: " + ", ".join(str(p) for p in report.paths))
+    convention = summary.settings.get("lesion_convention", "")
+    click.echo(f"\nLesion-wise convention: {convention}. HD95, the post-processed tables and the conventions: "
+               + ", ".join(str(p) for p in report.paths))
 
 
 @click.command("evaluate")
@@ -41,48 +54,58 @@ def _echo_report(report) -> None:
                    "papers'; one pass per modality for DS); per-subset: as `predict --modalities` would.")
 @et_option
 @penalty_option
+@lesion_option
 @output_option
 @scoring_processes_option
 @prediction_options
 @click.option("--overwrite", is_flag=True, help="Predict again instead of reusing the label maps on disk.")
+@click.option("--ensemble", is_flag=True,
+              help="Average several runs (-m/-f given more than once) into one prediction. Without it each run "
+                   "is scored on its own cases and -o gets the mean ± std over the runs.")
 @raw_option
 @click.option("--preprocessed", type=click.Path(file_okay=False), default=None,
               help="Preprocessed base folder, for the split (default: $MMROBUST_PREPROCESSED).")
 def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, checkpoint, results,
-                     subsets, case_spec, protocol, et_min_voxels, hd95_empty_penalty, output, num_processes, step,
-                     sw_batch, tta, device, overwrite, raw, preprocessed):
+                     subsets, case_spec, protocol, et_min_voxels, hd95_empty_penalty, lesion_convention, output,
+                     num_processes, step, sw_batch, tta, device, overwrite, ensemble, raw, preprocessed):
     """Predict the evaluation cases under every modality subset and write the robustness report:
-    per_case.csv, summary.md/.json (GMD Table 2 layout, Dice and HD95) and robustness.png."""
+    per_case.csv, summary.md/.json (GMD Table 2 layout, Dice and HD95, whole-volume and lesion-wise)
+    and robustness.png; with several runs, each run's report and their mean ± std."""
     from pathlib import Path
 
     from mmseg_robust.data.modality_subsets import select_subsets
     from mmseg_robust.evaluation.case_scoring import ScoringOptions
-    from mmseg_robust.evaluation.cases import CASE_SETS, CaseSelectionError, dataset_cases
-    from mmseg_robust.paths import data_folder, resolve_raw_dataset
-    from mmseg_robust.runs.config import load_run_config, run_modalities
+    from mmseg_robust.evaluation.run_evaluation import combine_run_reports, plan_run_evaluation
+    from mmseg_robust.runs.config import run_modalities
 
     model_dirs = resolve_model_dirs(model_dirs, dataset, configuration, folds, strategy, model_kind, fusion, results)
-    config, _ = load_run_config(model_dirs[0])
-    if case_spec == "val" and len(model_dirs) > 1:
-        raise CaseSelectionError("--cases val is one fold's validation set; with several folds use --cases test "
-                                 "or a file of case IDs")
-    select_subsets(subsets, run_modalities(model_dirs[0]), name="--subsets")
-    raw_root = resolve_raw_dataset(config.dataset, raw)
-    splits = data_folder("preprocessed", preprocessed) / config.dataset / "splits.json"
-    cases, description = dataset_cases(raw_root, splits, config.fold, case_spec)
+    for run in model_dirs:
+        select_subsets(subsets, run_modalities(run), name="--subsets")
+    options = ScoringOptions(et_min_voxels, hd95_empty_penalty, lesion_convention)
+    planned = plan_run_evaluation(model_dirs, case_spec, output, ensemble, raw, preprocessed)
 
     # Torch, the networks and the model only now that the cheap checks have passed.
     from mmseg_robust.evaluation.evaluate import evaluate_model
     from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 
-    predictor = Predictor.from_results(model_dirs, checkpoint, device)
     settings = PredictionSettings(step=step, sw_batch=sw_batch, tta=tta)
-    name = case_spec if case_spec in CASE_SETS else Path(case_spec).stem
-    out = Path(output) if output else model_dirs[0] / f"evaluation_{name}"
-    report = evaluate_model(predictor, cases, out, subsets, settings, protocol,
-                            ScoringOptions(et_min_voxels, hd95_empty_penalty), overwrite, description, num_processes)
-    click.echo(f"{len(cases)} case(s) ({description}) x {len(report.summary.subsets)} subset(s) -> {out}")
-    _echo_report(report)
+    for entry in planned:
+        members = model_dirs if len(planned) == 1 else [entry.run]
+        predictor = Predictor.from_results(members, checkpoint, device)
+        report = evaluate_model(predictor, entry.cases, entry.output, subsets, settings, protocol, options,
+                                overwrite, entry.description, num_processes)
+        click.echo(f"{entry.run}: {len(entry.cases)} case(s) ({entry.description}) x "
+                   f"{len(report.summary.subsets)} subset(s) -> {entry.output}")
+        _echo_report(report)
+    if len(planned) > 1:
+        from mmseg_robust.evaluation.runs_summary import format_runs_table
+
+        combined = combine_run_reports(planned, Path(output))
+        for metric in ("dice", "lesion_dice"):
+            table = combined.table(metric)
+            click.echo(f"\nOver {len(planned)} runs (mean ± std, then each run), {table.title()}\n"
+                       f"{format_runs_table(table, combined.runs)}")
+        click.echo(f"\nEvery table over the runs: {Path(output)}")
 
 
 @click.command("evaluate-folder")
@@ -90,17 +113,19 @@ def evaluate_command(model_dirs, dataset, configuration, folds, strategy, model_
               help="<case>.nii.gz label maps, or sub-folders of them named by subset (t1_flair, full).")
 @click.option("--ref", "reference_dir", required=True, type=click.Path(file_okay=False),
               help="Reference label maps: <case>.nii.gz, <case>_seg.nii.gz or BraTS case folders.")
-@click.option("--labels", type=Choice(["auto", "brats2018", "brats2023", "nnunet"]), default="auto",
-              show_default=True, help="Label convention of both folders (auto: ET 4 -> brats2018, else brats2023).")
+@click.option("--labels", type=Choice(["auto", *NAMED_CONVENTIONS]), default="auto", show_default=True,
+              help="Label convention of both folders (auto: 4 and 3 -> brats2024-gli, 4 alone -> brats2018, else "
+                   "brats2023). brats2024-gli scores the resection cavity (4) as its own region RC.")
 @click.option("--subset", "single_subset", default="Full", show_default=True,
               help="Column name when --pred holds the label maps directly.")
 @et_option
 @penalty_option
+@lesion_option
 @click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
               help="Report folder [default: <pred>/evaluation].")
 @scoring_processes_option
 def evaluate_folder_command(prediction_dir, reference_dir, labels, single_subset, et_min_voxels, hd95_empty_penalty,
-                            output, num_processes):
+                            lesion_convention, output, num_processes):
     """Score label maps made by anything against references, into the same report as evaluate."""
     from pathlib import Path
 
@@ -109,6 +134,6 @@ def evaluate_folder_command(prediction_dir, reference_dir, labels, single_subset
 
     out = Path(output) if output else Path(prediction_dir) / "evaluation"
     report = evaluate_folder(Path(prediction_dir), Path(reference_dir), out, labels, single_subset,
-                             ScoringOptions(et_min_voxels, hd95_empty_penalty), num_processes)
+                             ScoringOptions(et_min_voxels, hd95_empty_penalty, lesion_convention), num_processes)
     click.echo(f"{len(report.summary.cases)} case(s) x {len(report.summary.subsets)} subset(s) -> {out}")
     _echo_report(report)

@@ -70,6 +70,19 @@ raw_option = click.option(
     help="Raw data base folder (default: $MMROBUST_RAW).")
 
 
+def label_4_option(command):
+    """``--label-4 et|rc``: what label 4 means where the raw files cannot say
+    (:func:`~mmseg_robust.data.labels.state_label_4`)."""
+    from mmseg_robust.data.labels import LABEL_4_MEANINGS, LABEL_4_OPTION
+
+    return click.option(
+        LABEL_4_OPTION, "label_4", type=Choice(LABEL_4_MEANINGS), default=None,
+        help="What label 4 means where the files cannot say: et (enhancing tumour, BraTS 2018-2021 labels) or "
+             "rc (resection cavity, BraTS 2024 post-treatment; background for WT/TC/ET). Default: the layout "
+             "decides (ET in BraTS 2018-2021 names; RC in BraTS 2023+ names whose labels also hold 3; "
+             "nnU-Net: dataset.json).")(command)
+
+
 def model_options(command):
     """``-m RESULTS_DIR`` (repeatable) or ``-d NAME -c CONFIG -f FOLD --strategy/--model``, the
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""

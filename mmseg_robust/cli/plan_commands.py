@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mmseg_robust.cli.options import Choice, NumberTuple, num_processes_option, raw_option
+from mmseg_robust.cli.options import Choice, NumberTuple, label_4_option, num_processes_option, raw_option
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, IMAGE_DTYPES
 
 dataset_option = click.option("-d", "--dataset", required=True, help="Dataset name under the raw folder, or a path.")
@@ -14,6 +14,11 @@ preprocessed_option = click.option("--preprocessed", type=click.Path(file_okay=F
                                    help="Preprocessed base folder (default: $MMROBUST_PREPROCESSED).")
 incomplete_option = click.option("--allow-incomplete", is_flag=True,
                                  help="Accept cases that lack a sequence; they keep the ones they have.")
+
+
+def _verifying(command):
+    """``--allow-incomplete`` and ``--label-4``: the options of the commands that verify the raw data."""
+    return incomplete_option(label_4_option(command))
 configurations_option = click.option(
     "-c", "--configurations", type=Choice(CONFIGURATION_NAMES), multiple=True,
     default=CONFIGURATION_NAMES, show_default=True, help="Configurations to plan/preprocess (repeat -c).")
@@ -77,15 +82,15 @@ def _describe(outcome) -> None:
 @dataset_option
 @raw_option
 @preprocessed_option
-@incomplete_option
+@_verifying
 @num_processes_option
 @click.option("--overwrite", is_flag=True, help="Recompute an existing fingerprint.json.")
-def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, num_processes, overwrite):
+def extract_fingerprint_command(dataset, raw, preprocessed, allow_incomplete, label_4, num_processes, overwrite):
     """Verify the raw dataset and write fingerprint.json."""
     from mmseg_robust import plan_and_preprocess as api
 
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
-    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes, label_4=label_4)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)
     click.echo(location.fingerprint_path)
 
@@ -109,11 +114,21 @@ def plan_command(dataset, raw, preprocessed, configurations, gpu_memory_gb, patc
     click.echo(location.plans_path)
 
 
-def _user_splits(data, split_files):
-    """Check user split files against the cases before any heavy work."""
+def _user_splits(data, split_files, split_preset):
+    """Check a user split (files or a preset) against the cases before any heavy work."""
+    case_ids = [c.case_id for c in data.cases]
+    if split_preset is not None:
+        from mmseg_robust.data.split_presets import preset_splits
+
+        return preset_splits(split_preset, case_ids)
     from mmseg_robust.data.splits import load_user_splits
 
-    return load_user_splits([Path(p) for p in split_files], [c.case_id for c in data.cases]) if split_files else None
+    return load_user_splits([Path(p) for p in split_files], case_ids) if split_files else None
+
+
+def _check_split_options(split_files, split_preset):
+    if split_files and split_preset is not None:
+        raise click.UsageError("--split-file and --split-preset exclude each other")
 
 
 def _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed):
@@ -122,12 +137,16 @@ def _preprocess_and_split(api, location, data, configurations, num_processes, ov
         click.echo(f"{location.artifact(identifier)}: {summary.n_processed} cases preprocessed, "
                    f"{summary.n_skipped} already done")
     splits = api.ensure_splits(location, [c.case_id for c in data.cases], user_splits, split_seed)
-    click.echo(f"{location.splits_path}: {splits.n_folds} folds")
+    held_out = f", {len(splits.test)} held-out test cases" if splits.test else ""
+    click.echo(f"{location.splits_path}: {splits.n_folds} fold(s){held_out}")
 
 
 with_split_options = _stack([
     click.option("--split-file", "split_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
                  help="User split: a JSON file, or list files such as RFNet's train3.txt and test3.txt (repeat)."),
+    click.option("--split-preset", default=None, metavar="NAME:N",
+                 help="A published split, e.g. rfnet-brats2018:1 (train/val fold, test cases in no fold; "
+                      "mmrobust splits --list)."),
     click.option("--split-seed", type=int, default=12345, show_default=True, help="Seed of the 5-fold split."),
 ])
 
@@ -137,18 +156,19 @@ with_split_options = _stack([
 @raw_option
 @preprocessed_option
 @configurations_option
-@incomplete_option
+@_verifying
 @num_processes_option
 @click.option("--overwrite", is_flag=True, help="Preprocess finished cases again.")
 @with_split_options
-def preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes, overwrite,
-                       split_files, split_seed):
+def preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, label_4, num_processes, overwrite,
+                       split_files, split_preset, split_seed):
     """Crop, normalise, resample and store every case as plans.json says; write splits.json."""
     from mmseg_robust import plan_and_preprocess as api
 
+    _check_split_options(split_files, split_preset)
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
-    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
-    user_splits = _user_splits(data, split_files)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes, label_4=label_4)
+    user_splits = _user_splits(data, split_files, split_preset)
     _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed)
 
 
@@ -157,22 +177,23 @@ def preprocess_command(dataset, raw, preprocessed, configurations, allow_incompl
 @raw_option
 @preprocessed_option
 @configurations_option
-@incomplete_option
+@_verifying
 @num_processes_option
 @planning_options
 @click.option("--overwrite", is_flag=True,
               help=f"Recompute the fingerprint, {overwrite_plan_help}, and preprocess finished cases again.")
 @with_split_options
-def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, num_processes,
+def plan_and_preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, label_4, num_processes,
                                 gpu_memory_gb, patch_size, batch_size, image_dtype, base_features, overwrite,
-                                split_files, split_seed):
+                                split_files, split_preset, split_seed):
     """Verify, fingerprint, plan and preprocess a raw dataset, and write its splits."""
     from mmseg_robust import plan_and_preprocess as api
 
+    _check_split_options(split_files, split_preset)
     location = api.DatasetLocation.resolve(dataset, raw, preprocessed)
     request = _request(configurations, gpu_memory_gb, patch_size, batch_size, image_dtype, base_features)
-    data = api.load_verified_dataset(location, allow_incomplete, num_processes)
-    user_splits = _user_splits(data, split_files)
+    data = api.load_verified_dataset(location, allow_incomplete, num_processes, label_4=label_4)
+    user_splits = _user_splits(data, split_files, split_preset)
     api.run_extract_fingerprint(location, data, num_processes, overwrite)
     _describe(api.run_plan(location, request, overwrite))
     _preprocess_and_split(api, location, data, configurations, num_processes, overwrite, user_splits, split_seed)

@@ -8,12 +8,12 @@ label files.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Union
 
 from mmseg_robust.data.case import Case, Problem
-from mmseg_robust.data.labels import convention_from_nnunet_labels
+from mmseg_robust.data.labels import LabelConvention, convention_from_nnunet_labels, state_label_4
 from mmseg_robust.data.layouts import (
     BRATS2018_LAYOUT,
     BRATS2021_LAYOUT,
@@ -52,6 +52,13 @@ class RawDataset:
             if case.case_id == case_id:
                 return case
         raise DatasetError(f"{self.root}: no case {case_id!r}")
+
+    def with_convention(self, convention: LabelConvention) -> "RawDataset":
+        """The same dataset read with another label convention (its layout's and every case's)."""
+        if convention == self.layout.convention:
+            return self
+        return replace(self, layout=replace(self.layout, convention=convention),
+                       cases=tuple(replace(case, convention=convention) for case in self.cases))
 
 
 def _hidden(path: Path, folder: Path) -> bool:
@@ -149,16 +156,28 @@ def _unwrap(root: Path) -> Path:
     return root
 
 
-def discover_dataset(root: str | Path) -> RawDataset:
+def discover_dataset(root: str | Path, label_4: str | None = None) -> RawDataset:
     """Detect the layout of ``root`` and list its cases; problems are collected, not raised.
 
+    The label convention is the layout's (``dataset.json``'s for nnU-Net). ``label_4`` (``et`` or
+    ``rc``) states what label 4 means where the files cannot say
+    (:func:`~mmseg_robust.data.labels.state_label_4`); without it, a BraTS 2023+ dataset's meaning of
+    4 is decided by verification, which reads the label values.
+
     Raises DatasetError only when no layout can be recognised at all (missing or empty folder,
-    unreadable ``dataset.json``).
+    unreadable ``dataset.json``), or when ``label_4`` contradicts the layout.
     """
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder does not exist")
     root = _unwrap(root)
+    dataset = _discover(root)
+    if label_4 is None:
+        return dataset
+    return dataset.with_convention(state_label_4(dataset.layout.convention, label_4, str(root)))
+
+
+def _discover(root: Path) -> RawDataset:
     if _is_nnunet_root(root):
         return _discover_nnunet(root)
     if any((root / g).is_dir() for g in BRATS_GRADES):

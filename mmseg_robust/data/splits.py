@@ -1,8 +1,12 @@
 """Cross-validation splits (``splits.json``): a seeded k-fold split or a user-supplied one.
 
 K-fold splits start from the sorted case IDs, so file-system order never changes them. User
-splits come from an nnU-Net style JSON file or from list files with one case ID per line, such
-as RFNet's ``train3.txt`` / ``test3.txt`` pairs.
+splits come from an nnU-Net style JSON file or from list files with one case ID per line: pairs
+such as RFNet's ``train3.txt`` / ``test3.txt`` (the second list validates), or triples
+``train1.txt`` / ``val1.txt`` / ``test1.txt``, whose test cases are held out of every fold (the
+cases ``mmrobust evaluate --cases test`` scores). :func:`splits_from_lists` turns lists of case IDs
+from anywhere (files, the packaged presets of :mod:`mmseg_robust.data.split_presets`) into
+:class:`Splits`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Iterable, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -31,7 +35,9 @@ DEFAULT_SPLIT_SEED = 12345
 KFOLD_SOURCE = "kfold"
 #: Unknown IDs named in an error message; the rest are only counted, to keep it one line.
 MAX_IDS_SHOWN = 5
-#: List file names: role prefix, then a key pairing train with test files (``train3`` + ``test3``).
+#: Roles of split list files, the prefix of their names (``train1.txt``, ``val1.txt``, ``test1.txt``).
+LIST_ROLES: tuple[str, ...] = ("train", "val", "test")
+#: List file names: role prefix, then a key grouping a fold's files (``train3`` + ``test3``).
 _LIST_FILE = re.compile(r"^(?P<role>train|test|val)(?P<key>.*)$", re.IGNORECASE)
 _VAL_KEYS = ("val", "test")
 
@@ -50,8 +56,9 @@ class Split:
 
 @dataclass(frozen=True)
 class Splits(JsonArtifact):
-    """All folds of a dataset; ``seed`` is None for a user-supplied split. ``save`` and ``load``
-    accept the file or its folder (``<folder>/splits.json``)."""
+    """All folds of a dataset; ``seed`` is None for a user-supplied split. ``test`` names the
+    held-out test cases of a train/val/test split (in no fold; empty otherwise, and then not
+    written). ``save`` and ``load`` accept the file or its folder (``<folder>/splits.json``)."""
 
     artifact_kind = "splits"
     artifact_error = SplitError
@@ -62,10 +69,12 @@ class Splits(JsonArtifact):
     source: str
     folds: tuple[Split, ...]
     schema_version: int = SPLITS_SCHEMA_VERSION
+    test: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        # Accept a list of folds too, and store a tuple so equal splits compare equal.
+        # Accept lists too, and store tuples so equal splits compare equal.
         object.__setattr__(self, "folds", tuple(self.folds))
+        object.__setattr__(self, "test", tuple(sorted(self.test)))
 
     @property
     def n_folds(self) -> int:
@@ -78,8 +87,11 @@ class Splits(JsonArtifact):
         return self.folds[index]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": self.schema_version, "seed": self.seed, "source": self.source,
-                "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds]}
+        data: dict[str, Any] = {"schema_version": self.schema_version, "seed": self.seed, "source": self.source,
+                                "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds]}
+        if self.test:
+            data["test"] = list(self.test)
+        return data
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "splits") -> "Splits":
@@ -88,7 +100,11 @@ class Splits(JsonArtifact):
         try:
             seed = None if data["seed"] is None else int(data["seed"])
             folds = _parse_folds(data["folds"], source)
-            return cls(seed=seed, source=str(data["source"]), folds=folds, schema_version=version)
+            test = data.get("test", [])
+            if not isinstance(test, list):
+                raise TypeError(f"'test' must be a list of case IDs, got {type(test).__name__}")
+            return cls(seed=seed, source=str(data["source"]), folds=folds, schema_version=version,
+                       test=tuple(map(str, test)))
         except (KeyError, TypeError, ValueError) as error:
             raise SplitError(f"{source}: malformed splits ({type(error).__name__}: {error})") from None
 
@@ -102,12 +118,13 @@ def _checked_fold(train: Iterable[str], val: Iterable[str], source: str, index: 
     both = sorted(set(train_ids) & set(val_ids))
     if both:
         raise SplitError(f"{source}: fold {index} has {len(both)} case(s) in both train and val: "
-                         f"{_preview(both)}")
+                         f"{preview_ids(both)}")
     return Split(train=tuple(train_ids), val=tuple(val_ids))
 
 
 def _parse_folds(entries: Any, source: str) -> tuple[Split, ...]:
-    """Folds from a JSON list of ``{"train": [...], "val": [...]}`` (``"test"`` accepted for val)."""
+    """Folds from a JSON list of ``{"train": [...], "val": [...]}`` (``"test"`` accepted for val;
+    held-out test cases are a top-level ``"test"`` list beside ``"folds"``)."""
     if not isinstance(entries, list) or not entries:
         raise SplitError(f"{source}: expected a non-empty list of folds, got {type(entries).__name__}")
     folds = []
@@ -121,7 +138,8 @@ def _parse_folds(entries: Any, source: str) -> tuple[Split, ...]:
     return tuple(folds)
 
 
-def _preview(ids: Sequence[str]) -> str:
+def preview_ids(ids: Sequence[str]) -> str:
+    """The first :data:`MAX_IDS_SHOWN` IDs, comma-separated, and how many there are when more."""
     shown = ", ".join(ids[:MAX_IDS_SHOWN])
     return shown + (f", ... ({len(ids)} in all)" if len(ids) > MAX_IDS_SHOWN else "")
 
@@ -132,7 +150,7 @@ def make_kfold_splits(case_ids: Iterable[str], n_folds: int = DEFAULT_N_FOLDS,
     ids = sorted(case_ids)
     duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
     if duplicates:
-        raise SplitError(f"k-fold split: duplicate case IDs {_preview(duplicates)}")
+        raise SplitError(f"k-fold split: duplicate case IDs {preview_ids(duplicates)}")
     if n_folds < 2:
         raise SplitError(f"k-fold split: needs at least 2 folds, got {n_folds}")
     if len(ids) < n_folds:
@@ -161,10 +179,10 @@ def _read_list_file(path: Path) -> list[str]:
     return [case_id_of_entry(e) for e in entries if e]
 
 
-def _check_known(ids: Iterable[str], case_ids: Collection[str], path: Path) -> None:
+def _check_known(ids: Iterable[str], case_ids: Collection[str], origin: str | Path) -> None:
     unknown = sorted(set(ids) - set(case_ids))
     if unknown:
-        raise SplitError(f"{path}: {len(unknown)} case ID(s) not in the dataset: {_preview(unknown)}")
+        raise SplitError(f"{origin}: {len(unknown)} case ID(s) not in the dataset: {preview_ids(unknown)}")
 
 
 def _key_order(key: str) -> tuple[int, int, str]:
@@ -179,48 +197,117 @@ def _load_json_split(path: Path, case_ids: Collection[str]) -> Splits:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise SplitError(f"{path}: unreadable split file ({error})") from None
     entries = data.get("folds") if isinstance(data, dict) else data
-    folds = tuple(Split(train=tuple(case_id_of_entry(i) for i in f.train),
-                        val=tuple(case_id_of_entry(i) for i in f.val))
-                  for f in _parse_folds(entries, str(path)))
-    folds = tuple(_checked_fold(f.train, f.val, str(path), k) for k, f in enumerate(folds))
-    _check_known([i for f in folds for i in f.train + f.val], case_ids, path)
-    return Splits(seed=None, source=path.name, folds=folds)
+    test = data.get("test", []) if isinstance(data, dict) else []
+    if not isinstance(test, list):
+        raise SplitError(f"{path}: 'test' must be a list of held-out case IDs, got {type(test).__name__}")
+    lists = [ListFold(train=[case_id_of_entry(i) for i in f.train], val=[case_id_of_entry(i) for i in f.val],
+                      test=[case_id_of_entry(str(i)) for i in test], origins=dict.fromkeys(LIST_ROLES, str(path)))
+             for f in _parse_folds(entries, str(path))]
+    _check_known([i for f in lists for role in LIST_ROLES for i in getattr(f, role)], case_ids, path)
+    return splits_from_lists(lists, case_ids, path.name)
+
+
+@dataclass(frozen=True)
+class ListFold:
+    """One fold as lists of case IDs: ``train``, ``val`` and the held-out ``test`` cases (may be
+    empty). ``origins`` names where each role's list came from (a file, a preset), for errors."""
+
+    train: Sequence[str]
+    val: Sequence[str]
+    test: Sequence[str] = ()
+    origins: Mapping[str, str] | None = None
+
+    def origin(self, role: str) -> str:
+        return (self.origins or {}).get(role, f"{role} list")
+
+
+def splits_from_lists(folds: Sequence[ListFold], case_ids: Collection[str], source: str) -> Splits:
+    """Splits from lists of case IDs, one :class:`ListFold` per fold, in order.
+
+    Each fold's train and val cases must be disjoint and non-empty; its test cases, disjoint from
+    both, are held out of every fold (``Splits.test``). Folds with test lists must all hold out
+    the same cases: separate train/val/test draws (RFNet's splits 1-3) are separate experiments,
+    not folds of one.
+
+    Args:
+        folds: the folds' lists of case IDs.
+        case_ids: the dataset's case IDs; every listed ID must be one of them.
+        source: what the lists are, recorded as ``Splits.source``.
+
+    Raises:
+        SplitError: an unknown ID (naming the list and how many), an empty or overlapping set,
+            or folds that hold out different test cases.
+    """
+    if not folds:
+        raise SplitError(f"{source}: no fold given")
+    checked = []
+    for index, fold in enumerate(folds):
+        for role in LIST_ROLES:
+            _check_known(getattr(fold, role), case_ids, fold.origin(role))
+        origins = dict.fromkeys((fold.origin("train"), fold.origin("val")))  # one name for one file
+        split = _checked_fold(fold.train, fold.val, " + ".join(origins), index)
+        in_fold = sorted(set(fold.test) & set(split.train + split.val))
+        if in_fold:
+            raise SplitError(f"{fold.origin('test')}: {len(in_fold)} held-out test case(s) also in the train or "
+                             f"val list of fold {index}: {preview_ids(in_fold)}")
+        checked.append(split)
+    held_out = {tuple(sorted(set(fold.test))) for fold in folds}
+    if len(held_out) > 1:
+        raise SplitError(f"{source}: the folds hold out different test cases; give one train/val/test triple "
+                         f"at a time (separate draws such as RFNet's splits 1-3 are separate experiments, "
+                         f"not folds)")
+    (test,) = held_out
+    splits = Splits(seed=None, source=source, folds=tuple(checked), test=test)
+    if test:
+        listed = set(test).union(*(f.train + f.val for f in checked))
+        unlisted = sorted(set(case_ids) - listed)
+        if unlisted:
+            logger.warning("%s: %d case(s) of the dataset are in no list (e.g. %s): like the test cases they "
+                           "are in no fold", source, len(unlisted), preview_ids(unlisted))
+    return splits
 
 
 def _load_list_splits(paths: Sequence[Path], case_ids: Collection[str]) -> Splits:
-    pairs: dict[str, dict[str, Path]] = {}
+    groups: dict[str, dict[str, Path]] = {}
     for path in paths:
         match = _LIST_FILE.match(path.name.split(".", 1)[0])
         if match is None:
-            raise SplitError(f"{path}: split list names must start with 'train', 'test' or 'val' "
-                             f"(e.g. train3.txt and test3.txt)")
-        role = "train" if match["role"].lower() == "train" else "val"
-        pair = pairs.setdefault(match["key"].lower(), {})
-        if role in pair:
-            raise SplitError(f"{path}: second {role} list for the same fold (also {pair[role].name})")
-        pair[role] = path
+            raise SplitError(f"{path}: split list names must start with 'train', 'val' or 'test' "
+                             f"(e.g. train3.txt and test3.txt, or train1.txt, val1.txt and test1.txt)")
+        role = match["role"].lower()
+        group = groups.setdefault(match["key"].lower(), {})
+        if role in group:
+            raise SplitError(f"{path}: second {role} list for the same fold (also {group[role].name})")
+        group[role] = path
     folds = []
-    for index, key in enumerate(sorted(pairs, key=_key_order)):
-        pair = pairs[key]
-        if len(pair) != 2:
-            (lonely,) = pair.values()
-            wanted = "test/val" if "train" in pair else "train"
+    for key in sorted(groups, key=_key_order):
+        group = groups[key]
+        if "train" not in group or len(group) == 1:
+            (lonely, *_) = group.values()
+            wanted = "test/val" if "train" in group else "train"
             raise SplitError(f"{lonely}: no matching {wanted} list (expected pairs such as "
-                             f"train3.txt and test3.txt)")
-        train, val = _read_list_file(pair["train"]), _read_list_file(pair["val"])
-        _check_known(train, case_ids, pair["train"])
-        _check_known(val, case_ids, pair["val"])
-        folds.append(_checked_fold(train, val, f"{pair['train']} + {pair['val'].name}", index))
-    ordered = [pairs[k][r].name for k in sorted(pairs, key=_key_order) for r in ("train", "val")]
-    return Splits(seed=None, source=", ".join(ordered), folds=tuple(folds))
+                             f"train3.txt and test3.txt, or triples train1.txt, val1.txt, test1.txt)")
+        # A pair's second list validates; with all three, val validates and test is held out.
+        roles = {"train": "train", "val": "val" if "val" in group else "test"}  # role -> file's role
+        if roles["val"] == "val" and "test" in group:
+            roles["test"] = "test"
+        folds.append(ListFold(**{role: _read_list_file(group[file_role]) for role, file_role in roles.items()},
+                              origins={role: str(group[file_role]) for role, file_role in roles.items()}))
+    ordered = [groups[k][r].name for k in sorted(groups, key=_key_order) for r in LIST_ROLES if r in groups[k]]
+    return splits_from_lists(folds, case_ids, ", ".join(ordered))
 
 
 def load_user_splits(paths: Sequence[str | Path], case_ids: Collection[str]) -> Splits:
-    """Read a user split: one JSON file (a list of folds, or ``{"folds": [...]}``) or pairs of
-    list files (``train*`` + ``test*``/``val*``, one fold per pair ordered by number).
+    """Read a user split: one JSON file (a list of folds, or ``{"folds": [...]}``) or list files,
+    one fold per number ordered by it: pairs ``train*`` + ``test*``/``val*`` (the second list
+    validates) or triples ``train*`` + ``val*`` + ``test*`` (``val`` validates, ``test`` is held
+    out of every fold: see :func:`splits_from_lists`).
 
     Entries may be paths or file names; they are reduced to case IDs, which must all be in
     ``case_ids``.
+
+    Raises:
+        SplitError: a missing, unreadable or misnamed file, an unknown case ID, or an inconsistent split.
     """
     paths = [Path(p) for p in paths]
     if not paths:

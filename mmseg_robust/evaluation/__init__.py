@@ -8,6 +8,9 @@ from mmseg_robust.errors import MMRobustError
 
 #: BraTS practice (nnU-Net's and RFNet's evaluation): a predicted ET under 500 voxels is relabelled NCR.
 DEFAULT_ET_MIN_VOXELS = 500
+#: Lesion-wise conventions (:mod:`mmseg_robust.evaluation.lesions`): the BraTS 2023 script's, the 2024+ package's.
+LESION_CONVENTION_NAMES: tuple[str, ...] = ("brats2023", "brats2024")
+DEFAULT_LESION_CONVENTION = "brats2023"
 #: How the subsets of a case are predicted (see :mod:`mmseg_robust.evaluation.subset_prediction`).
 PROTOCOLS: tuple[str, ...] = ("shared", "per-subset")
 

@@ -13,17 +13,23 @@ from tqdm import tqdm
 
 from mmseg_robust.data.labels import LabelConvention
 from mmseg_robust.data.nifti_io import read_image
-from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS, EvaluationError
+from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS, DEFAULT_LESION_CONVENTION, EvaluationError
+from mmseg_robust.evaluation.lesions import lesion_convention
 from mmseg_robust.evaluation.scoring import LabelValueError, RegionScore, score_label_maps
 
 
 @dataclass(frozen=True)
 class ScoringOptions:
     """``et_min_voxels``: threshold of the post-processed tables (0: raw tables only);
-    ``hd95_empty_penalty``: HD95 when exactly one mask is empty (None: the image diagonal)."""
+    ``hd95_empty_penalty``: HD95 when exactly one mask is empty (None: the image diagonal);
+    ``lesion_convention``: the lesion-wise metrics' convention (a name in ``LESION_CONVENTIONS``)."""
 
     et_min_voxels: int = DEFAULT_ET_MIN_VOXELS
     hd95_empty_penalty: float | None = None
+    lesion_convention: str = DEFAULT_LESION_CONVENTION
+
+    def __post_init__(self) -> None:
+        lesion_convention(self.lesion_convention)  # an unknown name fails here, before any work
 
     @property
     def thresholds(self) -> tuple[int, ...]:
@@ -47,6 +53,7 @@ def score_case(job: ScoringJob) -> tuple[list[RegionScore], float]:
     started = time.perf_counter()
     reference, reference_geometry = read_image(job.reference)
     spacing = reference_geometry.array_spacing
+    lesions = lesion_convention(job.options.lesion_convention)
     scores: list[RegionScore] = []
     for subset, path in job.predictions:
         label, geometry = read_image(path)
@@ -57,7 +64,7 @@ def score_case(job: ScoringJob) -> tuple[list[RegionScore], float]:
         try:
             scores += score_label_maps(job.case_id, subset, label, job.prediction_convention, reference,
                                        job.reference_convention, spacing, job.options.thresholds,
-                                       job.options.hd95_empty_penalty)
+                                       job.options.hd95_empty_penalty, lesions)
         except LabelValueError as error:
             raise EvaluationError(f"{job.reference if error.which == 'reference' else path}: {error}") from None
     return scores, time.perf_counter() - started

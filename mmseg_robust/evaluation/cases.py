@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmseg_robust.data.discovery import discover_dataset, find_label_files
-from mmseg_robust.data.labels import LabelConvention
+from mmseg_robust.data.labels import LabelConvention, label_4_as_in
 from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.inference.inputs import InputCase
+from mmseg_robust.runs.config import RunSplit
 
 #: ``--cases`` keywords; anything else is a file of case IDs.
 CASE_SETS: tuple[str, ...] = ("val", "test")
@@ -62,16 +63,29 @@ def read_case_list(path: Path) -> list[str]:
     return ids
 
 
-def dataset_cases(raw_root: Path, splits_path: Path, fold: int, spec: str) -> tuple[list[EvaluationCase], str]:
+def dataset_cases(raw_root: Path, splits_path: Path, fold: int, spec: str,
+                  trained_convention: LabelConvention | None = None,
+                  run_split: RunSplit | None = None) -> tuple[list[EvaluationCase], str]:
     """The labelled cases of ``--cases spec`` and a description for the report.
 
-    ``val``: the fold's validation cases; ``test``: labelled cases in no fold of the split (held
-    out from cross-validation); otherwise ``spec`` is a file of case IDs.
+    ``val``: the fold's validation cases; ``test``: the split's held-out test list when it has one
+    (a train/val/test split such as RFNet's), else the labelled cases in no fold; otherwise
+    ``spec`` is a file of case IDs. ``run_split``: the split a run recorded when it started,
+    preferred to ``splits_path`` for ``val`` and a test list. ``trained_convention`` (the plans'):
+    label 4 of the references is read as training read it (BraTS 2024's resection cavity).
     """
     dataset = discover_dataset(raw_root)
+    if trained_convention is not None:
+        dataset = dataset.with_convention(label_4_as_in(dataset.layout.convention, trained_convention))
     by_id = {c.case_id: c for c in dataset.cases}
-    if spec == "val":
+    if spec == "val" and run_split is not None:
+        ids, description = list(run_split.val), f"validation cases of fold {run_split.fold}"
+    elif spec == "val":
         ids, description = list(Splits.load(splits_path).fold(fold).val), f"validation cases of fold {fold}"
+    elif spec == "test" and run_split is not None and run_split.test:
+        ids, description = list(run_split.test), "the run's test list"
+    elif spec == "test" and Splits.load(splits_path).test:
+        ids, description = list(Splits.load(splits_path).test), f"the split's test list ({splits_path.name})"
     elif spec == "test":
         splits = Splits.load(splits_path)
         used = {i for f in splits.folds for i in f.train + f.val}

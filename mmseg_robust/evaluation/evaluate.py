@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 from tqdm import tqdm
 
-from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.evaluation.case_scoring import CaseScorer, ScoringJob, ScoringOptions
 from mmseg_robust.evaluation.cases import EvaluationCase
 from mmseg_robust.evaluation.report import EvaluationReport, finish_report
@@ -43,6 +43,9 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
     scores: list[RegionScore] = []
     predicted, predicted_cases, skipped, started_all = 0, 0, 0, time.perf_counter()
     predict_seconds = 0.0
+    # The network predicts WT/TC/ET only (a resection cavity is background in training), so its maps
+    # are read without one and no RC row is scored against references that have it.
+    predicted_convention = replace(predictor.plans.label_convention, rc=None)
     with CaseScorer(processes) as scorer:
         for case in tqdm(cases, desc="evaluate", unit="case", disable=not progress):
             usable = [s for s in chosen if set(s.modalities) <= set(case.modalities)]
@@ -54,12 +57,12 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
             predicted, predicted_cases = predicted + len(todo), predicted_cases + bool(todo)
             scorer.submit(ScoringJob(case.case_id, case.label, case.convention,
                                      tuple((s.name, store.path(s, case.case_id)) for s in usable),
-                                     predictor.plans.label_convention, options))
+                                     predicted_convention, options))
             logger.debug("case %s: %d subset(s) predicted, %d to score", case.case_id, len(todo), len(usable))
         scores, score_seconds = scorer.results(progress)
     if skipped:
         logger.warning("%d case-subset pair(s) skipped: the case lacks a modality of the subset", skipped)
-    scored = len(scores) // (len(REGIONS) * len(options.thresholds))
+    scored = len({(s.case_id, s.subset) for s in scores})
     timing = {"case_subsets_scored": scored, "case_subsets_predicted": predicted,
               "case_subsets_reused": scored - predicted, "total_seconds": time.perf_counter() - started_all,
               "prediction_seconds_per_case": predict_seconds / predicted_cases if predicted_cases else 0.0,
@@ -68,9 +71,12 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
     settings_record = {"subsets": subsets, "protocol": protocol, "step": settings.step,
                        "tta": subset_predictor.settings.tta,
                        "et_min_voxels": options.et_min_voxels, "hd95_empty_penalty": options.hd95_empty_penalty,
+                       "lesion_convention": options.lesion_convention,
                        "cases": description}
     sources = ", ".join(str(m.source) for m in predictor.models)
+    notes = [f"The references' resection cavity (label {cases[0].convention.rc}) is background here, as in "
+             f"training: the model does not predict it."] if cases and cases[0].convention.rc is not None else []
     return finish_report(sources, [c.case_id for c in cases], [s.name for s in chosen], scores, options, protocol,
-                   settings_record, timing, output_dir)
+                         settings_record, timing, output_dir, notes)
 
 

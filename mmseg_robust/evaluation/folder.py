@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mmseg_robust.data.discovery import list_nifti_files, list_subfolders
-from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, NNUNET_BRATS, LabelConvention
+from mmseg_robust.data.labels import BRATS_2018, BRATS_2023, BRATS_2024_GLI, NAMED_CONVENTIONS, LabelConvention
 from mmseg_robust.data.modalities import MODALITIES, parse_modality_list
 from mmseg_robust.data.modality_subsets import subset_name, table_subsets
 from mmseg_robust.data.nifti_io import read_image, strip_nifti_suffix
@@ -22,8 +22,8 @@ from mmseg_robust.evaluation.report import EvaluationReport, finish_report
 
 logger = logging.getLogger(__name__)
 
-#: ``--labels``; ``auto`` takes a reference holding 4 as BraTS 2018-2021 (ET 4), else BraTS 2023 (ET 3).
-LABEL_CONVENTIONS: dict[str, LabelConvention] = {c.name: c for c in (BRATS_2018, BRATS_2023, NNUNET_BRATS)}
+#: ``--labels``; ``auto`` decides from the references' values (:func:`_detect_convention`).
+LABEL_CONVENTIONS: dict[str, LabelConvention] = NAMED_CONVENTIONS
 FULL_FOLDER = "full"
 
 
@@ -54,10 +54,14 @@ def prediction_folder_subsets(folder: Path, single_subset: str = "Full") -> dict
 
 
 def _detect_convention(references: dict[str, Path]) -> LabelConvention:
+    """4 with 3 somewhere: BraTS 2024 post-treatment (4 = cavity); 4 and never 3: BraTS 2018-2021
+    (4 = ET); no 4: BraTS 2023. Reads references until both values have been seen."""
+    seen: set[int] = set()
     for path in references.values():
-        if np.any(read_image(path)[0] == BRATS_2018.et):
-            return BRATS_2018
-    return BRATS_2023
+        seen |= {int(v) for v in np.unique(read_image(path)[0])} & {BRATS_2023.et, BRATS_2018.et}
+        if len(seen) == 2:
+            return BRATS_2024_GLI
+    return BRATS_2018 if BRATS_2018.et in seen else BRATS_2023
 
 
 def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path, labels: str = "auto",
@@ -92,7 +96,8 @@ def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path,
     seconds, pairs = time.perf_counter() - started, len(case_ids) * len(subsets)
     settings = {"prediction_dir": str(prediction_dir), "reference_dir": str(reference_dir),
                 "labels": convention.name, "et_min_voxels": options.et_min_voxels,
-                "hd95_empty_penalty": options.hd95_empty_penalty}
+                "hd95_empty_penalty": options.hd95_empty_penalty,
+                "lesion_convention": options.lesion_convention}
     logger.debug("scored %d case(s) x %d subset(s) in %.1f s", len(case_ids), len(subsets), seconds)
     return finish_report(str(prediction_dir), case_ids, list(subsets), scores, options, None, settings,
                          {"case_subsets_scored": pairs, "total_seconds": seconds,

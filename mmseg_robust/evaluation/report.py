@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Sequence
 
 from mmseg_robust.evaluation.case_scoring import ScoringOptions
+from mmseg_robust.evaluation.lesions import lesion_convention
 from mmseg_robust.evaluation.metrics import HD95_PERCENTILE
 from mmseg_robust.evaluation.plots import save_robustness_figure
-from mmseg_robust.evaluation.scoring import RegionScore
+from mmseg_robust.evaluation.scoring import RESECTION_CAVITY, RegionScore
 from mmseg_robust.evaluation.summary import (
     PER_CASE_CSV,
     EvaluationSummary,
@@ -38,6 +39,10 @@ def conventions(options: ScoringOptions, protocol: str | None) -> list[str]:
         f"HD95 (mm, from the voxel spacing): symmetric, the {HD95_PERCENTILE}th percentile of the pooled surface "
         f"distances in both directions (MedPy/BraTS style; surfaces are the voxels with a background "
         f"face-neighbour); both empty -> 0, exactly one empty -> {penalty}.",
+        f"Lesion-wise Dice and HD95 ({options.lesion_convention}): "
+        f"{lesion_convention(options.lesion_convention).source}; components with 26-connectivity. per_case.csv "
+        "holds each case's lesion counts (TP/FN: reference lesions matched/missed, FP: predicted lesions "
+        "matching none).",
         "Subsets are named as in GMD's Table 2: Fl. = FLAIR, T1c = T1ce, ~X = every modality but X.",
     ]
     if options.et_min_voxels:
@@ -62,8 +67,12 @@ def write_report(summary: EvaluationSummary, scores: Sequence[RegionScore], fold
 
 def finish_report(source: str, case_ids: list[str], subset_names: list[str], scores: list[RegionScore],
                   options: ScoringOptions, protocol: str | None, settings: dict, timing: dict,
-                  output_dir: Path) -> EvaluationReport:
-    """Tables from the scores, then every report file."""
+                  output_dir: Path, notes: Sequence[str] = ()) -> EvaluationReport:
+    """Tables from the scores, then every report file; ``notes`` go under the conventions."""
+    lines = conventions(options, protocol) + list(notes)
+    if any(s.region == RESECTION_CAVITY for s in scores):
+        lines.append("RC: the resection cavity of post-treatment data (BraTS 2024 label 4), scored as its own "
+                     "region; it is in none of WT, TC and ET.")
     summary = EvaluationSummary(source, case_ids, subset_names, build_tables(scores, subset_names),
-                                conventions(options, protocol), settings, timing)
+                                lines, settings, timing)
     return EvaluationReport(summary, scores, write_report(summary, scores, output_dir))

@@ -8,8 +8,8 @@ Two protocols:
   learned per-region weights), and sliding-window accumulation (Gaussian weights, mirroring) is
   linear, so one pass per modality gives every subset's logits exactly, fused from the
   accumulated maps: 4 branch passes per case instead of 32. A gated fusion (per-voxel weights)
-  accumulates its numerator and denominator per modality instead, which add up the same way. Models without that property
-  (early fusion) run once per subset. Either way the logits go through the predictor's own
+  accumulates its numerator and denominator per modality instead, which add up the same way.
+  Models without that property (early fusion) run once per subset. Either way the logits go through the predictor's own
   path (probabilities, input grid, label, write): :meth:`Predictor.export`.
 * ``per-subset``: each subset is read, cropped and normalised from its own files alone, exactly
   as ``mmrobust predict --modalities`` does.

@@ -1,6 +1,7 @@
 """The robustness report's data: per-case scores -> tables in the layout of GMD's Table 2 (rows
 WT/TC/ET, one column per modality subset in the paper's order, then ``Avg.``), for Dice and HD95,
-raw and with ET post-processing; ``per_case.csv``, ``summary.json`` and ``summary.md``."""
+whole-volume and lesion-wise, raw and with ET post-processing; ``per_case.csv``, ``summary.json``
+and ``summary.md``."""
 
 from __future__ import annotations
 
@@ -17,14 +18,17 @@ from mmseg_robust.data.labels import REGIONS
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.evaluation.scoring import RegionScore
 
-SUMMARY_SCHEMA_VERSION = 1
+#: 2: lesion-wise tables and per-case columns (issue 23).
+SUMMARY_SCHEMA_VERSION = 2
 SUMMARY_JSON, SUMMARY_MD, PER_CASE_CSV = "summary.json", "summary.md", "per_case.csv"
 AVERAGE_COLUMN = "Avg."
-METRICS: tuple[str, ...] = ("dice", "hd95")
+METRICS: tuple[str, ...] = ("dice", "hd95", "lesion_dice", "lesion_hd95")
 #: How each metric is shown in summary.md: Dice in percent like the papers' tables, HD95 in mm.
-METRIC_DISPLAY: dict[str, tuple[str, float, int]] = {"dice": ("Dice (%)", 100.0, 1), "hd95": ("HD95 (mm)", 1.0, 2)}
+METRIC_DISPLAY: dict[str, tuple[str, float, int]] = {
+    "dice": ("Dice (%)", 100.0, 1), "hd95": ("HD95 (mm)", 1.0, 2),
+    "lesion_dice": ("Lesion-wise Dice (%)", 100.0, 1), "lesion_hd95": ("Lesion-wise HD95 (mm)", 1.0, 2)}
 CSV_FIELDS: tuple[str, ...] = ("case", "subset", "region", "et_min_voxels", "dice", "hd95", "sensitivity",
-                               "specificity")
+                               "specificity", "lesion_dice", "lesion_hd95", "lesion_tp", "lesion_fp", "lesion_fn")
 
 
 class SummaryError(MMRobustError):
@@ -34,7 +38,8 @@ class SummaryError(MMRobustError):
 @dataclass(frozen=True)
 class ResultTable:
     """Mean over the cases of one metric: ``rows[region]`` holds one value per subset, then the
-    average over the subsets. ``et_min_voxels`` 0: raw predictions."""
+    average over the subsets. ``et_min_voxels`` 0: raw predictions. Undefined values (the
+    brats2024 lesion-wise score of a case with no lesion on either side) are left out of means."""
 
     metric: str
     et_min_voxels: int
@@ -116,15 +121,22 @@ def build_tables(scores: Sequence[RegionScore], subsets: Sequence[str]) -> list[
                 if score.et_min_voxels == threshold:
                     values.setdefault((score.region, score.subset), []).append(getattr(score, metric))
             rows = {}
-            for region in REGIONS:
-                means = [_mean(values.get((region, subset), [])) for subset in subsets]
-                rows[region] = means + [_mean(means)]
+            for region in _regions_of(scores):
+                means = [_mean_of_defined(values.get((region, subset), [])) for subset in subsets]
+                rows[region] = means + [sum(means) / len(means) if means else math.nan]
             tables.append(ResultTable(metric, threshold, tuple(subsets), rows))
     return tables
 
 
-def _mean(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
+def _regions_of(scores: Sequence[RegionScore]) -> tuple[str, ...]:
+    """WT, TC, ET, then any other region scored (RC of post-treatment data)."""
+    extra = dict.fromkeys(s.region for s in scores if s.region not in REGIONS)
+    return REGIONS + tuple(extra)
+
+
+def _mean_of_defined(values: Sequence[float]) -> float:
+    defined = [v for v in values if not math.isnan(v)]
+    return sum(defined) / len(defined) if defined else math.nan
 
 
 def format_table(table: ResultTable) -> str:
@@ -160,7 +172,8 @@ def write_per_case_csv(scores: Sequence[RegionScore], path: Path) -> Path:
     writer.writerow(CSV_FIELDS)
     for s in scores:
         writer.writerow([s.case_id, s.subset, s.region, s.et_min_voxels, f"{s.dice:.6f}", f"{s.hd95:.4f}",
-                         f"{s.sensitivity:.6f}", f"{s.specificity:.6f}"])
+                         f"{s.sensitivity:.6f}", f"{s.specificity:.6f}", f"{s.lesion_dice:.6f}",
+                         f"{s.lesion_hd95:.4f}", s.lesion_tp, s.lesion_fp, s.lesion_fn])
     write_bytes_atomic(path, buffer.getvalue().encode("utf-8"))
     return Path(path)
 
@@ -171,7 +184,9 @@ def read_per_case_csv(path: Path) -> list[RegionScore]:
         with open(path, newline="", encoding="utf-8") as handle:
             return [RegionScore(row["case"], row["subset"], row["region"], int(row["et_min_voxels"]),
                                 float(row["dice"]), float(row["hd95"]), float(row["sensitivity"]),
-                                float(row["specificity"])) for row in csv.DictReader(handle)]
+                                float(row["specificity"]), float(row["lesion_dice"]), float(row["lesion_hd95"]),
+                                int(row["lesion_tp"]), int(row["lesion_fp"]), int(row["lesion_fn"]))
+                    for row in csv.DictReader(handle)]
     except (OSError, KeyError, ValueError) as error:
         raise SummaryError(f"{path}: unreadable per-case scores ({type(error).__name__}: {error})") from None
 

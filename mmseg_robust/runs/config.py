@@ -8,7 +8,6 @@ from typing import Any, Callable
 
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
-from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.choices import (
     AMP_MODES,
@@ -23,6 +22,7 @@ from mmseg_robust.choices import (
     STRATEGIES,
     check_choice,
 )
+from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, Plans
 from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion, run_folder, run_name
@@ -164,11 +164,45 @@ class TrainingConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def save_run_config(output_dir: Path, config: TrainingConfig, plans: Plans) -> Path:
-    """``config.json``: the training config, the plans and the code version, enough to rebuild the model."""
+@dataclass(frozen=True)
+class RunSplit:
+    """The cases a run was trained and validated on, and its split's held-out test cases, as
+    ``splits.json`` said when the run started: a run folder names its own evaluation cases even
+    when several splits (RFNet's three draws) live in different preprocessed folders."""
+
+    fold: int
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"fold": self.fold, "val": list(self.val), "test": list(self.test), "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSplit":
+        return cls(int(data["fold"]), tuple(map(str, data["val"])), tuple(map(str, data["test"])),
+                   str(data["source"]))
+
+
+def save_run_config(output_dir: Path, config: TrainingConfig, plans: Plans, split: RunSplit | None = None) -> Path:
+    """``config.json``: the training config, the plans and the code version, enough to rebuild the
+    model, and the run's split (:class:`RunSplit`) when known."""
     path = Path(output_dir) / CONFIG_FILE
-    write_json_atomic(path, {"training": config.to_dict(), "plans": plans.to_dict(), "mmrobust_version": __version__})
+    data = {"training": config.to_dict(), "plans": plans.to_dict(), "mmrobust_version": __version__}
+    if split is not None:
+        data["split"] = split.to_dict()
+    write_json_atomic(path, data)
     return path
+
+
+def load_run_split(output_dir: Path) -> RunSplit | None:
+    """The split :func:`save_run_config` recorded; None for runs that predate the record."""
+    path = Path(output_dir) / CONFIG_FILE
+    data = read_json_artifact(path, "training config", TrainingConfigError, "not a results folder of mmrobust train")
+    try:
+        return RunSplit.from_dict(data["split"]) if "split" in data else None
+    except (KeyError, TypeError, ValueError) as error:
+        raise TrainingConfigError(f"{path}: malformed 'split' ({type(error).__name__}: {error})") from None
 
 
 def load_run_config(output_dir: Path) -> tuple[TrainingConfig, Plans]:

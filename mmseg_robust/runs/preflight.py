@@ -13,7 +13,7 @@ from pathlib import Path
 from mmseg_robust.data.splits import Splits
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
-from mmseg_robust.runs.config import TrainingConfig
+from mmseg_robust.runs.config import RunSplit, TrainingConfig
 from mmseg_robust.runs.paths import LATEST_CHECKPOINT
 
 
@@ -52,6 +52,7 @@ class TrainingInputs:
     val_folders: tuple[Path, ...]
     output_dir: Path
     latest_checkpoint: Path
+    split: RunSplit
 
 
 def _case_folders(data_dir: Path, case_ids: tuple[str, ...], role: str) -> tuple[Path, ...]:
@@ -83,10 +84,13 @@ def check_training_inputs(config: TrainingConfig, preprocessed: Path, results: P
     plans = Plans.load(Path(preprocessed) / "plans.json")
     plan = plans.configuration(config.configuration)
     config.network_modalities(plans)
-    fold = Splits.load(Path(preprocessed) / "splits.json").fold(config.fold)
+    splits_path = Path(preprocessed) / "splits.json"
+    splits = Splits.load(splits_path)
+    fold = splits.fold(config.fold)
     data_dir = Path(preprocessed) / plan.data_identifier
     train_folders = _case_folders(data_dir, fold.train, "training")
     val_folders = _case_folders(data_dir, fold.val, "validation")
     output_dir = config.output_dir(results)
     latest = check_run_folder(output_dir, resume)
-    return TrainingInputs(plans, plan, train_folders, val_folders, output_dir, latest)
+    split = RunSplit(config.fold, tuple(fold.val), tuple(splits.test), str(splits_path.resolve()))
+    return TrainingInputs(plans, plan, train_folders, val_folders, output_dir, latest, split)

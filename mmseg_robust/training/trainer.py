@@ -200,7 +200,7 @@ def _train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bo
         model.compile_blocks()
     if context.is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_run_config(output_dir, config, plans)
+        save_run_config(output_dir, config, plans, inputs.split)
 
     settings = LoaderSettings(plan.patch_size, plan.batch_size, modalities, config.oversample_foreground,
                               augment=True, seed=config.seed)

@@ -18,20 +18,24 @@ SEQUENCES: tuple[str, ...] = ("flair", "t1", "t1ce", "t2")
 GRADES: tuple[str, ...] = ("HGG", "LGG")
 
 # Tissue classes of the internal class map; each indexes a column of INTENSITY.
-BACKGROUND, WM, GM, CSF, EDEMA, NECROSIS, ENHANCING, NON_ENHANCING = range(8)
+BACKGROUND, WM, GM, CSF, EDEMA, NECROSIS, ENHANCING, NON_ENHANCING, RESECTION_CAVITY = range(9)
 
-# BraTS 2018 label of each class (normal tissue is 0).
-CLASS_LABEL = np.array([0, 0, 0, 0, 2, 1, 4, 1], dtype=np.uint8)
+#: Phantom label of the resection cavity (post-treatment phantoms only): no BraTS 2018 value, so
+#: writers map it to their convention's ``rc`` (4 in BraTS 2024 GLI).
+RC_LABEL = 5
+# BraTS 2018 label of each class (normal tissue is 0), and RC_LABEL for the cavity.
+CLASS_LABEL = np.array([0, 0, 0, 0, 2, 1, 4, 1, RC_LABEL], dtype=np.uint8)
 
 # Noise-free intensity per class (columns as the class constants above), before the global gain.
 # Chosen for realistic per-sequence contrast: ET stands out only on T1ce, edema on FLAIR/T2,
 # necrosis is dark on T1ce and bright on T2; ET sits near GM outside T1ce.
+# The resection cavity holds fluid: CSF's contrast (dark on FLAIR, T1 and T1ce, bright on T2).
 INTENSITY: dict[str, tuple[float, ...]] = {
-    #        bg    WM      GM     CSF    ED      NCR     ET      NET
-    "flair": (0.0, 700.0, 900.0, 250.0, 1500.0, 1000.0, 900.0, 1250.0),
-    "t1": (0.0, 1000.0, 750.0, 300.0, 780.0, 450.0, 760.0, 600.0),
-    "t1ce": (0.0, 1000.0, 780.0, 320.0, 820.0, 300.0, 1750.0, 620.0),
-    "t2": (0.0, 600.0, 850.0, 1600.0, 1350.0, 1500.0, 840.0, 1400.0),
+    #        bg    WM      GM     CSF    ED      NCR     ET      NET     RC
+    "flair": (0.0, 700.0, 900.0, 250.0, 1500.0, 1000.0, 900.0, 1250.0, 250.0),
+    "t1": (0.0, 1000.0, 750.0, 300.0, 780.0, 450.0, 760.0, 600.0, 300.0),
+    "t1ce": (0.0, 1000.0, 780.0, 320.0, 820.0, 300.0, 1750.0, 620.0, 320.0),
+    "t2": (0.0, 600.0, 850.0, 1600.0, 1350.0, 1500.0, 840.0, 1400.0, 1600.0),
 }
 
 # The tumour-core classes and the one sequence that shows them under ``t1ce-only``
@@ -100,6 +104,8 @@ TUMOUR_CENTRE_MAX = 0.55     # centre drawn within this normalised brain radius
 TUMOUR_ATTEMPTS = 200        # placements tried before giving up
 TUMOUR_SHRINK_EVERY = 10     # failed placements before the tumour shrinks (tight brains)
 TUMOUR_SHRINK = 0.8
+# Post-treatment: the cavity's radius in the tumour's equivalent-sphere radius.
+CAVITY_FRACTION = (0.5, 0.7)
 
 # Image formation.
 GAIN_RANGE = (0.7, 1.3)
@@ -118,7 +124,8 @@ Axes = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class Phantom:
-    """One synthetic case: int16 images keyed by sequence, BraTS 2018 labels, brain mask, grade."""
+    """One synthetic case: int16 images keyed by sequence, BraTS 2018 labels (and :data:`RC_LABEL`
+    for a resection cavity), brain mask, grade."""
 
     images: dict[str, np.ndarray]
     label: np.ndarray
@@ -270,6 +277,21 @@ def _place_tumour(axes: Axes, semi: tuple[float, float, float], classes: np.ndar
     raise ValueError(f"no room for a tumour in the white matter of a {classes.shape} grid")
 
 
+def _place_cavity(axes: Axes, classes: np.ndarray, brain: np.ndarray, rng: np.random.Generator) -> None:
+    """A resection cavity centred on the tumour's equivalent sphere in a random direction, so it
+    borders the tumour; it replaces edema and normal tissue inside the brain, never the core."""
+    tumour = np.isin(classes, (EDEMA, *CORE_CLASSES))
+    index = np.nonzero(tumour)
+    centroid = np.array([float(a[i].mean()) for a, i in zip(axes, index)])
+    voxel_mm3 = float(np.prod([a[1] - a[0] for a in axes]))
+    radius = (3 * int(tumour.sum()) * voxel_mm3 / (4 * np.pi)) ** (1 / 3)
+    direction = rng.standard_normal(3)
+    direction /= np.linalg.norm(direction)
+    cavity_radius = rng.uniform(*CAVITY_FRACTION) * radius
+    cavity = _normalised_radius(axes, tuple(centroid + direction * radius), (cavity_radius,) * 3) < 1.0
+    classes[cavity & brain & ~np.isin(classes, CORE_CLASSES)] = RESECTION_CAVITY
+
+
 def _padded_bbox(mask: np.ndarray, pad: list[int]) -> tuple[slice, ...]:
     """Bounding box of ``mask`` grown by ``pad`` voxels per axis, clipped to the array."""
     box = []
@@ -288,7 +310,7 @@ def _rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.nd
 
 def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float],
                  rng: np.random.Generator, grade: str, core_contrast: str = "all-sequences",
-                 core_beta: Mapping[str, float] | None = None) -> Phantom:
+                 core_beta: Mapping[str, float] | None = None, post_treatment: bool = False) -> Phantom:
     """Generate one synthetic multi-sequence case.
 
     ``shape`` and ``spacing`` (mm per voxel) are in array order (z, y, x); ``grade`` is "HGG"
@@ -299,6 +321,8 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
     labels. Raises ValueError on bad arguments or a grid too small to hold a tumour
     (about 24 mm a side or less). Every sub-region is present from about 32 voxels and 32 mm a
     side; on coarser grids the tumour is shrunk to fit and a thin sub-region may vanish.
+    ``post_treatment`` adds a fluid-filled resection cavity beside the tumour (label
+    :data:`RC_LABEL`, BraTS 2024 GLI's RC); anatomy and tumour stay those of the same rng state.
     """
     if grade not in GRADES:
         raise ValueError(f"grade must be one of {GRADES}, got {grade!r}")
@@ -314,6 +338,8 @@ def make_phantom(shape: tuple[int, int, int], spacing: tuple[float, float, float
 
     brain, classes, deep = _anatomy(axes, semi, rng)
     _place_tumour(axes, semi, classes, deep, float(np.linalg.norm(spacing_arr)), grade, rng)
+    if post_treatment:
+        _place_cavity(axes, classes, brain, rng)
 
     # Image formation runs on the brain's bounding box, padded past the blur kernel's reach, so it
     # equals the full-volume result at about half the cost.

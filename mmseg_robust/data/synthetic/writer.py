@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mmseg_robust.atomic import write_json_atomic
-from mmseg_robust.data.labels import NNUNET_BRATS, LabelConvention
+from mmseg_robust.data.labels import LABEL_4, NNUNET_BRATS, RC_LABEL_NAME, LabelConvention, state_label_4
 from mmseg_robust.data.layouts import (
     CASE_FOLDER_LAYOUTS,
     LAYOUT_NAMES,
@@ -27,7 +27,7 @@ from mmseg_robust.data.layouts import (
 from mmseg_robust.data.modalities import MODALITIES, canonical_modality
 from mmseg_robust.data.nifti_io import ImageGeometry, write_image_atomic
 from mmseg_robust.data.synthetic.contrasts import CORE_CONTRASTS, CoreContrastError, check_core_beta
-from mmseg_robust.data.synthetic.phantom import make_phantom
+from mmseg_robust.data.synthetic.phantom import RC_LABEL, make_phantom
 from mmseg_robust.errors import MMRobustError
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ CASE_ID_FORMATS: dict[str, str] = {
     "brats2023": "BraTS-GLI-{index:05d}-000",
     "nnunet": "BraTS2021_{index:05d}",
 }
+#: Layouts whose label convention can hold a resection cavity (BraTS 2018-2021 names: 4 is ET).
+POST_TREATMENT_LAYOUTS: tuple[str, ...] = ("brats2023", "nnunet")
 
 
 class SyntheticDatasetError(MMRobustError):
@@ -67,6 +69,8 @@ class SyntheticSpec:
     core_contrast: str = CORE_CONTRASTS[0]
     #: ``graded``'s beta per weak sequence (None: the defaults; filled in so the marker records them).
     core_beta: dict[str, float] | None = None
+    #: BraTS 2024 GLI post-treatment labels: a resection cavity (4) beside the tumour.
+    post_treatment: bool = False
     generator_version: int = GENERATOR_VERSION
 
     def __post_init__(self) -> None:
@@ -92,21 +96,34 @@ class SyntheticSpec:
         if not 0.0 <= self.incomplete_fraction <= 1.0:
             raise SyntheticDatasetError(
                 f"--incomplete-fraction must lie in [0, 1], got {self.incomplete_fraction}")
+        if self.post_treatment and self.layout not in POST_TREATMENT_LAYOUTS:
+            raise SyntheticDatasetError(
+                f"--post-treatment needs --layout {' or '.join(POST_TREATMENT_LAYOUTS)} (in {self.layout} "
+                f"names label 4 is enhancing tumour, not the resection cavity)")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Without ``post_treatment`` when False, so markers of plain datasets keep their bytes."""
+        data = asdict(self)
+        if not self.post_treatment:
+            del data["post_treatment"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "SyntheticSpec":
         return cls(**{**data, "shape": tuple(data["shape"]), "spacing": tuple(data["spacing"])})
 
 
-def synthetic_layout(name: str) -> CaseFolderLayout | NnUNetLayout:
-    """The layout object the writer uses for ``name`` (nnU-Net: its BraTS channel order)."""
+def synthetic_layout(name: str, post_treatment: bool = False) -> CaseFolderLayout | NnUNetLayout:
+    """The layout object the writer uses for ``name`` (nnU-Net: its BraTS channel order), with label
+    4 the resection cavity if ``post_treatment`` (BraTS 2024 GLI in BraTS 2023+ names)."""
     if name == "nnunet":
         channels = {canonical_modality(v): int(k) for k, v in NNUNET_BRATS_CHANNEL_NAMES.items()}
-        return NnUNetLayout(convention=NNUNET_BRATS, channels=channels)
-    return CASE_FOLDER_LAYOUTS[name]
+        layout: CaseFolderLayout | NnUNetLayout = NnUNetLayout(convention=NNUNET_BRATS, channels=channels)
+    else:
+        layout = CASE_FOLDER_LAYOUTS[name]
+    if post_treatment:
+        layout = replace(layout, convention=state_label_4(layout.convention, "rc", f"--layout {name}"))
+    return layout
 
 
 def case_geometry(spec: SyntheticSpec) -> ImageGeometry:
@@ -129,19 +146,22 @@ def incomplete_cases(spec: SyntheticSpec) -> dict[int, str]:
 
 
 def _relabel(label: np.ndarray, convention: LabelConvention) -> np.ndarray:
-    """Phantoms use BraTS 2018 values (1 NCR, 2 ED, 4 ET); map them to ``convention``."""
-    lookup = np.zeros(5, dtype=np.uint8)
+    """Phantoms use BraTS 2018 values (1 NCR, 2 ED, 4 ET) and RC_LABEL for a resection cavity; map
+    them to ``convention``."""
+    lookup = np.zeros(RC_LABEL + 1, dtype=np.uint8)
     lookup[1], lookup[2], lookup[4] = convention.ncr, convention.edema, convention.et
+    lookup[RC_LABEL] = convention.rc or 0
     return lookup[label]
 
 
 def _write_case(index: int, missing: str | None, spec: SyntheticSpec, root: Path) -> str:
-    layout = synthetic_layout(spec.layout)
+    layout = synthetic_layout(spec.layout, spec.post_treatment)
     case_id = CASE_ID_FORMATS[spec.layout].format(index=index + 1)
     grade = "LGG" if index % LGG_PERIOD == LGG_PERIOD - 1 else "HGG"
     # The case's own seed: its content does not depend on how many cases are generated.
     rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(index,)))
-    phantom = make_phantom(spec.shape, spec.spacing, rng, grade, spec.core_contrast, spec.core_beta)
+    phantom = make_phantom(spec.shape, spec.spacing, rng, grade, spec.core_contrast, spec.core_beta,
+                           spec.post_treatment)
     geometry = case_geometry(spec)
     group = grade if isinstance(layout, CaseFolderLayout) and layout.grouped else None
     for modality in MODALITIES:
@@ -211,8 +231,9 @@ def make_synthetic_dataset(output: str | Path, spec: SyntheticSpec, overwrite: b
 
 
 def _nnunet_dataset_json(spec: SyntheticSpec) -> dict:
+    labels = {**NNUNET_BRATS_LABELS, RC_LABEL_NAME: LABEL_4} if spec.post_treatment else NNUNET_BRATS_LABELS
     return {"name": "SyntheticBraTS", "description": "synthetic BraTS-like data from mmrobust make-synthetic",
-            "channel_names": NNUNET_BRATS_CHANNEL_NAMES, "labels": NNUNET_BRATS_LABELS,
+            "channel_names": NNUNET_BRATS_CHANNEL_NAMES, "labels": labels,
             "regions_class_order": [1, 2, 3], "numTraining": spec.n_cases, "file_ending": ".nii.gz"}
 
 
