@@ -41,13 +41,14 @@ from mmseg_robust.inference.predictor import PredictionSettings, Predictor
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from scipy import ndimage
 
+from mmseg_robust.data.boxes import bounding_box, box_slices
 from mmseg_robust.data.labels import BRATS_2018
 from mmseg_robust.data.nifti_io import read_image
 from mmseg_robust.data.synthetic.writer import SyntheticSpec, make_synthetic_dataset
 from mmseg_robust.evaluation.cases import dataset_cases
 from mmseg_robust.evaluation.lesions import LESION_CONVENTIONS, lesion_scores
 from mmseg_robust.evaluation.metrics import dice, hd95
-from mmseg_robust.evaluation.scoring import _tumour_box, label_regions, score_label_maps, score_regions
+from mmseg_robust.evaluation.scoring import label_regions, score_label_maps, score_regions
 from mmseg_robust.evaluation.subset_prediction import PredictionStore, SubsetPredictor, evaluation_subsets
 
 DEMO = Path("demo_data")
@@ -109,7 +110,7 @@ def lesion_table(case_dir: Path, repeats: int) -> None:
     predicted = prediction_like(reference)
 
     def boxed():
-        box = _tumour_box(predicted, reference, margin=4)
+        box = box_slices(bounding_box((predicted != 0) | (reference != 0), margin=4))
         return label_regions(predicted[box], BRATS_2018), label_regions(reference[box], BRATS_2018)
 
     def whole_volume_metrics():

@@ -172,18 +172,21 @@ class Predictor:
         return cls([load_model(Path(d), checkpoint, device) for d in results_dirs], device)
 
     # ----------------------------------------------------------------- network side
-    def window_predictor(self, model: LoadedModel, modalities: Sequence[str], tta: bool) -> WindowPredictor:
+    def window_predictor(self, model: LoadedModel, modalities: Sequence[str], tta: bool,
+                         per_branch: bool = False) -> WindowPredictor:
         """What the sliding window runs on each batch of windows ``(N, M, *patch)``: the maps
         ``(N, C, *patch)`` of ``model`` from ``modalities`` only (a DS network runs their branches
         and no other), the mean over mirrored copies with ``tta``. The maps are the logits, or for a
-        gated fusion its numerator and denominator (``network.window_maps``)."""
+        gated fusion its numerator and denominator (``network.window_maps``); ``per_branch``: each
+        modality's own maps, stacked ``(N, M * C, *patch)`` (``network.branch_window_maps``)."""
         available = torch.zeros((1, len(self.modalities)), dtype=torch.bool, device=self.device)
         available[0, [self.modalities.index(m) for m in modalities]] = True
+        maps = model.network.branch_window_maps if per_branch else model.network.window_maps
 
         def predict(windows: torch.Tensor) -> torch.Tensor:
             rows = available.expand(windows.shape[0], -1)
             with torch.no_grad(), self.precision.autocast():
-                return model.network.window_maps(windows, rows).float()
+                return maps(windows, rows).float()
         return with_mirroring(predict, self.plan.spatial_dims) if tta else predict
 
     def input_channels(self, prepared: PreparedImages) -> tuple[torch.Tensor, tuple[str, ...]]:
@@ -195,10 +198,11 @@ class Predictor:
         return channels, tuple(prepared.modalities)
 
     def model_maps(self, model: LoadedModel, channels: torch.Tensor, modalities: Sequence[str],
-                   settings: PredictionSettings) -> torch.Tensor:
+                   settings: PredictionSettings, per_branch: bool = False) -> torch.Tensor:
         """Sliding-window accumulation ``(C, *shape)`` of one model's window maps from ``modalities``
-        only (on the CPU): the logits, or a gated fusion's numerator and denominator."""
-        predict = self.window_predictor(model, modalities, settings.on(self.device).tta)
+        only (on the CPU): the logits, or a gated fusion's numerator and denominator (``per_branch``:
+        every modality's own, ``(M * C, *shape)``)."""
+        predict = self.window_predictor(model, modalities, settings.on(self.device).tta, per_branch)
         # A 2D plan's patch slides over (y, x) of every z slice, windows batched across slices.
         maps = sliding_window_predict(predict, channels, self.plan.patch_size, settings.step, settings.sw_batch,
                                       self.device)
@@ -212,8 +216,14 @@ class Predictor:
     def branch_logits(self, channels: torch.Tensor, modalities: Sequence[str],
                       settings: PredictionSettings) -> list[dict[str, torch.Tensor]]:
         """Per model, every modality's own sliding-window maps (a DS network: that branch alone):
-        its logits, or a gated fusion's numerator and denominator."""
-        return [{m: self.model_maps(model, channels, (m,), settings) for m in modalities} for model in self.models]
+        its logits, or a gated fusion's numerator and denominator. One sliding window per model
+        carries all the branches (``network.branch_window_maps``), as one prediction does."""
+        result = []
+        for model in self.models:
+            maps = self.model_maps(model, channels, modalities, settings, per_branch=True)
+            per_branch = maps.reshape((len(self.modalities), -1) + tuple(maps.shape[1:]))
+            result.append({m: per_branch[self.modalities.index(m)] for m in modalities})
+        return result
 
     def fuse_branches(self, branches: Sequence[Mapping[str, torch.Tensor]],
                       modalities: Sequence[str]) -> list[torch.Tensor]:

@@ -86,10 +86,12 @@ def test_learned_fusions_share_branch_passes_exactly(runs, run, tta, tmp_path, s
         assert not torch.allclose(torch.stack([own[m] for m in subset]).mean(0), direct, atol=1e-3)
     subset_predictor = SubsetPredictor(predictor, settings, "shared")
     subsets = evaluation_subsets("T1c,Fl.;~Fl.;Full", predictor.modalities)
-    written = subset_predictor.predict(case, subsets, PredictionStore(tmp_path, subset_predictor.describe()))
-    for subset, path in zip(subsets, written):
+    store = PredictionStore(tmp_path, subset_predictor.describe())
+    written = subset_predictor.predict(case, subsets, store)
+    for subset in subsets:
         expected = predictor.predict_case(case, subset.modalities, settings=settings).label
-        assert np.array_equal(read_image(path)[0], expected), subset.name
+        assert np.array_equal(read_image(store.path(subset, case.case_id))[0], expected), subset.name
+        assert np.array_equal(written[subset.name], expected), subset.name
 
 
 def test_shared_pass_hands_branch_logits_to_the_predictors_export(runs, single_torch_thread) -> None:
@@ -124,10 +126,10 @@ def test_shared_protocol_writes_what_predict_writes(runs, run, tmp_path, single_
     case = _first_case(runs["raw"])
     written = subset_predictor.predict(case, subsets, store)
     assert len(written) == 15 and store.missing(subsets, case.case_id) == []
-    for subset, path in zip(subsets, written):
-        label, _ = read_image(path)
+    for subset in subsets:
+        label, _ = read_image(store.path(subset, case.case_id))
         expected = predictor.predict_case(case, subset.modalities, settings=settings).label
-        assert np.array_equal(label, expected), subset.name
+        assert np.array_equal(label, expected) and np.array_equal(written[subset.name], label), subset.name
 
 
 def test_evaluate_cli_report_and_reuse(runs, run_cli, tmp_path, paper_columns) -> None:
@@ -261,3 +263,11 @@ def test_several_runs_are_scored_each_on_its_own_with_the_mean_and_std(runs, run
                 assert table.std[region][column] == pytest.approx(statistics.stdev(values))
     markdown = (out / "runs_summary.md").read_text()
     assert "| run 2 ET |" in markdown and " ± " in markdown
+
+
+def test_scoring_workers_only_where_prediction_leaves_cores_idle() -> None:
+    from mmseg_robust.evaluation.evaluate import default_scoring_processes
+
+    assert default_scoring_processes(torch.device("cpu"), cpu_count=2) == 0
+    assert default_scoring_processes(torch.device("cpu"), cpu_count=8) == 2
+    assert default_scoring_processes(torch.device("cuda"), cpu_count=2) == 2

@@ -19,7 +19,7 @@ from mmseg_robust.evaluation.lesions import (
     lesion_convention,
     lesion_scores,
 )
-from mmseg_robust.evaluation.scoring import score_label_maps
+from mmseg_robust.evaluation.scoring import score_case_label_maps, score_label_maps
 from mmseg_robust.evaluation.surface_elements import surface_element_hd95
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -166,3 +166,21 @@ def test_scoring_on_the_tumour_box_is_exact_near_the_volume_edge() -> None:
         whole = lesion_scores(prediction, reference, spacing, convention)
         assert (scores[0].lesion_dice, scores[0].lesion_hd95, scores[0].lesion_tp, scores[0].lesion_fp,
                 scores[0].lesion_fn) == pytest.approx((whole.dice, whole.hd95, whole.tp, whole.fp, whole.fn))
+
+
+def test_a_cases_subsets_scored_together_equal_each_alone() -> None:
+    """score_case_label_maps shares the reference's lesions and surfaces between subsets (cropped
+    to each subset's box) and scores the regions in threads: neither may change a number."""
+    _, reference, spacing = _random_pair(21)
+    labels_r = reference.astype(np.uint8) * 3
+    labels_r[reference & (np.random.default_rng(0).random(reference.shape) < 0.3)] = 1  # some TC-only voxels
+    predictions = []
+    for seed in (22, 23, 24):
+        prediction, _, _ = _random_pair(seed)
+        predictions.append((f"s{seed}", prediction.astype(np.uint8) * 3))
+    together = score_case_label_maps("c", predictions, BRATS_2023, labels_r, BRATS_2023, spacing, (0, 500),
+                                     lesions=B23, threads=3)
+    alone = [score for subset, labels in predictions
+             for score in score_label_maps("c", subset, labels, BRATS_2023, labels_r, BRATS_2023, spacing, (0, 500),
+                                           lesions=B23)]
+    assert together == alone

@@ -222,6 +222,8 @@ def test_preprocess_and_train_with_the_cavity_present(post_treatment, tmp_path, 
     evaluated = run_cli("evaluate", "-d", "PT", "-c", "2d", "-f", "0", "--strategy", "plain", "--checkpoint",
                         "latest", "--subsets", "full", "-o", tmp_path / "evaluation", "-np", "0", env=env)
     assert evaluated.returncode == 0, evaluated.stderr
+    assert "Dice (%), raw prediction" in evaluated.stdout  # a BraTS 2023+-layout dataset prints both tables
+    assert "Lesion-wise Dice (%), raw prediction" in evaluated.stdout
     rows = (tmp_path / "evaluation" / "per_case.csv").read_text().splitlines()
     assert {row.split(",")[2] for row in rows[1:]} == {"WT", "TC", "ET"}
     assert "resection cavity (label 4) is background here" in (tmp_path / "evaluation" / "summary.md").read_text()

@@ -26,7 +26,11 @@ lesion_option = click.option(
                             "BraTS package on panoptica: one-to-one matching, mean over matched lesions).")
 scoring_processes_option = click.option(
     "-np", "--num-processes", type=click.IntRange(min=0), default=2, show_default=True,
-    help="Worker processes that score label maps (0: in the main process), overlapping prediction.")
+    help="Worker processes that score label maps (0: in the main process).")
+evaluate_processes_option = click.option(
+    "-np", "--num-processes", type=click.IntRange(min=0), default=None,
+    help="Worker processes that score label maps while the next case is predicted (0: in the main process) "
+         "[default: 2, or 0 when a CPU with at most 2 cores also predicts: the workers would only slow it].")
 output_option = click.option("-o", "--output", type=click.Path(file_okay=False), default=None,
                              help="Report folder [default: <model dir>/evaluation_<cases>].")
 
@@ -56,7 +60,7 @@ def _echo_report(report) -> None:
 @penalty_option
 @lesion_option
 @output_option
-@scoring_processes_option
+@evaluate_processes_option
 @prediction_options
 @click.option("--overwrite", is_flag=True, help="Predict again instead of reusing the label maps on disk.")
 @click.option("--ensemble", is_flag=True,

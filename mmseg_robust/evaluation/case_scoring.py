@@ -4,18 +4,21 @@ inline or in worker processes so that scoring overlaps the next case's predictio
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
+import numpy as np
 from tqdm import tqdm
 
 from mmseg_robust.data.labels import LabelConvention
-from mmseg_robust.data.nifti_io import read_image
+from mmseg_robust.data.nifti_io import read_header, read_image
 from mmseg_robust.evaluation import DEFAULT_ET_MIN_VOXELS, DEFAULT_LESION_CONVENTION, EvaluationError
 from mmseg_robust.evaluation.lesions import lesion_convention
-from mmseg_robust.evaluation.scoring import LabelValueError, RegionScore, score_label_maps
+from mmseg_robust.evaluation.scoring import LabelValueError, RegionScore, score_case_label_maps
 
 
 @dataclass(frozen=True)
@@ -46,27 +49,35 @@ class ScoringJob:
     predictions: tuple[tuple[str, Path], ...]
     prediction_convention: LabelConvention
     options: ScoringOptions
+    #: Label maps already in memory, by subset (the files hold the same voxels): scoring in the
+    #: main process right after prediction need not read back what it just wrote.
+    in_memory: Mapping[str, np.ndarray] | None = None
 
 
-def score_case(job: ScoringJob) -> tuple[list[RegionScore], float]:
-    """Scores of every subset of the case, and the seconds it took; one-line errors name the file."""
+def score_case(job: ScoringJob, threads: int = 1) -> tuple[list[RegionScore], float]:
+    """Scores of every subset of the case, and the seconds it took (``threads``: regions scored at
+    once); one-line errors name the file."""
     started = time.perf_counter()
     reference, reference_geometry = read_image(job.reference)
-    spacing = reference_geometry.array_spacing
-    lesions = lesion_convention(job.options.lesion_convention)
-    scores: list[RegionScore] = []
+    maps = []
     for subset, path in job.predictions:
-        label, geometry = read_image(path)
+        if job.in_memory is not None and subset in job.in_memory:
+            label, geometry = job.in_memory[subset], read_header(path).geometry
+        else:
+            label, geometry = read_image(path)
         problems = geometry.mismatches(reference_geometry)
         if problems:
             raise EvaluationError(f"{path}: geometry differs from case {job.case_id}'s reference "
                                   f"{job.reference} ({'; '.join(problems)})")
-        try:
-            scores += score_label_maps(job.case_id, subset, label, job.prediction_convention, reference,
-                                       job.reference_convention, spacing, job.options.thresholds,
-                                       job.options.hd95_empty_penalty, lesions)
-        except LabelValueError as error:
-            raise EvaluationError(f"{job.reference if error.which == 'reference' else path}: {error}") from None
+        maps.append((subset, label))
+    try:
+        scores = score_case_label_maps(job.case_id, maps, job.prediction_convention, reference,
+                                       job.reference_convention, reference_geometry.array_spacing,
+                                       job.options.thresholds, job.options.hd95_empty_penalty,
+                                       lesion_convention(job.options.lesion_convention), threads)
+    except LabelValueError as error:
+        path = job.reference if error.which == "reference" else dict(job.predictions)[error.which]
+        raise EvaluationError(f"{path}: {error}") from None
     return scores, time.perf_counter() - started
 
 
@@ -82,8 +93,15 @@ class CaseScorer:
                           if processes > 0 else None)
         self._pending: list[Future | tuple[list[RegionScore], float]] = []
 
+    @property
+    def inline(self) -> bool:
+        """Whether jobs run in the caller (and may carry label maps in memory)."""
+        return self._executor is None
+
     def submit(self, job: ScoringJob) -> None:
-        self._pending.append(self._executor.submit(score_case, job) if self._executor else score_case(job))
+        # Inline, nothing else runs meanwhile: every core may score (the workers get one each).
+        self._pending.append(self._executor.submit(score_case, job) if self._executor
+                             else score_case(job, os.cpu_count() or 1))
 
     def results(self, progress: bool = False) -> tuple[list[RegionScore], float]:
         """Every job's scores in order, and the seconds spent scoring (summed over the workers)."""

@@ -12,11 +12,13 @@ Notebook use::
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
+import torch
 from tqdm import tqdm
 
 from mmseg_robust.evaluation.case_scoring import CaseScorer, ScoringJob, ScoringOptions
@@ -31,12 +33,27 @@ logger = logging.getLogger(__name__)
 PREDICTIONS_DIR = "predictions"
 
 
+#: Scoring workers when they can overlap prediction.
+SCORING_WORKERS = 2
+
+
+def default_scoring_processes(device: torch.device, cpu_count: int | None = None) -> int:
+    """Workers that overlap scoring with prediction pay only where prediction leaves cores idle:
+    beside a GPU, or on a CPU with more than two cores. On two cores torch's threads already use
+    both, and workers slowed ``evaluate`` down (benchmarks/RESULTS.md)."""
+    cores = os.cpu_count() if cpu_count is None else cpu_count
+    return SCORING_WORKERS if device.type != "cpu" or (cores or 1) > SCORING_WORKERS else 0
+
+
 def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output_dir: Path,
                    subsets: str = "all", settings: PredictionSettings = PredictionSettings(),
                    protocol: str = "shared", options: ScoringOptions = ScoringOptions(), overwrite: bool = False,
-                   description: str = "", processes: int = 0, progress: bool = True) -> EvaluationReport:
+                   description: str = "", processes: int | None = 0, progress: bool = True) -> EvaluationReport:
     """Predict every case under every subset (reusing label maps on disk), score, write the report.
-    ``processes`` > 0 scores in that many worker processes, overlapping the next case's prediction."""
+    ``processes`` > 0 scores in that many worker processes, overlapping the next case's prediction;
+    None: :func:`default_scoring_processes`."""
+    if processes is None:
+        processes = default_scoring_processes(predictor.device)
     chosen = evaluation_subsets(subsets, predictor.modalities)
     subset_predictor = SubsetPredictor(predictor, settings, protocol)
     store = PredictionStore(Path(output_dir) / PREDICTIONS_DIR, subset_predictor.describe(), overwrite)
@@ -52,12 +69,12 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
             skipped += len(chosen) - len(usable)
             todo = store.missing(usable, case.case_id)
             started = time.perf_counter()
-            subset_predictor.predict(case.as_input(), todo, store)
+            labels = subset_predictor.predict(case.as_input(), todo, store)
             predict_seconds += time.perf_counter() - started
             predicted, predicted_cases = predicted + len(todo), predicted_cases + bool(todo)
             scorer.submit(ScoringJob(case.case_id, case.label, case.convention,
                                      tuple((s.name, store.path(s, case.case_id)) for s in usable),
-                                     predicted_convention, options))
+                                     predicted_convention, options, labels if scorer.inline else None))
             logger.debug("case %s: %d subset(s) predicted, %d to score", case.case_id, len(todo), len(usable))
         scores, score_seconds = scorer.results(progress)
     if skipped:

@@ -28,12 +28,11 @@ from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
 
 from mmseg_robust.dice import dice_from_counts
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.evaluation.metrics import hd95
-from mmseg_robust.evaluation.surface_elements import surface_element_hd95
+from mmseg_robust.evaluation.metrics import MaskSurface, surface_hd95
+from mmseg_robust.evaluation.surface_elements import SurfaceElements, robust_hausdorff
 
 #: Lowest Dice of a pair the one-to-one matching accepts (panoptica's threshold: any overlap).
 PAIR_MIN_DICE = 1e-6
@@ -117,76 +116,125 @@ def _merged_reference_lesions(reference: np.ndarray, dilations: int) -> tuple[np
     return np.where(reference, dilated, 0), dilated, count
 
 
-def _pair_hd95(reference: np.ndarray, prediction: np.ndarray, spacing: Sequence[float],
-               convention: LesionConvention) -> float:
-    if not prediction.any():
-        return convention.hd95_cap
-    if convention.surface_elements:
-        return surface_element_hd95(reference, prediction, spacing)
-    return hd95(prediction, reference, spacing)
-
-
 def _dice(prediction: np.ndarray, reference: np.ndarray) -> float:
     overlap = int(np.count_nonzero(prediction & reference))
     return dice_from_counts(overlap, int(np.count_nonzero(prediction)) - overlap,
                             int(np.count_nonzero(reference)) - overlap)
 
 
-def _score_brats2023(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                     convention: LesionConvention) -> LesionScore:
-    predicted, _ = connected_lesions(prediction)
-    lesions, match_regions, count = _merged_reference_lesions(reference, convention.merge_dilations)
-    voxel_mm3 = float(np.prod(spacing))
-    values: list[tuple[float, float]] = []
-    matched_anything: set[int] = set()
-    tp = fn = 0
-    for lesion in range(1, count + 1):
-        lesion_mask = lesions == lesion
-        matches = np.unique(predicted[match_regions == lesion])
-        matches = matches[matches != 0]
-        matched_anything.update(int(m) for m in matches)
-        if np.count_nonzero(lesion_mask) * voxel_mm3 <= convention.min_lesion_mm3:
-            continue
-        matched_mask = np.isin(predicted, matches) if matches.size else np.zeros_like(lesion_mask)
-        values.append((_dice(matched_mask, lesion_mask), _pair_hd95(lesion_mask, matched_mask, spacing, convention)))
-        tp, fn = (tp + 1, fn) if matches.size else (tp, fn + 1)
-    fp = len(set(np.unique(predicted).tolist()) - {0} - matched_anything)
-    denominator = len(values) + fp
-    if denominator == 0:
-        dice_value, hd95_value = convention.empty_score
-    else:
-        dice_value = sum(v[0] for v in values) / denominator
-        hd95_value = (sum(v[1] for v in values) + fp * convention.hd95_cap) / denominator
-    return LesionScore(dice_value, hd95_value, tp, fp, fn)
+class ReferenceLesions:
+    """One region's reference lesions under a convention, with each lesion's surface computed on
+    first use: built once per case and region, then scored against every subset's prediction
+    (:meth:`score`), which must lie in the same array.
 
+    Exact on a crop: the array may be the tumours' bounding box with a margin of at least
+    ``convention.merge_dilations + 1`` voxels (lesion merging and matching reach that far).
+    """
 
-def _score_one_to_one(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
-                      convention: LesionConvention) -> LesionScore:
-    predicted, n_predicted = connected_lesions(prediction)
-    lesions, n_reference = connected_lesions(reference)
-    if n_predicted == 0 and n_reference == 0:
-        return LesionScore(*convention.empty_score, 0, 0, 0)
-    pairs: list[tuple[int, int]] = []
-    if n_predicted and n_reference:
-        sizes_reference = np.bincount(lesions.ravel(), minlength=n_reference + 1)
-        sizes_predicted = np.bincount(predicted.ravel(), minlength=n_predicted + 1)
-        both = (lesions > 0) & (predicted > 0)
-        overlap = np.zeros((n_reference + 1, n_predicted + 1), dtype=np.int64)
-        np.add.at(overlap, (lesions[both], predicted[both]), 1)
-        dice_matrix = 2 * overlap / (sizes_reference[:, None] + sizes_predicted[None, :])
-        cost = np.where(dice_matrix >= PAIR_MIN_DICE, 1.0 - dice_matrix, 1.0 + PAIR_MIN_DICE)[1:, 1:]
-        rows, columns = linear_sum_assignment(cost)
-        pairs = [(int(r) + 1, int(c) + 1) for r, c in zip(rows, columns) if cost[r, c] < 1.0]
-    tp = len(pairs)
-    if not tp:
-        return LesionScore(0.0, convention.hd95_cap, 0, n_predicted, n_reference)
-    values = []
-    for reference_label, predicted_label in pairs:
-        lesion_mask, predicted_mask = lesions == reference_label, predicted == predicted_label
-        values.append((_dice(predicted_mask, lesion_mask),
-                       _pair_hd95(lesion_mask, predicted_mask, spacing, convention)))
-    return LesionScore(sum(v[0] for v in values) / tp, sum(v[1] for v in values) / tp, tp,
-                       n_predicted - tp, n_reference - tp)
+    def __init__(self, reference: np.ndarray, spacing: Sequence[float], convention: LesionConvention) -> None:
+        self.reference = np.asarray(reference, bool)
+        self.spacing = tuple(float(s) for s in spacing)
+        self.convention = convention
+        if convention.merge_dilations:
+            self.lesions, self.match_regions, self.count = _merged_reference_lesions(self.reference,
+                                                                                      convention.merge_dilations)
+        else:
+            self.lesions, self.count = connected_lesions(self.reference)
+            self.match_regions = self.lesions
+        voxels = np.bincount(self.lesions.ravel(), minlength=self.count + 1)
+        self.volumes_mm3 = voxels * float(np.prod(self.spacing))
+        self._surfaces: dict[int, MaskSurface | SurfaceElements] = {}
+        #: Where this array starts in the first one's (a crop's start), and that first one.
+        self.offset = np.zeros(self.reference.ndim, dtype=int)
+        self._root = self
+
+    def crop(self, box: tuple[slice, ...]) -> "ReferenceLesions":
+        """The same lesions in a sub-box holding them with the convention's margin: components,
+        merging and each lesion's surface are the uncropped one's, computed once for every crop."""
+        cropped = object.__new__(ReferenceLesions)
+        cropped.reference, cropped.spacing, cropped.convention = self.reference[box], self.spacing, self.convention
+        cropped.lesions, cropped.match_regions = self.lesions[box], self.match_regions[box]
+        cropped.count, cropped.volumes_mm3, cropped._surfaces = self.count, self.volumes_mm3, {}
+        cropped.offset, cropped._root = self.offset + [b.start for b in box], self._root
+        return cropped
+
+    def _surface(self, lesion: int) -> MaskSurface | SurfaceElements:
+        root = self._root
+        if lesion not in root._surfaces:
+            mask = root.lesions == lesion
+            root._surfaces[lesion] = (SurfaceElements(mask, root.spacing) if root.convention.surface_elements
+                                      else MaskSurface(mask, root.spacing))
+        return root._surfaces[lesion]
+
+    def _pair(self, lesion: int, prediction: np.ndarray) -> tuple[float, float]:
+        """Dice and HD95 of one reference lesion against (a union of) predicted components."""
+        if not prediction.any():
+            return 0.0, self.convention.hd95_cap
+        reference = self._surface(lesion)
+        if isinstance(reference, SurfaceElements):
+            distance = robust_hausdorff(reference, SurfaceElements(prediction, self.spacing, self.offset))
+        else:
+            distance = surface_hd95(MaskSurface(prediction, self.spacing, self.offset), reference,
+                                    self.convention.hd95_cap)
+        return _dice(prediction, self.lesions == lesion), distance
+
+    def score(self, prediction: np.ndarray) -> LesionScore:
+        """The lesion-wise scores of a predicted bool mask of the same shape."""
+        prediction = np.asarray(prediction, bool)
+        if prediction.shape != self.reference.shape:
+            raise ValueError(f"prediction shape {prediction.shape} differs from the reference's "
+                             f"{self.reference.shape}")
+        if self.convention.merge_dilations:
+            return self._score_merged(prediction)
+        return self._score_one_to_one(prediction)
+
+    def _score_merged(self, prediction: np.ndarray) -> LesionScore:
+        convention = self.convention
+        predicted, n_predicted = connected_lesions(prediction)
+        values: list[tuple[float, float]] = []
+        matched_anything: set[int] = set()
+        tp = fn = 0
+        for lesion in range(1, self.count + 1):
+            matches = np.unique(predicted[self.match_regions == lesion])
+            matches = matches[matches != 0]
+            matched_anything.update(int(m) for m in matches)
+            if self.volumes_mm3[lesion] <= convention.min_lesion_mm3:
+                continue
+            matched = np.isin(predicted, matches) if matches.size else np.zeros_like(prediction)
+            values.append(self._pair(lesion, matched))
+            tp, fn = (tp + 1, fn) if matches.size else (tp, fn + 1)
+        fp = n_predicted - len(matched_anything)
+        denominator = len(values) + fp
+        if denominator == 0:
+            return LesionScore(*convention.empty_score, tp, fp, fn)
+        return LesionScore(sum(v[0] for v in values) / denominator,
+                           (sum(v[1] for v in values) + fp * convention.hd95_cap) / denominator, tp, fp, fn)
+
+    def _score_one_to_one(self, prediction: np.ndarray) -> LesionScore:
+        convention = self.convention
+        predicted, n_predicted = connected_lesions(prediction)
+        n_reference = self.count
+        if n_predicted == 0 and n_reference == 0:
+            return LesionScore(*convention.empty_score, 0, 0, 0)
+        pairs: list[tuple[int, int]] = []
+        if n_predicted and n_reference:
+            sizes_reference = np.bincount(self.lesions.ravel(), minlength=n_reference + 1)
+            sizes_predicted = np.bincount(predicted.ravel(), minlength=n_predicted + 1)
+            both = (self.lesions > 0) & (predicted > 0)
+            overlap = np.zeros((n_reference + 1, n_predicted + 1), dtype=np.int64)
+            np.add.at(overlap, (self.lesions[both], predicted[both]), 1)
+            dice_matrix = 2 * overlap / (sizes_reference[:, None] + sizes_predicted[None, :])
+            cost = np.where(dice_matrix >= PAIR_MIN_DICE, 1.0 - dice_matrix, 1.0 + PAIR_MIN_DICE)[1:, 1:]
+            from scipy.optimize import linear_sum_assignment  # only this convention needs it
+
+            rows, columns = linear_sum_assignment(cost)
+            pairs = [(int(r) + 1, int(c) + 1) for r, c in zip(rows, columns) if cost[r, c] < 1.0]
+        tp = len(pairs)
+        if not tp:
+            return LesionScore(0.0, convention.hd95_cap, 0, n_predicted, n_reference)
+        values = [self._pair(lesion, predicted == label) for lesion, label in pairs]
+        return LesionScore(sum(v[0] for v in values) / tp, sum(v[1] for v in values) / tp, tp,
+                           n_predicted - tp, n_reference - tp)
 
 
 def lesion_scores(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
@@ -208,6 +256,4 @@ def lesion_scores(prediction: np.ndarray, reference: np.ndarray, spacing: Sequen
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from the reference's {reference.shape}")
-    if convention.merge_dilations:
-        return _score_brats2023(prediction, reference, spacing, convention)
-    return _score_one_to_one(prediction, reference, spacing, convention)
+    return ReferenceLesions(reference, spacing, convention).score(prediction)

@@ -6,9 +6,10 @@ voxel spacing. Surfaces are the mask voxels with a background face-neighbour (6-
 3D); voxels on the volume's border count as surface. MONAI's ``HausdorffDistanceMetric`` takes
 the larger of the two directed 95th percentiles instead; the two agree to within a voxel.
 
-Speed: the surfaces and the distance transform are computed on the bounding box of both masks
-(plus a one-voxel margin), not on the whole volume; distances to a surface inside that box are
-exact because every surface voxel lies in it.
+Speed: the surfaces are found on the bounding box of both masks (plus a one-voxel margin), not on
+the whole volume, and the distances between them come from a k-d tree of surface points rather
+than a distance transform of the box (the same values; a tree of the reference's surface serves
+every subset of a case).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from mmseg_robust.data.boxes import bounding_box, box_slices
 from mmseg_robust.dice import dice_from_counts
@@ -43,29 +45,55 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
-def surface_distances(source: np.ndarray, target: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """Distance (mm) from every surface voxel of ``source`` to the nearest surface voxel of ``target``.
+class MaskSurface:
+    """A mask's surface voxels as points (mm), with a k-d tree of them built on first use.
 
-    Cropping to the union box with a one-voxel margin changes nothing: where the box ends inside
-    the volume both masks are 0 on its edge, and where it ends at the volume's edge it treats the
-    outside exactly as the whole volume would.
+    Built once per reference region and reused for every modality subset scored against it. A
+    nearest-point query gives exactly the Euclidean distance transform's value at those points, at
+    a fraction of a whole-box transform's cost. ``offset``: the voxel index of the mask's first
+    voxel in the frame both compared masks share (a crop's start); distances are exact when both
+    masks lie wholly inside the arrays they were cut from, with a one-voxel margin (or the
+    volume's edge).
     """
-    box = box_slices(bounding_box(source | target, margin=1))
-    surface_source, surface_target = _surface(source[box]), _surface(target[box])
-    distance = ndimage.distance_transform_edt(~surface_target, sampling=tuple(float(s) for s in spacing))
-    return distance[surface_source]
+
+    def __init__(self, mask: np.ndarray, spacing: Sequence[float], offset: Sequence[int] | None = None) -> None:
+        surface = _surface(np.asarray(mask, bool))
+        scale = np.asarray([float(s) for s in spacing])
+        shift = np.zeros(surface.ndim) if offset is None else np.asarray(offset, dtype=float)
+        self.points = (np.argwhere(surface) + shift) * scale
+        self.empty = len(self.points) == 0
+        self._tree: cKDTree | None = None
+
+    @property
+    def tree(self) -> cKDTree:
+        if self._tree is None:
+            self._tree = cKDTree(self.points)
+        return self._tree
+
+
+def surface_hd95(prediction: MaskSurface, reference: MaskSurface, empty_penalty: float) -> float:
+    """:func:`hd95` of two surfaces in the same frame; both empty -> 0, exactly one -> ``empty_penalty``."""
+    if prediction.empty and reference.empty:
+        return 0.0
+    if prediction.empty or reference.empty:
+        return float(empty_penalty)
+    pooled = np.concatenate([reference.tree.query(prediction.points)[0], prediction.tree.query(reference.points)[0]])
+    return float(np.percentile(pooled, HD95_PERCENTILE))
 
 
 def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
          empty_penalty: float | None = None) -> float:
     """Symmetric HD95 in mm (pooled directed surface distances); both empty -> 0.0, exactly one
-    empty -> ``empty_penalty`` (default: the image's :func:`physical_diagonal`)."""
+    empty -> ``empty_penalty`` (default: the image's :func:`physical_diagonal`).
+
+    Computed on the bounding box of both masks with a one-voxel margin: where the box ends inside
+    the volume both masks are 0 on its edge, and where it ends at the volume's edge it treats the
+    outside exactly as the whole volume would.
+    """
     prediction, reference = np.asarray(prediction, bool), np.asarray(reference, bool)
-    empty_prediction, empty_reference = not prediction.any(), not reference.any()
-    if empty_prediction and empty_reference:
+    penalty = physical_diagonal(prediction.shape, spacing) if empty_penalty is None else float(empty_penalty)
+    box = bounding_box(prediction | reference, margin=1)
+    if box is None:
         return 0.0
-    if empty_prediction or empty_reference:
-        return physical_diagonal(prediction.shape, spacing) if empty_penalty is None else float(empty_penalty)
-    pooled = np.concatenate([surface_distances(prediction, reference, spacing),
-                             surface_distances(reference, prediction, spacing)])
-    return float(np.percentile(pooled, HD95_PERCENTILE))
+    crop = box_slices(box)
+    return surface_hd95(MaskSurface(prediction[crop], spacing), MaskSurface(reference[crop], spacing), penalty)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.data.modality_subsets import select_subsets, subset_name, subset_slug
 from mmseg_robust.evaluation import PROTOCOLS, EvaluationError
@@ -113,30 +115,31 @@ class SubsetPredictor:
                 "configuration": self.predictor.plan.name, "protocol": self.protocol,
                 "step": self.settings.step, "tta": self.settings.tta}
 
-    def predict(self, case: InputCase, subsets: Sequence[EvaluationSubset], store: PredictionStore) -> list[Path]:
-        """Predict and write ``subsets`` of ``case``; returns the files written."""
+    def predict(self, case: InputCase, subsets: Sequence[EvaluationSubset],
+                store: PredictionStore) -> dict[str, np.ndarray]:
+        """Predict and write ``subsets`` of ``case``; returns the label maps by subset name."""
         if not subsets:
-            return []
+            return {}
         if self.protocol == "per-subset":
-            return [self.predictor.predict_case(case, s.modalities, store.path(s, case.case_id).parent,
-                                                self.settings).paths[-1] for s in subsets]
+            return {s.name: self.predictor.predict_case(case, s.modalities, store.path(s, case.case_id).parent,
+                                                        self.settings).label for s in subsets}
         return self._predict_shared(case, subsets, store)
 
     def _predict_shared(self, case: InputCase, subsets: Sequence[EvaluationSubset],
-                        store: PredictionStore) -> list[Path]:
+                        store: PredictionStore) -> dict[str, np.ndarray]:
         predictor = self.predictor
         needed = sorted({m for s in subsets for m in s.modalities}, key=predictor.modalities.index)
         case.select(needed, predictor.modalities)  # every modality of the subsets is there
         _, _, prepared = predictor.prepare(case)  # cropped and normalised from all the case has
         channels, _ = predictor.input_channels(prepared)
         branches = predictor.branch_logits(channels, needed, self.settings) if self.shares_branch_passes else []
-        written = []
+        written = {}
         for subset in subsets:
             logits = (predictor.fuse_branches(branches, subset.modalities) if branches else
                       [predictor.model_logits(m, channels, subset.modalities, self.settings) for m in predictor.models])
             result = predictor.export(case.case_id, subset.modalities, predictor.mean_probabilities(logits), prepared,
                                       store.path(subset, case.case_id).parent, keep_probabilities=False)
-            written.append(result.paths[-1])
+            written[subset.name] = result.label
         return written
 
 

@@ -252,6 +252,21 @@ class DynamicSharingUNet(RegionNetwork):
         branches = self._branches(images, available, batched=None, return_features=False, all_scales=False)
         return self.fusion.window_maps(branches.logits[0], available)
 
+    def branch_window_maps(self, images: Tensor, available: Tensor) -> Tensor:
+        """Every available modality's :meth:`window_maps` from that modality alone, stacked on the
+        channels ``(B, M * C, *spatial)`` (zeros for the absent): the evaluation's shared pass
+        accumulates all branches in one sliding window. Equal to M calls with one modality each,
+        since a branch's output does not depend on the other branches."""
+        available = self._check_inputs(images, available)
+        logits = self._branches(images, available, batched=None, return_features=False, all_scales=False).logits[0]
+        maps = []
+        for m in range(self.n_modalities):
+            alone = torch.zeros_like(available)
+            alone[:, m] = available[:, m]
+            maps.append(self.fusion.window_maps(logits, alone) if self.fusion.gate_channels
+                        else self.fusion(logits, alone, range(self.n_modalities))[0])
+        return torch.cat(maps, dim=1)
+
     def maps_to_logits(self, maps: Tensor) -> Tensor:
         """Accumulated :meth:`window_maps` ``(C, *s)`` -> logits ``(R, *s)``."""
         return self.fusion.maps_to_logits(maps)
