@@ -29,9 +29,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
-from mmseg_robust.dice import dice_from_counts
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.evaluation.metrics import MaskSurface, surface_hd95
+from mmseg_robust.evaluation.metrics import MaskSurface, dice, surface_hd95
 from mmseg_robust.evaluation.surface_elements import SurfaceElements, robust_hausdorff
 
 #: Lowest Dice of a pair the one-to-one matching accepts (panoptica's threshold: any overlap).
@@ -61,9 +60,6 @@ class LesionConvention:
     surface_elements: bool
     empty_score: tuple[float, float]
     source: str
-
-    def describe(self) -> str:
-        return f"lesion-wise {self.name}: {self.source}"
 
 
 LESION_CONVENTIONS: dict[str, LesionConvention] = {
@@ -114,12 +110,6 @@ def _merged_reference_lesions(reference: np.ndarray, dilations: int) -> tuple[np
     structure = ndimage.generate_binary_structure(reference.ndim, 2)
     dilated, count = connected_lesions(ndimage.binary_dilation(reference, structure, iterations=dilations))
     return np.where(reference, dilated, 0), dilated, count
-
-
-def _dice(prediction: np.ndarray, reference: np.ndarray) -> float:
-    overlap = int(np.count_nonzero(prediction & reference))
-    return dice_from_counts(overlap, int(np.count_nonzero(prediction)) - overlap,
-                            int(np.count_nonzero(reference)) - overlap)
 
 
 class ReferenceLesions:
@@ -176,7 +166,7 @@ class ReferenceLesions:
         else:
             distance = surface_hd95(MaskSurface(prediction, self.spacing, self.offset), reference,
                                     self.convention.hd95_cap)
-        return _dice(prediction, self.lesions == lesion), distance
+        return dice(prediction, self.lesions == lesion), distance
 
     def score(self, prediction: np.ndarray) -> LesionScore:
         """The lesion-wise scores of a predicted bool mask of the same shape."""
