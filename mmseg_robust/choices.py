@@ -11,6 +11,8 @@ OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 AMP_MODES: tuple[str, ...] = ("auto", "off", "bf16", "fp16")
 #: ``--strategy``, ``--gmd-scope`` and ``--cggm-direction`` values (docs/design.md §6).
 STRATEGIES: tuple[str, ...] = ("plain", "gmd", "cggm", "gmd+cggm")
+#: The strategy a run without one trains with (the robustness study's choice).
+DEFAULT_STRATEGY = "plain"
 GMD_SCOPES: tuple[str, ...] = ("full", "head", "output")
 #: How ``gmd+cggm`` adds CGGM's direction term: once after GMD, or inside every subset gradient.
 GMD_CGGM_COMPOSITIONS: tuple[str, ...] = ("apart", "rows")

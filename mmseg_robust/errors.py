@@ -14,3 +14,7 @@ class DatasetError(MMRobustError):
 
 class ConfigurationError(MMRobustError):
     """A required setting (environment variable, flag) is missing or invalid."""
+
+
+class StrategyError(MMRobustError, ValueError):
+    """A strategy that cannot be built as asked, or a model it cannot train."""

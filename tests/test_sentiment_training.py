@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +18,16 @@ import pytest
 import torch
 
 from mmseg_robust import strategies
+from mmseg_robust.precision import make_precision
 from mmseg_robust.runs.config import TrainingConfigError
 from mmseg_robust.sentiment.config import SentimentTrainingConfig, resolve_sentiment_run
 from mmseg_robust.sentiment.evaluation import load_sentiment_run, predict_subsets
 from mmseg_robust.sentiment.formats import read_sentiment_data
 from mmseg_robust.sentiment.model import SentimentModelConfig, build_sentiment_model
 from mmseg_robust.sentiment.synthetic import SyntheticSentimentSpec, make_synthetic_sentiment
-from mmseg_robust.sentiment.training import make_sentiment_strategy, train_sentiment
-from mmseg_robust.precision import make_precision
+from mmseg_robust.sentiment.task import SentimentTask
+from mmseg_robust.sentiment.training import train_sentiment
+from mmseg_robust.training.engine import make_optimizer, make_strategy
 
 SAMPLES = (16, 8, 8)
 FAST = ("--epochs", "2", "--batch-size", "8", "--device", "cpu")
@@ -80,7 +83,8 @@ def test_the_strategies_are_the_segmentation_paths_classes(mosi):
     for name, cls in expected.items():
         config = SentimentTrainingConfig(strategy=name, width=8, heads=2)
         model = build_sentiment_model(SentimentModelConfig(data.feature_dims, **config.model_settings()))
-        strategy = make_sentiment_strategy(config, model, CPU)
+        strategy = make_strategy(config, SentimentTask(), model, CPU, partial(make_optimizer, "adam"),
+                                 config.learning_rate)
         assert type(strategy) is cls and strategy.name == name
         if "cggm" in name:
             assert (strategy.cggm.settings.rho, strategy.cggm.settings.weight) == (1.3, 0.2)

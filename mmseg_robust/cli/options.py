@@ -88,7 +88,8 @@ def model_options(command):
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
     from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
+    from mmseg_robust.choices import DEFAULT_STRATEGY
+    from mmseg_robust.runs.paths import DEFAULT_FUSION
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),

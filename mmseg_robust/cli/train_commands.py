@@ -8,12 +8,12 @@ from typing import Iterator
 
 import click
 
-from mmseg_robust.cli.options import Choice
 from mmseg_robust.choices import (
     AMP_MODES,
     CGGM_BALANCES,
     CGGM_DIRECTIONS,
     CGGM_MAGNITUDE_SCOPES,
+    DEFAULT_STRATEGY,
     FUSIONS,
     GMD_CGGM_COMPOSITIONS,
     GMD_SCOPES,
@@ -21,8 +21,10 @@ from mmseg_robust.choices import (
     OPTIMIZERS,
     STRATEGIES,
 )
+from mmseg_robust.cli.options import Choice
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-from mmseg_robust.runs.paths import DEFAULT_FUSION, DEFAULT_STRATEGY
+from mmseg_robust.runs.config import TrainingConfig
+from mmseg_robust.runs.paths import DEFAULT_FUSION
 
 #: CLI option name -> TrainingConfig field, for every option that sets one. It builds the config and
 #: names parameters by their flags in messages.
@@ -40,6 +42,11 @@ OPTION_FIELDS = {
     "compile_model": "compile", "deep_supervision": "deep_supervision", "num_workers": "num_workers",
     "seed": "seed", "oversample_foreground": "oversample_foreground", "val_patches_per_case": "val_patches_per_case",
 }
+
+def _default(field: str):
+    """A config field's default: the config states it, the command shows it (never a copy)."""
+    return TrainingConfig.__dataclass_fields__[field].default
+
 
 #: Options that are keywords of ``train()`` under their own name, not config fields.
 TRAIN_KEYWORDS = ("ignore_memory_check",)
@@ -72,7 +79,7 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
 @click.option("-d", "--dataset", required=True, help="Dataset name (its folder under the preprocessed folder).")
 @click.option("-c", "--configuration", type=Choice(CONFIGURATION_NAMES), default="3d_fullres", show_default=True)
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--model", type=Choice(MODEL_KINDS), default="ds", show_default=True,
+@click.option("--model", type=Choice(MODEL_KINDS), default=_default("model"), show_default=True,
               help="ds: Dynamic-Sharing U-Net; early_fusion: one U-Net on the zero-filled 4-channel stack.")
 @click.option("--modalities", default=None, metavar="LIST",
               help="Train a dedicated model of these sequences only (e.g. flair or t1,flair): the other "
@@ -87,58 +94,64 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
               help=f"Gradient strategy [default: {DEFAULT_STRATEGY}]. plain: mean "
                    "of the subset losses, one backward; gmd: conflict removal between subset gradients; cggm: "
                    "classifier-guided modulation; gmd+cggm: both.")
-@click.option("--subsets", default="all", show_default=True, help="all | k=N | missing-1|2|3 | full.")
-@click.option("--gmd-scope", type=Choice(GMD_SCOPES), default="full", show_default=True,
+@click.option("--subsets", default=_default("subsets"), show_default=True, help="all | k=N | missing-1|2|3 | full.")
+@click.option("--gmd-scope", type=Choice(GMD_SCOPES), default=_default("gmd_scope"), show_default=True,
               help="full: exact per-subset gradients; head: conflicts measured on the last decoder stage and "
                    "output layers, then one backward; output: on the 1x1 output layers only (cheapest).")
-@click.option("--gmd-cggm-composition", type=Choice(GMD_CGGM_COMPOSITIONS), default="apart",
+@click.option("--gmd-cggm-composition", type=Choice(GMD_CGGM_COMPOSITIONS), default=_default("gmd_cggm_composition"),
               show_default=True,
               help="gmd+cggm: apart: GMD resolves the subset gradients' own conflicts, CGGM's direction "
                    "gradient is added once; rows: it is added to every subset gradient first.")
-@click.option("--cggm-rho", type=click.FloatRange(min=0, min_open=True), default=1.2, show_default=True,
+@click.option("--cggm-rho", type=click.FloatRange(min=0, min_open=True), default=_default("cggm_rho"),
+              show_default=True,
               help="rho of CGGM's balancing term B (Eq. 7).")
-@click.option("--cggm-lambda", type=click.FloatRange(min=0), default=0.1, show_default=True,
+@click.option("--cggm-lambda", type=click.FloatRange(min=0), default=_default("cggm_lambda"), show_default=True,
               help="Weight of CGGM's direction loss L_gm.")
-@click.option("--cggm-balance", type=Choice(CGGM_BALANCES), default="smoothed", show_default=True,
+@click.option("--cggm-balance", type=Choice(CGGM_BALANCES), default=_default("cggm_balance"), show_default=True,
               help="What Eq. 7 divides: smoothed (this project's): each modality's improvement trend, "
                    "counted from 0 and within its noise (B follows the trend, not one batch); raw (the paper "
                    "and the released code, with this project's guard against degenerate ratios): the change "
                    "between two batches.")
-@click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=0.98, show_default=True,
+@click.option("--cggm-ema", type=click.FloatRange(0, 1, max_open=True), default=_default("cggm_ema"), show_default=True,
               help="--cggm-balance smoothed: smoothing of the utilisation's level, trend and noise "
                    "(about 1/(1-x) steps each).")
-@click.option("--cggm-direction", type=Choice(CGGM_DIRECTIONS), default="gradients", show_default=True,
+@click.option("--cggm-direction", type=Choice(CGGM_DIRECTIONS), default=_default("cggm_direction"), show_default=True,
               help="L_gm: the output layer's gradient against the heads' (gradients: the paper's text, "
                    "Eq. 12), the output layer's weights against the heads' output weights, both of the previous "
                    "step, acting on the output layer only (weights: the released code), or against the "
                    "gradient of each DS branch's own loss at the same output layer (branches: this project's).")
-@click.option("--cggm-magnitude-scope", type=Choice(CGGM_MAGNITUDE_SCOPES), default="branch", show_default=True,
+@click.option("--cggm-magnitude-scope", type=Choice(CGGM_MAGNITUDE_SCOPES), default=_default("cggm_magnitude_scope"),
+              show_default=True,
               help="What CGGM's B_m scales: branch (this project's): the backward of branch m's logits, so "
                    "modality m's own parameters and its share of the shared weights' gradient; modality (the "
                    "paper's Eq. 8, as released): the gradients of the parameters modality m owns only (stem, "
                    "its norms, its fusion scores), after the backward and before clipping.")
-@click.option("--diagnostics", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--diagnostics", type=click.IntRange(min=0), default=_default("diagnostics_every"), show_default=True,
               help="plain/cggm: log per-subset gradient norms and cosines every N steps (one backward per "
                    "subset); GMD logs them every step for free. 0: off.")
-@click.option("--subset-ranking-weight", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--subset-ranking-weight", type=click.FloatRange(min=0), default=_default("subset_ranking_weight"),
+              show_default=True,
               help="plain: add W x the mean over nested subset pairs S < S' of max(0, L_S' - L_S) (L_S "
                    "detached): more sequences must not raise the loss. 0: off.")
-@click.option("--epochs", type=click.IntRange(min=1), default=1000, show_default=True)
-@click.option("--iters-per-epoch", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--optimizer", type=Choice(OPTIMIZERS), default="sgd", show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=3e-5, show_default=True)
-@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=12.0, show_default=True)
-@click.option("--amp", type=Choice(AMP_MODES), default="auto", show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=_default("epochs"), show_default=True)
+@click.option("--iters-per-epoch", type=click.IntRange(min=1), default=_default("iters_per_epoch"), show_default=True)
+@click.option("--optimizer", type=Choice(OPTIMIZERS), default=_default("optimizer"), show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=_default("learning_rate"), show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=_default("weight_decay"), show_default=True)
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=_default("grad_clip"),
+              show_default=True)
+@click.option("--amp", type=Choice(AMP_MODES), default=_default("amp"), show_default=True,
               help="auto: bf16 on CUDA if supported else fp16 + GradScaler; off on the CPU.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default=_default("device"), show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--compile", "compile_model", is_flag=True, help="torch.compile the network.")
-@click.option("--deep-supervision/--no-deep-supervision", default=True, show_default=True)
-@click.option("--num-workers", type=click.IntRange(min=0), default=2, show_default=True,
+@click.option("--deep-supervision/--no-deep-supervision", default=_default("deep_supervision"), show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=_default("num_workers"), show_default=True,
               help="Data-augmentation worker processes (0: in the main process).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--oversample-foreground", type=click.FloatRange(0, 1), default=0.33, show_default=True)
-@click.option("--val-patches-per-case", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--seed", type=int, default=_default("seed"), show_default=True)
+@click.option("--oversample-foreground", type=click.FloatRange(0, 1), default=_default("oversample_foreground"),
+              show_default=True)
+@click.option("--val-patches-per-case", type=click.IntRange(min=1), default=_default("val_patches_per_case"),
+              show_default=True)
 @click.option("--resume", is_flag=True,
               help="Continue the run in the results folder exactly where it stopped (a larger --epochs extends it).")
 @click.option("--preprocessed", type=click.Path(file_okay=False), default=None,

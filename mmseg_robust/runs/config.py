@@ -9,23 +9,12 @@ from typing import Any, Callable
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
-from mmseg_robust.choices import (
-    AMP_MODES,
-    CGGM_BALANCES,
-    CGGM_DIRECTIONS,
-    CGGM_MAGNITUDE_SCOPES,
-    FUSIONS,
-    GMD_CGGM_COMPOSITIONS,
-    GMD_SCOPES,
-    MODEL_KINDS,
-    OPTIMIZERS,
-    STRATEGIES,
-    check_choice,
-)
+from mmseg_robust.choices import AMP_MODES, FUSIONS, MODEL_KINDS, OPTIMIZERS, check_choice
 from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, Plans
-from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion, run_folder, run_name
+from mmseg_robust.runs.paths import default_fusion, run_folder, run_name
+from mmseg_robust.strategy_config import StrategyConfig
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -38,17 +27,10 @@ LEGACY_DEFAULTS: dict[str, Any] = {"gmd_cggm_composition": "rows", "fusion": "me
 RESUME_REQUIRES: tuple[str, ...] = ("cggm_balance",)
 #: The fields that take one of a vocabulary's words.
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "configuration": CONFIGURATION_NAMES, "model": MODEL_KINDS, "optimizer": OPTIMIZERS, "strategy": STRATEGIES,
-    "fusion": FUSIONS, "gmd_scope": GMD_SCOPES, "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS,
-    "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES,
-    "cggm_magnitude_scope": CGGM_MAGNITUDE_SCOPES, "amp": AMP_MODES}
+    "configuration": CONFIGURATION_NAMES, "model": MODEL_KINDS, "optimizer": OPTIMIZERS, "fusion": FUSIONS,
+    "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
-    "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
-    "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
-    "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
-    "subset_ranking_weight": (lambda v: v >= 0, "need {name} >= 0"),
     "epochs": (lambda v: v >= 1, "need {name} >= 1"),
     "iters_per_epoch": (lambda v: v >= 1, "need {name} >= 1"),
 }
@@ -59,10 +41,11 @@ class TrainingConfigError(MMRobustError):
 
 
 @dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(StrategyConfig):
     """Every hyper-parameter of a run; defaults follow docs/design.md §7 (nnU-Net's) and, for the fusion
     and the strategy, the robustness study. ``fusion`` None: ``weighted`` for the DS network,
-    ``mean`` (the only one) for early fusion; ``strategy`` None: ``plain``."""
+    ``mean`` (the only one) for early fusion. The strategy's fields (keyword-only) and their checks
+    are :class:`~mmseg_robust.strategies.config.StrategyConfig`'s, with CGGM's BraTS defaults."""
 
     dataset: str
     configuration: str
@@ -72,20 +55,6 @@ class TrainingConfig:
     #: A subset trains a dedicated model (GMD's "U. base."; a site that only acquires those).
     modalities: tuple[str, ...] | None = None
     fusion: str | None = None
-    strategy: str | None = None
-    subsets: str = "all"
-    gmd_scope: str = "full"
-    gmd_cggm_composition: str = "apart"
-    cggm_rho: float = 1.2
-    cggm_lambda: float = 0.1
-    cggm_balance: str = "smoothed"
-    cggm_ema: float = 0.98
-    cggm_direction: str = "gradients"
-    #: What B_m scales: ``branch`` (this project's) or ``modality`` (Eq. 8, the released code).
-    cggm_magnitude_scope: str = "branch"
-    diagnostics_every: int = 0
-    #: ``plain``: weight of the "more sequences must not hurt" ranking term (0: off).
-    subset_ranking_weight: float = 0.0
     epochs: int = 1000
     iters_per_epoch: int = 250
     optimizer: str = "sgd"
@@ -113,8 +82,7 @@ class TrainingConfig:
                 raise TrainingConfigError(str(error)) from None
         if self.fusion is None:
             object.__setattr__(self, "fusion", default_fusion(self.model))
-        if self.strategy is None:
-            object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
+        self.check_strategy(TrainingConfigError)
         for name, choices in _CHOICES.items():
             check_choice(getattr(self, name), choices, name, TrainingConfigError)
         if self.model == "early_fusion" and self.fusion != "mean":
@@ -125,8 +93,6 @@ class TrainingConfig:
         for name, (allowed, rule) in _RANGES.items():
             if not allowed(getattr(self, name)):
                 raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
-        if self.subset_ranking_weight and self.strategy != "plain":
-            raise TrainingConfigError(f"subset_ranking_weight is for strategy plain only, not {self.strategy}")
 
     @property
     def run_name(self) -> str:

@@ -10,14 +10,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from mmseg_robust.choices import DEFAULT_STRATEGY
 from mmseg_robust.errors import ConfigurationError
 from mmseg_robust.paths import data_folder
 
-#: Defaults chosen by the robustness study (benchmarks/robustness, README "Results"): on data where
-#: one sequence alone shows a region, the learned weighted fusion beat the mean by 2.6 (TC) and 3.0
-#: (ET) points over the 15 subsets; exact GMD added nothing measurable on top of it at 1.8x the cost,
-#: and every CGGM variant lost 9-12 points of ET. Early fusion has no branches to weigh.
-DEFAULT_STRATEGY = "plain"
 DEFAULT_FUSION = "weighted"
 #: The fusion of the early-fusion baseline: it has no branches, so nothing else is possible.
 EARLY_FUSION_FUSION = "mean"

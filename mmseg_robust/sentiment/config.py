@@ -22,22 +22,18 @@ from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.choices import (
     AMP_MODES,
-    CGGM_BALANCES,
-    CGGM_DIRECTIONS,
     FUSIONS,
-    GMD_CGGM_COMPOSITIONS,
-    GMD_SCOPES,
     MODEL_KINDS,
-    STRATEGIES,
     check_choice,
 )
 from mmseg_robust.paths import data_folder
 from mmseg_robust.runs.config import CONFIG_FILE, TrainingConfigError
-from mmseg_robust.runs.paths import DEFAULT_STRATEGY, default_fusion
+from mmseg_robust.runs.paths import default_fusion
 from mmseg_robust.runs.paths import run_name as segmentation_run_name
 from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
+from mmseg_robust.strategy_config import StrategyConfig, strategy_default
 
 SENTIMENT_CONFIG_SCHEMA_VERSION = 1
 #: The kind of run a ``config.json`` describes (segmentation runs have none).
@@ -45,10 +41,7 @@ RUN_KIND = "sentiment"
 #: The folder under the results base that holds every sentiment run.
 RESULTS_SUBFOLDER = "sentiment"
 #: The fields that take one of a vocabulary's words.
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "model": MODEL_KINDS, "strategy": STRATEGIES, "fusion": FUSIONS, "gmd_scope": GMD_SCOPES,
-    "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS, "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES,
-    "amp": AMP_MODES}
+_CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_KINDS, "fusion": FUSIONS, "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
 _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: v >= 1, "need {name} >= 1"),
@@ -56,10 +49,6 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "learning_rate": (lambda v: v > 0, "need {name} > 0"),
     "weight_decay": (lambda v: v >= 0, "need {name} >= 0"),
     "grad_clip": (lambda v: v > 0, "need {name} > 0"),
-    "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
-    "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
-    "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
-    "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
     "seed": (lambda v: v >= 0, "need {name} >= 0"),
 }
 #: What a stored config without these fields was trained with (runs from before they existed).
@@ -67,7 +56,7 @@ _LEGACY_DEFAULTS: dict[str, Any] = {"fusion": "mean", "modalities": None}
 
 
 @dataclass(frozen=True)
-class SentimentTrainingConfig:
+class SentimentTrainingConfig(StrategyConfig):
     """Every setting of a sentiment run. Defaults: Adam at 1e-3 with poly decay and gradient
     clipping at 0.8 (MulT's MOSI settings), batch 32, 40 epochs; CGGM's MOSI values rho 1.3 and
     lambda 0.2; the model sizes of :class:`~mmseg_robust.sentiment.model.SentimentModelConfig`;
@@ -84,18 +73,10 @@ class SentimentTrainingConfig:
     """
 
     model: str = "ds"
-    strategy: str = DEFAULT_STRATEGY
     fusion: str | None = None
     modalities: tuple[str, ...] | None = None
-    subsets: str = "all"
-    gmd_scope: str = "full"
-    gmd_cggm_composition: str = "apart"
-    cggm_rho: float = 1.3
-    cggm_lambda: float = 0.2
-    cggm_balance: str = "smoothed"
-    cggm_ema: float = 0.98
-    cggm_direction: str = "gradients"
-    diagnostics_every: int = 0
+    cggm_rho: float = strategy_default(1.3)
+    cggm_lambda: float = strategy_default(0.2)
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -120,6 +101,7 @@ class SentimentTrainingConfig:
                 object.__setattr__(self, "modalities", parse_sentiment_modalities(self.modalities))
             except SentimentDataError as error:
                 raise TrainingConfigError(str(error)) from None
+        self.check_strategy(TrainingConfigError)
         for name, choices in _CHOICES.items():
             check_choice(getattr(self, name), choices, name, TrainingConfigError)
         if self.model == "early_fusion" and self.fusion != "mean":

@@ -1,26 +1,23 @@
 """Training a sentiment model (docs/design.md §10): ``mmrobust sentiment train``'s Python API.
 
-The epoch's steps, the learning-rate schedule, the best-epoch rule and the epoch's outputs are the
-segmentation trainer's (:mod:`mmseg_robust.training.loop`); the strategies, precision, checkpoints
-and resume rules are the same objects too. What is the sentiment's own: the data (one pickle, a
-shuffled order per epoch from (seed, epoch)), Adam, and validation: every epoch scores the 7
-subsets on the ``valid`` split, and the best checkpoint is the epoch with the lowest MAE averaged
-over them (no smoothing). The test split is never read here.
+The epoch loop is the segmentation trainer's (:mod:`mmseg_robust.training.engine`); the
+strategies, precision, checkpoints and resume rules are the same objects too. What is the
+sentiment's own: the data (one pickle, a shuffled order per epoch from (seed, epoch)), Adam, and
+validation: every epoch scores the 7 subsets on the ``valid`` split, and the best checkpoint is
+the epoch with the lowest MAE averaged over them (no smoothing). The test split is never read here.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mmseg_robust.devices import resolve_device
 from mmseg_robust.precision import make_precision
@@ -39,17 +36,9 @@ from mmseg_robust.sentiment.formats import read_sentiment_data
 from mmseg_robust.sentiment.loader import iterate_batches, shuffled_batches
 from mmseg_robust.sentiment.model import SentimentModelConfig, build_sentiment_model, check_feature_dims
 from mmseg_robust.sentiment.task import SentimentTask
-from mmseg_robust.strategies import CGGMSettings, GradientStrategy, StrategyEnvironment, SubsetSampler, build_strategy
-from mmseg_robust.training.loop import (
-    BestEpoch,
-    poly_learning_rate,
-    restore_training_state,
-    save_epoch,
-    seed_everything,
-    set_learning_rate,
-    train_steps,
-)
-from mmseg_robust.training.progress import SCHEDULE_CHANGE, PlotSchedule, ValidationCurves
+from mmseg_robust.training.engine import EpochLoop, EpochValidation, make_optimizer, make_strategy, run_epochs
+from mmseg_robust.training.loop import BestEpoch, restore_training_state, seed_everything
+from mmseg_robust.training.progress import ValidationCurves
 
 logger = logging.getLogger(__name__)
 
@@ -75,23 +64,8 @@ class SentimentTrainingResult:
 
 
 
-def _make_optimizer(config: SentimentTrainingConfig, params: Iterable[torch.nn.Parameter],
-                    learning_rate: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=learning_rate, weight_decay=config.weight_decay)
-
-
-def make_sentiment_strategy(config: SentimentTrainingConfig, model: torch.nn.Module,
-                            device: torch.device) -> GradientStrategy:
-    """The strategy ``config`` names, over the 7 subsets of {l, a, v}, prepared for ``model``:
-    the segmentation path's classes with :class:`~mmseg_robust.sentiment.task.SentimentTask`."""
-    cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, balance=config.cggm_balance,
-                        smoothing=config.cggm_ema, direction=config.cggm_direction)
-    subsets = SubsetSampler(config.subsets, model.modalities, config.seed)
-    strategy = build_strategy(config.strategy, subsets, SentimentTask(), seed=config.seed, gmd_scope=config.gmd_scope,
-                              cggm=cggm, diagnostics_every=config.diagnostics_every,
-                              composition=config.gmd_cggm_composition)
-    strategy.prepare(model, StrategyEnvironment(device, 1, partial(_make_optimizer, config), config.learning_rate))
-    return strategy
+def _optimizer_factory(config: SentimentTrainingConfig) -> Callable[..., torch.optim.Optimizer]:
+    return partial(make_optimizer, "adam", weight_decay=config.weight_decay)
 
 
 def _mean_score(scores: dict[str, dict[str, float | None]], key: str) -> float | None:
@@ -147,8 +121,9 @@ def _train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLi
 
     seed_everything(config.seed)
     model = build_sentiment_model(model_config).to(device)
-    optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
-    strategy = make_sentiment_strategy(config, model, device)
+    optimizers = _optimizer_factory(config)
+    optimizer = optimizers(model.parameters(), config.learning_rate)
+    strategy = make_strategy(config, SentimentTask(), model, device, optimizers, config.learning_rate)
     selection = BestEpoch(SELECTION_MOMENTUM)
     start_epoch, records = 0, []
     if state is not None:
@@ -158,38 +133,51 @@ def _train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLi
     data_description = {"path": str(Path(data_path).resolve()), "format": data.format, "dataset": data.dataset}
     save_sentiment_run_config(output_dir, SentimentRunConfig(config, model_config.to_dict(), data_description))
 
-    train_split, valid_split = data.split("train"), data.split("valid")
-    batches_per_epoch = len(shuffled_batches(len(train_split), config.batch_size, config.seed, 0))
-    last_val: dict[str, dict[str, float | None]] = {}
-    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", unit="epoch", initial=start_epoch,
-                  total=config.epochs, disable=not progress)
-    plots = PlotSchedule(final_epoch=config.epochs - 1)
-    for epoch in epochs:
-        started = time.perf_counter()
-        learning_rate = poly_learning_rate(config.learning_rate, epoch, config.epochs, config.poly_exponent)
-        set_learning_rate(optimizer, strategy, learning_rate)
-        model.train()
-        order = shuffled_batches(len(train_split), config.batch_size, config.seed, epoch)
-        batches = iterate_batches(train_split, order, device, model.modalities)
-        steps = train_steps(model, optimizer, strategy, precision, batches, epoch,
-                            epoch * batches_per_epoch, config.grad_clip, progress=progress, total=len(order))
-        last_val = validation_scores(model, valid_split, device, precision)
-        val_mae = _mean_score(last_val, SELECTION_SCORE)
-        improved = selection.update(-val_mae)
-        record: dict[str, Any] = {
-            "epoch": epoch, "train_loss": steps.mean_loss, "learning_rate": learning_rate,
-            "train_subset_losses": steps.mean_subset_losses(), "val_scores": last_val, "val_mae": val_mae,
-            "val_acc2_non0": _mean_score(last_val, "acc2_non0"), "best_val_mae": -selection.best,
-            "epoch_seconds": time.perf_counter() - started, "precision": precision.name}
-        if extension is not None and epoch == start_epoch:
-            record[SCHEDULE_CHANGE] = extension
-        records.append(record)
-        state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-                 "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": selection.best,
-                 "ema": selection.ema, "config": config.to_dict(), "model_config": model_config.to_dict()}
-        save_epoch(output_dir, epoch, steps, records, state, improved, plots.due(epoch), SENTIMENT_CURVES)
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", val_mae=f"{val_mae:.3f}")
-        logger.info("epoch %d: loss %.4f, val MAE %.4f (best %.4f), %.1f s", epoch, record["train_loss"], val_mae,
-                    -selection.best, record["epoch_seconds"])
-    return SentimentTrainingResult(output_dir, config.epochs, -selection.best, last_val)
+    hooks = _SentimentEpochs(config, model, data.split("train"), data.split("valid"), device, precision,
+                             model_config.to_dict())
+    loop = EpochLoop(model, optimizer, strategy, precision, selection, output_dir, config.learning_rate,
+                     config.poly_exponent, config.grad_clip, records, start_epoch, extension)
+    last = run_epochs(loop, hooks, config.epochs, progress)
+    return SentimentTrainingResult(output_dir, config.epochs, -selection.best, last.scores if last is not None else {})
+
+
+@dataclass
+class _SentimentEpochs:
+    """The sentiment run's side of the epoch loop: a shuffled order of the ``train`` split per
+    epoch from (seed, epoch), the 7 subsets' scores on ``valid``, the best epoch by the lowest
+    mean MAE (no moving average)."""
+
+    config: SentimentTrainingConfig
+    model: torch.nn.Module
+    train_split: Any
+    valid_split: Any
+    device: torch.device
+    precision: Any
+    model_config: dict[str, Any]
+    curves: ValidationCurves = SENTIMENT_CURVES
+
+    def __post_init__(self) -> None:
+        self.batches_per_epoch = len(shuffled_batches(len(self.train_split), self.config.batch_size,
+                                                      self.config.seed, 0))
+
+    def batches(self, epoch: int) -> tuple[Iterable[Any], int]:
+        order = shuffled_batches(len(self.train_split), self.config.batch_size, self.config.seed, epoch)
+        return iterate_batches(self.train_split, order, self.device, self.model.modalities), len(order)
+
+    def first_step(self, epoch: int) -> int:
+        return epoch * self.batches_per_epoch
+
+    def validate(self) -> EpochValidation:
+        scores = validation_scores(self.model, self.valid_split, self.device, self.precision)
+        return EpochValidation(scores, -_mean_score(scores, SELECTION_SCORE))
+
+    def record(self, validation: EpochValidation, selection: BestEpoch) -> dict[str, Any]:
+        return {"val_scores": validation.scores, "val_mae": -validation.selection_score,
+                "val_acc2_non0": _mean_score(validation.scores, "acc2_non0"), "best_val_mae": -selection.best}
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict(), "model_config": self.model_config}
+
+    def report(self, record: dict[str, Any]) -> tuple[dict[str, str], str]:
+        return ({"val_mae": f"{record['val_mae']:.3f}"},
+                f"val MAE {record['val_mae']:.4f} (best {record['best_val_mae']:.4f})")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.errors import MMRobustError
+from mmseg_robust.errors import StrategyError
 from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
@@ -23,10 +23,6 @@ from mmseg_robust.strategies.subsets import SubsetSampler
 
 #: Builds an optimiser for extra trainable state of a strategy (CGGM's heads) like the main one.
 OptimizerFactory = Callable[[Iterable[nn.Parameter], float], torch.optim.Optimizer]
-
-
-class StrategyError(MMRobustError, ValueError):
-    """A strategy that cannot be built as asked, or a model it cannot train."""
 
 
 @dataclass

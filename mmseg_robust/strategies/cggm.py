@@ -26,7 +26,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from mmseg_robust.choices import CGGM_BALANCES, CGGM_DIRECTIONS, CGGM_MAGNITUDE_SCOPES, check_choice
 from mmseg_robust.multimodal import (
     SHARED,
     BranchOutput,
@@ -52,43 +51,10 @@ from mmseg_robust.strategies.cggm_parts import (
     scale_modality_gradients,
 )
 from mmseg_robust.strategies.subsets import SubsetSampler
+from mmseg_robust.strategy_config import CGGMSettings
 
 #: CGGM's Table 7: the heads learn at half the main learning rate.
 HEAD_LR_FACTOR = 0.5
-
-
-@dataclass(frozen=True)
-class CGGMSettings:
-    """``rho`` scales B (Eq. 7), ``weight`` is lambda of L_gm, ``balance`` says what Eq. 7 divides
-    (this project's ``smoothed`` improvement, with ``smoothing``, or the paper's ``raw`` batch
-    change; :mod:`~mmseg_robust.strategies.cggm_parts`), ``direction``: cosine of output-layer
-    gradients against the heads' (``gradients``: the paper's text, Eq. 12), of the previous step's
-    output-layer weights against the heads' (``weights``: the released code, see
-    :meth:`CGGMComponent.lagged_weight_direction`), or against the gradient of each branch's own
-    loss at the model's output layer (``branches``: this project's extension).
-    ``magnitude_scope``: what B_m multiplies, ``branch`` (this project's: the cotangent of branch
-    m's logits, hence modality m's own parameters and its share of the shared weights' gradient)
-    or ``modality`` (the paper's Eq. 8, as released: the gradients of the parameters modality m owns
-    only, :meth:`CGGMComponent.scale_owned_gradients`).
-
-    Raises:
-        StrategyError: an unknown ``balance``, ``direction`` or ``magnitude_scope``, ``smoothing``
-            outside [0, 1).
-    """
-
-    rho: float = 1.2
-    weight: float = 0.1
-    balance: str = "smoothed"
-    smoothing: float = 0.98
-    direction: str = "gradients"
-    magnitude_scope: str = "branch"
-
-    def __post_init__(self) -> None:
-        check_choice(self.balance, CGGM_BALANCES, "cggm balance", StrategyError)
-        check_choice(self.direction, CGGM_DIRECTIONS, "cggm direction", StrategyError)
-        check_choice(self.magnitude_scope, CGGM_MAGNITUDE_SCOPES, "cggm magnitude scope", StrategyError)
-        if not 0 <= self.smoothing < 1:
-            raise StrategyError(f"cggm smoothing {self.smoothing}: must be in [0, 1)")
 
 
 @dataclass

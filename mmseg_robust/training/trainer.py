@@ -1,16 +1,15 @@
-"""The segmentation training loop (docs/design.md §7): data, strategy, optimiser step, validation,
-checkpoints.
+"""Segmentation training (docs/design.md §7): ``mmrobust train``'s Python API.
 
-The epoch's steps, the learning-rate schedule, the best-epoch rule and the epoch's outputs are
-:mod:`mmseg_robust.training.loop`'s (shared with the sentiment trainer); checkpoints, logs, plots
-and validation live in their own modules.
+The epoch loop is the engine's (:mod:`mmseg_robust.training.engine`, shared with the sentiment
+trainer); what is the segmentation's own is here: the plans and the preprocessed cases, the patch
+loader, distributed ranks, validation Dice on fixed patches, and the best epoch by its moving
+average.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from tqdm import tqdm
 
 from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.devices import resolve_device
@@ -30,13 +28,6 @@ from mmseg_robust.runs.preflight import TrainingError, check_training_inputs
 from mmseg_robust.runs.resume import check_resume, schedule_change
 from mmseg_robust.runs.run_lock import hold_run_folder
 from mmseg_robust.segmentation_task import SegmentationTask
-from mmseg_robust.strategies import (
-    CGGMSettings,
-    GradientStrategy,
-    StrategyEnvironment,
-    SubsetSampler,
-    build_strategy,
-)
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
 from mmseg_robust.training.distributed import (
@@ -46,17 +37,17 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
-from mmseg_robust.training.loop import (
-    BestEpoch,
-    poly_learning_rate,
-    restore_training_state,
-    save_epoch,
-    seed_everything,
-    set_learning_rate,
-    train_steps,
+from mmseg_robust.training.engine import (
+    EpochLoop,
+    EpochValidation,
+    OptimizerFactory,
+    make_optimizer,
+    make_strategy,
+    run_epochs,
 )
+from mmseg_robust.training.loop import BestEpoch, restore_training_state, seed_everything
 from mmseg_robust.training.memory_guard import branch_count, check_training_memory
-from mmseg_robust.training.progress import SCHEDULE_CHANGE, PlotSchedule
+from mmseg_robust.training.progress import DICE_CURVES, ValidationCurves
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
@@ -84,27 +75,48 @@ def configure_cpu_threads(num_workers: int, world_size: int) -> int:
 
 
 
-def _make_optimizer(config: TrainingConfig, params: Iterable[torch.nn.Parameter],
-                    learning_rate: float) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=learning_rate, momentum=config.momentum, weight_decay=config.weight_decay,
-                           nesterov=True)
+def _optimizer_factory(config: TrainingConfig) -> OptimizerFactory:
+    return partial(make_optimizer, config.optimizer, weight_decay=config.weight_decay, momentum=config.momentum)
 
 
-def _make_strategy(config: TrainingConfig, model: torch.nn.Module, device: torch.device,
-                   world_size: int) -> GradientStrategy:
-    cggm = CGGMSettings(rho=config.cggm_rho, weight=config.cggm_lambda, balance=config.cggm_balance,
-                        smoothing=config.cggm_ema, direction=config.cggm_direction,
-                        magnitude_scope=config.cggm_magnitude_scope)
-    subsets = SubsetSampler(config.subsets, model.modalities, config.seed)
-    strategy = build_strategy(config.strategy, subsets, SegmentationTask(), seed=config.seed,
-                              gmd_scope=config.gmd_scope, cggm=cggm, diagnostics_every=config.diagnostics_every,
-                              composition=config.gmd_cggm_composition,
-                              subset_ranking_weight=config.subset_ranking_weight)
-    strategy.prepare(model, StrategyEnvironment(device, world_size, partial(_make_optimizer, config),
-                                                config.learning_rate))
-    return strategy
+@dataclass
+class _SegmentationEpochs:
+    """The segmentation run's side of the epoch loop: patches from the loader, validation Dice of
+    every subset on fixed validation patches, the best epoch by its moving average."""
+
+    config: TrainingConfig
+    model: torch.nn.Module
+    loader: Any
+    val_batches: Any
+    val_subsets: Any
+    device: torch.device
+    precision: Any
+    context: Any
+    signature: Any
+    curves: ValidationCurves = DICE_CURVES
+
+    def batches(self, epoch: int) -> tuple[Iterable[Any], int]:
+        count = self.config.iters_per_epoch
+        return (_to_device(next(self.loader), self.device) for _ in range(count)), count
+
+    def first_step(self, epoch: int) -> int:
+        return epoch * self.config.iters_per_epoch
+
+    def validate(self) -> EpochValidation:
+        scores = validate(self.model, self.val_batches, self.val_subsets, self.device, self.precision)
+        return EpochValidation(scores, mean_dice(scores))
+
+    def record(self, validation: EpochValidation, selection: BestEpoch) -> dict[str, Any]:
+        return {"val_dice": validation.scores, "val_mean_dice": validation.selection_score,
+                "val_mean_dice_ema": selection.ema, "world_size": self.context.world_size,
+                "ranks_in_sync": check_in_sync(self.model, self.context)}
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"plan_signature": self.signature, "config": self.config.to_dict()}
+
+    def report(self, record: dict[str, Any]) -> tuple[dict[str, str], str]:
+        dice, ema = record["val_mean_dice"], record["val_mean_dice_ema"]
+        return {"dice": f"{dice:.3f}", "ema": f"{ema:.3f}"}, f"val mean Dice {dice:.4f} (EMA {ema:.4f})"
 
 
 def _check_resumable(stored: dict[str, Any], config: TrainingConfig, path: Path) -> None:
@@ -185,8 +197,10 @@ def _train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bo
     seed_everything(config.seed)
     model = build_network(config.model, plan, modalities, deep_supervision=config.deep_supervision,
                           fusion=config.fusion).to(device)
-    optimizer = _make_optimizer(config, model.parameters(), config.learning_rate)
-    strategy = _make_strategy(config, model, device, context.world_size)
+    optimizers = _optimizer_factory(config)
+    optimizer = optimizers(model.parameters(), config.learning_rate)
+    strategy = make_strategy(config, SegmentationTask(), model, device, optimizers, config.learning_rate,
+                             context.world_size)
     start_epoch, records = 0, []
     selection = BestEpoch(config.ema_momentum)
     if state is not None:
@@ -209,43 +223,13 @@ def _train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bo
     val_batches = make_validation_batches(inputs.val_folders, LoaderSettings(
         plan.patch_size, plan.batch_size, modalities, augment=False, seed=config.seed),
         config.val_patches_per_case)
-    val_subsets = nonempty_subsets(range(len(modalities)))
-    last_val: dict[str, dict[str, float]] = {}
-    epochs = tqdm(range(start_epoch, config.epochs), desc="epochs", unit="epoch", initial=start_epoch,
-                  total=config.epochs, disable=not (progress and context.is_main))
-    plots = PlotSchedule(final_epoch=config.epochs - 1)
-    for epoch in epochs:
-        started = time.perf_counter()
-        learning_rate = poly_learning_rate(config.learning_rate, epoch, config.epochs, config.poly_exponent)
-        set_learning_rate(optimizer, strategy, learning_rate)
-        model.train()
-        batches = (_to_device(next(loader), device) for _ in range(config.iters_per_epoch))
-        steps = train_steps(model, optimizer, strategy, precision, batches, epoch, epoch * config.iters_per_epoch,
-                            config.grad_clip, partial(average_gradients, model, context),
-                            progress=progress and context.is_main, total=config.iters_per_epoch)
-        last_val = validate(model, val_batches, val_subsets, device, precision)
-        current = mean_dice(last_val)
-        improved = selection.update(current)
-        ema = selection.ema
-        in_sync = check_in_sync(model, context)
-        record = {"epoch": epoch, "train_loss": steps.mean_loss, "learning_rate": learning_rate,
-                  "train_subset_losses": steps.mean_subset_losses(),
-                  "val_dice": last_val, "val_mean_dice": current, "val_mean_dice_ema": ema,
-                  "epoch_seconds": time.perf_counter() - started, "world_size": context.world_size,
-                  "ranks_in_sync": in_sync, "precision": precision.name}
-        if extension is not None and epoch == start_epoch:
-            record[SCHEDULE_CHANGE] = extension
-        records.append(record)
-        if context.is_main:
-            state = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scaler": precision.scaler.state_dict() if precision.scaler is not None else None,
-                     "strategy": strategy.state_dict(), "rng": ckpt.capture_rng_state(), "best_ema": selection.best,
-                     "ema": ema, "plan_signature": signature, "config": config.to_dict()}
-            save_epoch(output_dir, epoch, steps, records, state, improved, plots.due(epoch))
-        epochs.set_postfix(loss=f"{record['train_loss']:.3f}", dice=f"{current:.3f}", ema=f"{ema:.3f}")
-        logger.info("epoch %d: loss %.4f, val mean Dice %.4f (EMA %.4f), %.1f s", epoch, record["train_loss"],
-                    current, ema, record["epoch_seconds"])
+    hooks = _SegmentationEpochs(config, model, loader, val_batches, nonempty_subsets(range(len(modalities))),
+                                device, precision, context, signature)
+    loop = EpochLoop(model, optimizer, strategy, precision, selection, output_dir, config.learning_rate,
+                     config.poly_exponent, config.grad_clip, records, start_epoch, extension,
+                     partial(average_gradients, model, context), context.is_main)
+    last = run_epochs(loop, hooks, config.epochs, progress)
     shutdown(context)
-    return TrainingResult(output_dir, config.epochs, selection.best, last_val)
+    return TrainingResult(output_dir, config.epochs, selection.best, last.scores if last is not None else {})
 
 
