@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence, TypedDict
 
+import torch
 from torch import Tensor, nn
 
 #: Owner of a parameter that every modality's branch uses (``parameter_modalities``).
@@ -148,3 +149,35 @@ class MultimodalTask(Protocol):
     def subset_name(self, subset: Sequence[int], modalities: Sequence[str]) -> str:
         """The name of a subset in logs and reports."""
         ...
+
+
+class AssembleRows(torch.autograd.Function):
+    """Place row tensors into a zero ``(B, M, *rest)`` tensor at (sample, modality) positions: how a
+    model with branches (the DS U-Net, the sentiment model) gathers the rows its branches ran for.
+
+    ``parts[i]`` has rows for positions ``(samples[i][r], modalities[i][r])``. With
+    ``skip_zero_grads`` the backward returns None (no gradient: autograd does not run that part's
+    graph) for a part whose gradient slice is exactly zero; the check syncs the device once.
+    """
+
+    @staticmethod
+    def forward(ctx, batch: int, n_modalities: int, samples: list[Tensor], modalities: list[Tensor],
+                skip_zero_grads: bool, *parts: Tensor) -> Tensor:
+        ctx.samples, ctx.modalities, ctx.skip_zero_grads = samples, modalities, skip_zero_grads
+        out = parts[0].new_zeros((batch, n_modalities) + tuple(parts[0].shape[1:]))
+        for b, m, part in zip(samples, modalities, parts):
+            out[b, m] = part
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grads: list[Tensor | None] = [grad[b, m] if need else None for b, m, need
+                                      in zip(ctx.samples, ctx.modalities, ctx.needs_input_grad[5:])]
+        if ctx.skip_zero_grads:
+            computed = [i for i, g in enumerate(grads) if g is not None]
+            if computed:
+                nonzero = torch.stack([grads[i].ne(0).any() for i in computed]).tolist()
+                for i, keep in zip(computed, nonzero):
+                    if not keep:
+                        grads[i] = None
+        return (None, None, None, None, None, *grads)

@@ -1,4 +1,5 @@
-"""The package graph has no cycles: no two packages of mmseg_robust import each other.
+"""The package graph follows the layer table (:data:`ALLOWED_IMPORTS`), has no cycles, and no
+package imports another's private name.
 
 Read from the source with ``ast`` (nothing is imported), so the test also sees imports inside
 functions. A package is a folder of ``mmseg_robust`` (the stage folders ``planners``,
@@ -86,3 +87,112 @@ def test_no_two_packages_import_each_other() -> None:
                 back = sorted(graph[target][source])
                 cycles.append(f"{source} <-> {target}: {sorted(files)} / {back}")
     assert not cycles, "package cycles:\n" + "\n".join(cycles)
+
+
+#: Which packages (and top-level modules) each may import; anything else fails the test. The
+#: layers, bottom up: the foundation (errors, atomic writes, artifacts, vocabularies, paths,
+#: devices, precision, random streams, the Dice, the strategy settings); the task-agnostic core
+#: (``multimodal``: the model/task protocol and row assembly; ``strategies``: only the foundation
+#: and the core, plus the subset vocabulary of ``data.modality_subsets``); the engine
+#: (``training.engine``/``loop``/``progress``, in ``training`` with the segmentation trainer
+#: until the core moves into one package); the segmentation stages; the two applications'
+#: entry points (``sentiment``, ``cli``). Edges still to go when the core becomes one package
+#: (issue 24, point 3): sentiment -> networks (the fusions), strategies -> data (subset specs),
+#: sentiment -> training (the engine alone).
+ALLOWED_IMPORTS: dict[str, set[str]] = {
+    "__main__": {"cli"},
+    "artifacts": {"atomic", "errors"},
+    "atomic": {"errors"},
+    "choices": {"errors"},
+    "devices": {"errors"},
+    "dice": set(),
+    "errors": set(),
+    "paths": {"errors"},
+    "precision": {"choices", "errors"},
+    "random_streams": set(),
+    "strategy_config": {"choices", "errors"},
+    "multimodal": set(),
+    "strategies": {"choices", "data", "errors", "multimodal", "precision", "random_streams", "strategy_config"},
+    "data": {"artifacts", "atomic", "choices", "errors"},
+    "planners": {"artifacts", "choices", "data", "errors"},
+    "preprocessing": {"artifacts", "atomic", "data", "errors", "planners"},
+    "plan_and_preprocess": {"data", "errors", "paths", "planners", "preprocessing"},
+    "networks": {"choices", "data", "errors", "multimodal"},
+    "losses": set(),
+    "segmentation_task": {"data", "dice", "losses"},
+    "visualization": {"atomic", "data"},
+    "runs": {"mmseg_robust", "artifacts", "atomic", "choices", "data", "errors", "paths", "planners",
+             "strategy_config"},
+    "training": {"atomic", "data", "devices", "dice", "errors", "multimodal", "networks", "planners", "precision",
+                 "preprocessing", "runs", "segmentation_task", "strategies", "strategy_config"},
+    "inference": {"atomic", "data", "devices", "errors", "networks", "planners", "precision", "preprocessing",
+                  "runs", "visualization"},
+    "evaluation": {"artifacts", "atomic", "data", "dice", "errors", "inference", "paths", "runs"},
+    "run_statistics": set(),
+    "sentiment": {"mmseg_robust", "artifacts", "atomic", "choices", "devices", "errors", "multimodal", "networks",
+                  "paths", "precision", "runs", "strategy_config", "training"},
+    "cli": {"mmseg_robust", "choices", "data", "errors", "evaluation", "inference", "paths", "plan_and_preprocess",
+            "planners", "runs", "sentiment", "training", "visualization"},
+}
+
+
+def _short(node: str) -> str:
+    return node.removeprefix(f"{PACKAGE}.") if node != PACKAGE else PACKAGE
+
+
+def forbidden_imports(graph: dict[str, dict[str, set[str]]]) -> list[str]:
+    """Every edge the table does not allow, with the files that make it (a package missing from
+    the table may import nothing)."""
+    found = []
+    for source, targets in graph.items():
+        allowed = ALLOWED_IMPORTS.get(_short(source), set())
+        for target, files in targets.items():
+            if _short(target) not in allowed:
+                found.append(f"{_short(source)} -> {_short(target)}: {sorted(files)}")
+    return found
+
+
+def private_imports(sources: list[Path], root: Path = REPO) -> list[str]:
+    """``from <another package> import _name``: a private name used across packages."""
+    found = []
+    for path in sources:
+        module = _module_name(path) if root == REPO else path.stem
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                target = _node(node.module)
+                if target is None or target == _node(module):
+                    continue
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.append(f"{path.name}: from {node.module} import {alias.name}")
+    return found
+
+
+def _sources() -> list[Path]:
+    sources = list((REPO / PACKAGE).rglob("*.py"))
+    for stage in STAGE_FOLDERS:
+        sources += list((REPO / stage).rglob("*.py"))
+    return sources
+
+
+def test_every_import_follows_the_layer_table() -> None:
+    forbidden = forbidden_imports(package_graph())
+    assert not forbidden, "imports the layer table does not allow:\n" + "\n".join(forbidden)
+
+
+def test_a_planted_forbidden_import_is_caught() -> None:
+    graph = package_graph()
+    planted = {source: dict(targets) for source, targets in graph.items()}
+    planted[f"{PACKAGE}.strategies"][f"{PACKAGE}.networks"] = {"mmseg_robust/strategies/plain.py"}
+    planted.setdefault(f"{PACKAGE}.multimodal", {})[f"{PACKAGE}.training"] = {"mmseg_robust/multimodal.py"}
+    assert sorted(forbidden_imports(planted)) == [
+        "multimodal -> training: ['mmseg_robust/multimodal.py']",
+        "strategies -> networks: ['mmseg_robust/strategies/plain.py']"]
+
+
+def test_no_package_imports_a_private_name_of_another(tmp_path) -> None:
+    assert private_imports(_sources()) == []
+    planted = tmp_path / "planted.py"
+    planted.write_text("from mmseg_robust.networks.ds_unet import _hidden\nfrom mmseg_robust.errors import __all__\n")
+    assert private_imports([planted], root=tmp_path) == [
+        "planted.py: from mmseg_robust.networks.ds_unet import _hidden"]

@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.multimodal import SHARED, BranchOutput
+from mmseg_robust.multimodal import SHARED, AssembleRows, BranchOutput
 
 from .base import AxisSizes, RegionNetwork, _check_available
 from .blocks import (
@@ -45,37 +45,6 @@ from .blocks import (
 )
 from .classifier_heads import ConvClassifierHeads
 from .fusion import BranchFusion, make_fusion
-
-
-class _AssembleRows(torch.autograd.Function):
-    """Place row tensors into a zero ``(B, M, *rest)`` tensor at (sample, modality) positions.
-
-    ``parts[i]`` has rows for positions ``(samples[i][r], modalities[i][r])``. With
-    ``skip_zero_grads`` the backward returns None (no gradient: autograd does not run that part's
-    graph) for a part whose gradient slice is exactly zero; the check syncs the device once.
-    """
-
-    @staticmethod
-    def forward(ctx, batch: int, n_modalities: int, samples: list[Tensor], modalities: list[Tensor],
-                skip_zero_grads: bool, *parts: Tensor) -> Tensor:
-        ctx.samples, ctx.modalities, ctx.skip_zero_grads = samples, modalities, skip_zero_grads
-        out = parts[0].new_zeros((batch, n_modalities) + tuple(parts[0].shape[1:]))
-        for b, m, part in zip(samples, modalities, parts):
-            out[b, m] = part
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        grads: list[Tensor | None] = [grad[b, m] if need else None for b, m, need
-                                      in zip(ctx.samples, ctx.modalities, ctx.needs_input_grad[5:])]
-        if ctx.skip_zero_grads:
-            computed = [i for i, g in enumerate(grads) if g is not None]
-            if computed:
-                nonzero = torch.stack([grads[i].ne(0).any() for i in computed]).tolist()
-                for i, keep in zip(computed, nonzero):
-                    if not keep:
-                        grads[i] = None
-        return (None, None, None, None, None, *grads)
 
 
 class DynamicSharingUNet(RegionNetwork):
@@ -182,9 +151,9 @@ class DynamicSharingUNet(RegionNetwork):
             scale_parts = [[run[0][k] for run in runs] for k in range(len(runs[0][0]))]
             feature_parts = [run[1] for run in runs]
             skip = True  # a branch whose gradient slice is all zero is not run backwards
-        assembled = [_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *parts)
+        assembled = [AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *parts)
                      for parts in scale_parts]
-        features = (_AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *feature_parts)
+        features = (AssembleRows.apply(batch, self.n_modalities, row_samples, row_modalities, skip, *feature_parts)
                     if return_features else None)
         return BranchOutput(logits=assembled, available=available, features=features,
                             gate_channels=self.fusion.gate_channels)

@@ -43,8 +43,7 @@ from torch import Tensor, nn
 
 from mmseg_robust.choices import FUSIONS, MODEL_KINDS, check_choice
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.multimodal import SHARED, BranchOutput
-from mmseg_robust.networks.ds_unet import _AssembleRows
+from mmseg_robust.multimodal import SHARED, AssembleRows, BranchOutput
 from mmseg_robust.networks.fusion import BranchFusion, make_fusion
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
@@ -268,8 +267,8 @@ class DSSentimentModel(SentimentModel):
         rows = [samples[m] for m in present]
         columns = [torch.full_like(samples[m], m) for m in present]
         n = len(self.modalities)
-        values = _AssembleRows.apply(batch, n, rows, columns, True, *[value for value, _ in runs])
-        features = (_AssembleRows.apply(batch, n, rows, columns, True, *[hidden for _, hidden in runs])
+        values = AssembleRows.apply(batch, n, rows, columns, True, *[value for value, _ in runs])
+        features = (AssembleRows.apply(batch, n, rows, columns, True, *[hidden for _, hidden in runs])
                     if return_features else None)
         return BranchOutput([values], available, features, gate_channels)
 
