@@ -125,6 +125,11 @@ def find_input_cases(path: str | Path) -> list[InputCase]:
     """The cases under ``path`` (a case folder, a folder of case folders, or a folder of nnU-Net
     channel files), sorted by ID.
 
+    Args:
+        path: one case folder (``<case>_flair.nii.gz``, ``<case>-t2f.nii.gz``, any alias), a folder
+            of case folders (also grouped, ``HGG/<case>``), or a folder of nnU-Net channel files
+            (``CASE_0000.nii.gz``) with a ``dataset.json`` beside them or in the parent folder.
+
     Raises:
         InputError: the folder does not exist, holds no image, a file names no known modality or
             channel, a modality appears twice in a case, or a case ID appears twice.

@@ -25,8 +25,6 @@ from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from mmseg_robust.inference.export import (
     REGION_THRESHOLD,
     probabilities_to_crop,
@@ -40,6 +38,7 @@ from mmseg_robust.inference.inputs import InputCase, InputError, check_model_mod
 from mmseg_robust.inference.sliding_window import WindowPredictor, sliding_window_predict, with_mirroring
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
 from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_images, read_case_images
+from tqdm import tqdm
 
 from mmseg_robust.devices import resolve_device
 from mmseg_robust.errors import MMRobustError
@@ -60,9 +59,15 @@ class ModelLoadError(MMRobustError):
 
 @dataclass(frozen=True)
 class PredictionSettings:
-    """What the probabilities are computed with: ``step``, the window stride as a fraction of the
-    patch; ``sw_batch``, windows per forward pass; ``tta``, mirroring (None: on with CUDA, off on
-    the CPU, see :meth:`on`)."""
+    """What the probabilities are computed with (what is made of them is :class:`OutputSettings`).
+
+    Args:
+        step: the sliding window's stride as a fraction of the patch (0.5: neighbouring windows
+            overlap by half); smaller is slower.
+        sw_batch: windows per forward pass (memory and speed).
+        tta: mirroring test-time augmentation, the mean over the 8 (3D) or 4 (2D) mirrored copies;
+            None: on with CUDA, off on the CPU (see :meth:`on`).
+    """
 
     step: float = 0.5
     sw_batch: int = 2
@@ -79,8 +84,15 @@ class PredictionSettings:
 
 @dataclass(frozen=True)
 class OutputSettings:
-    """What is made of the probabilities: ``et_min_voxels``, ET post-processing (0: off);
-    ``save_probabilities``, also ``<case>.npz``; ``png``, also ``<case>.png``, a QC overlay."""
+    """What is made of the probabilities (thresholded at 0.5 per region in every case).
+
+    Args:
+        et_min_voxels: ET post-processing: a predicted enhancing tumour of fewer voxels in all is
+            relabelled NCR (it stays tumour core); 0: off.
+        save_probabilities: also write ``<case>.npz``, the float16 WT/TC/ET probabilities on the
+            input's grid.
+        png: also write ``<case>.png``, a QC overlay of the inputs and the label map.
+    """
 
     et_min_voxels: int = 0
     save_probabilities: bool = False
@@ -164,9 +176,19 @@ class Predictor:
         """Load the runs (fold folders) ``results_dirs``; ``device`` may be ``auto`` (CUDA when
         available).
 
+        Args:
+            results_dirs: run fold folders (``<results>/<dataset>/<run name>/fold_<f>``, see
+                :func:`~mmseg_robust.runs.paths.run_folder`); the probabilities of several are
+                averaged (nnU-Net's fold ensemble), so they must share their plans and sequences.
+            checkpoint: ``best`` (``checkpoint_best.pt``) or ``latest`` (``checkpoint_latest.pt``).
+            device: ``cpu``, ``cuda``, ``cuda:N``, ``auto``, or a :class:`torch.device`.
+
         Raises:
             DeviceError: a ``device`` this machine cannot give.
-            ModelLoadError: no run, or runs of different plans.
+            TrainingConfigError: a folder without a readable ``config.json`` of ``mmrobust train``.
+            PlansError: the run's plans are malformed or lack its configuration.
+            CheckpointError: a missing or unreadable checkpoint, or one trained with other plans.
+            ModelLoadError: no run, or runs of different plans or sequences.
         """
         device = resolve_device(str(device))
         return cls([load_model(Path(d), checkpoint, device) for d in results_dirs], device)
@@ -288,7 +310,34 @@ class Predictor:
                      output_dir: Path | None = None, settings: PredictionSettings = PredictionSettings(),
                      output: OutputSettings = OutputSettings()) -> PredictionResult:
         """Predict one case from ``modalities`` (default: every one found that the model knows);
-        with ``output_dir`` write ``<case>.nii.gz`` (and the extras ``output`` asks for) atomically."""
+        with ``output_dir`` write ``<case>.nii.gz`` (and the extras ``output`` asks for) atomically.
+
+        The case is prepared by training's own code (crop, z-score inside the brain, resampling
+        from the plans); a DS network runs only the branches of the chosen modalities.
+
+        Args:
+            case: one case's modality files, from
+                :func:`~mmseg_robust.inference.inputs.find_input_cases`.
+            modalities: canonical names of the sequences to use (``parse_requested`` turns aliases
+                into them); None: every one the case has that the model knows.
+            output_dir: where the label map (written last) and the extras go; None: nothing is
+                written.
+            settings: the sliding window's stride, windows per pass and mirroring.
+            output: ET post-processing and the extra files.
+
+        Returns:
+            The label map on the input's grid, in its array order (z, y, x) and the label values of
+            the training data (the plans'), the WT/TC/ET probabilities ``(3, z, y, x)``, and the
+            paths written.
+
+        Raises:
+            InputError: a requested sequence the case lacks or the model was not trained with, or
+                a case with none of the model's sequences.
+            ImageReadError: an unreadable image.
+            PreprocessingError: an image that is not 3D, has non-finite voxels or lies on another
+                grid than the case's first image.
+            DiskFullError: no space left for an output file.
+        """
         chosen, raw, prepared = self.prepare(case, modalities)
         probabilities = self.network_probabilities(prepared, settings)
         logger.debug("case %s from %s: network grid %s, %d model(s)", case.case_id, ",".join(chosen),
@@ -303,6 +352,20 @@ class Predictor:
         map is there already is skipped unless ``overwrite`` (the label map is written last, so a
         case interrupted half-way is predicted again); a case that fails with an expected error is
         logged in one line naming it, and the others are still predicted.
+
+        Args:
+            cases: the cases, from :func:`~mmseg_robust.inference.inputs.find_input_cases`.
+            modalities: as in :meth:`predict_case`, the same for every case; None: each case's own.
+            output_dir: where each case's ``<case>.nii.gz`` and extras go.
+            settings: the sliding window's stride, windows per pass and mirroring.
+            output: ET post-processing and the extra files.
+            overwrite: predict again the cases whose label map exists.
+            progress: show a progress bar (from two cases on).
+
+        Returns:
+            How many cases were predicted and skipped, and the failed ones with their one-line
+            errors (expected errors only, :class:`~mmseg_robust.errors.MMRobustError`: any other
+            exception stops the loop).
 
         Raises:
             InputError: ``modalities`` names a sequence the model has no branch for (before any case).

@@ -46,6 +46,20 @@ class DatasetLocation:
     @classmethod
     def resolve(cls, dataset: str, raw: str | Path | None = None,
                 preprocessed: str | Path | None = None) -> "DatasetLocation":
+        """Find a dataset's raw folder and name its preprocessed folder (which need not exist yet).
+
+        Args:
+            dataset: a dataset name under the raw base folder (``BraTS2018``; the official
+                download's folder name is tried too), or a path to the dataset folder, whose last
+                part then names it.
+            raw: the raw base folder; None: ``$MMROBUST_RAW``.
+            preprocessed: the preprocessed base folder; None: ``$MMROBUST_PREPROCESSED``. The
+                dataset's artifacts go to ``<preprocessed>/<name>/``.
+
+        Raises:
+            ConfigurationError: a base folder that is neither given nor set in its variable.
+            DatasetError: no raw dataset folder of that name.
+        """
         raw_root = resolve_raw_dataset(dataset, raw)
         name = Path(dataset).name if "/" in dataset else dataset
         return cls(name, raw_root, data_folder("preprocessed", preprocessed) / name)
@@ -90,7 +104,15 @@ def load_verified_dataset(location: DatasetLocation, allow_incomplete: bool, num
     """Discover and verify the raw dataset; it comes back with the label convention its label
     values decided (``label_4``: what label 4 means where the files cannot say, ``et`` or ``rc``).
 
+    Args:
+        location: the dataset, from :meth:`DatasetLocation.resolve`.
+        allow_incomplete: cases that lack a modality pass (they train on the subsets they have).
+        num_processes: cases verified at a time, in worker processes when above 1.
+        progress: show a progress bar.
+        label_4: ``et`` or ``rc``; None: the layout's meaning, or what the label values decide.
+
     Raises:
+        DatasetError: no layout can be recognised in the raw folder, or ``label_4`` contradicts it.
         RawDataProblems: verification found problems (each is logged first).
     """
     dataset = discover_dataset(location.raw, label_4)
@@ -107,7 +129,22 @@ def run_extract_fingerprint(location: DatasetLocation, dataset: RawDataset, num_
                             overwrite: bool = False, progress: bool = True) -> DatasetFingerprint:
     """Fingerprint the dataset, or reuse ``fingerprint.json`` unless ``overwrite`` or it describes
     other cases (cases added, removed, or with other sequences) or another label convention than
-    the raw dataset has."""
+    the raw dataset has.
+
+    Args:
+        location: where ``fingerprint.json`` goes.
+        dataset: the verified dataset (:func:`load_verified_dataset`).
+        num_processes: cases read at a time, in worker processes when above 1; the result does
+            not depend on it.
+        overwrite: fingerprint again even when the stored file describes this dataset.
+        progress: show a progress bar.
+
+    Raises:
+        FingerprintError: a stored ``fingerprint.json`` that cannot be read, or a case that
+            cannot be fingerprinted (images on different grids, no nonzero voxel).
+        ImageReadError: an unreadable image.
+        DiskFullError: no space left to write ``fingerprint.json``.
+    """
     path = location.fingerprint_path
     if path.is_file() and not overwrite:
         stored = DatasetFingerprint.load(path)
@@ -135,10 +172,20 @@ def run_plan(location: DatasetLocation, request: PlanningRequest, overwrite: boo
     ``request`` are kept from an existing plans file made with the same preprocessing, so
     ``plan -c 2d ...`` changes only ``2d``.
 
+    Args:
+        location: where ``fingerprint.json`` is read and ``plans.json`` written.
+        request: the configurations to plan, the GPU memory budget, the image dtype and the
+            user's overrides (patch, batch, base features).
+        overwrite: plan from the defaults and ``request`` alone, dropping recorded overrides.
+
+    Returns:
+        The plans written, and each configuration's recorded overrides with whether they apply.
+
     Raises:
         FingerprintError: ``fingerprint.json`` is missing or unreadable.
         PlansError: the existing ``plans.json`` is unreadable.
         PlanningError: no plan satisfies the request.
+        DiskFullError: no space left to write ``plans.json``.
     """
     fingerprint = DatasetFingerprint.load(location.fingerprint_path)
     path = location.plans_path
@@ -163,6 +210,17 @@ def ensure_splits(location: DatasetLocation, case_ids: Sequence[str], user_split
 
     An existing split is kept even when cases were added since (trained folds must keep their
     validation cases); a warning names how many cases it leaves out (its held-out test cases aside).
+
+    Args:
+        location: where ``splits.json`` is.
+        case_ids: the dataset's case IDs (to split, or to check an existing split against).
+        user_splits: a split the user gave; it replaces an existing ``splits.json``.
+        seed: the seed of a new k-fold split, recorded in the file.
+
+    Raises:
+        SplitError: an existing ``splits.json`` that cannot be read, or fewer than two cases to
+            split.
+        DiskFullError: no space left to write ``splits.json``.
     """
     path = location.splits_path
     if user_splits is not None:
@@ -192,7 +250,22 @@ def run_preprocess(location: DatasetLocation, dataset: RawDataset, configuration
     """Preprocess every case once per distinct data identifier of the chosen configurations
     (configurations that share a target spacing share the preprocessed data).
 
+    Args:
+        location: where ``plans.json`` is and the preprocessed cases go.
+        dataset: the verified dataset (:func:`load_verified_dataset`).
+        configurations: configuration names of the plans (``3d_fullres``, ``2d``).
+        num_processes: cases preprocessed at a time, in worker processes when above 1; the stored
+            bytes do not depend on it.
+        overwrite: preprocess finished cases again (stale ones, made with other plans, always are).
+        progress: show a progress bar.
+
+    Returns:
+        Per data identifier (``data_1x1x1``), how many cases were preprocessed and skipped.
+
     Raises:
+        PlansError: ``plans.json`` is missing or unreadable, or has no such configuration.
+        PreprocessingError: the first case that cannot be preprocessed (unreadable, not 3D, images
+            on different grids, non-finite voxels, no space left); the run stops there.
         MMRobustError: the plans were made with another label convention than the raw data read with.
     """
     plans = Plans.load(location.plans_path)

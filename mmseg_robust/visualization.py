@@ -26,7 +26,25 @@ def _tumour_slice(label: np.ndarray | None, axis_length: int) -> int:
 
 def save_case_overview(images: Mapping[str, np.ndarray], label: np.ndarray | None,
                        convention: LabelConvention, path: str | Path, title: str = "") -> Path:
-    """Draw one axial slice per modality (z-y-x arrays), plain and with the labels overlaid."""
+    """Draw one axial slice per modality (z-y-x arrays), plain and with the labels overlaid.
+
+    The slice goes through the tumour's centre of mass (the volume's centre without a label or a
+    tumour); each slice is windowed to the 0.5-99.5 percentiles of its positive voxels. Drawn without
+    pyplot, so it needs no display and leaves no global figure state.
+
+    Args:
+        images: modality -> array (z, y, x), all on one grid; drawn in canonical modality order.
+        label: the label map on that grid, or None for the images alone (one row instead of two).
+        convention: the label values of ``label`` (which value is edema, NCR, ET).
+        path: the image file; its suffix picks the format (``.png``).
+        title: the figure's title, before the slice number.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        DiskFullError: no space left for the file (nothing partial is kept).
+    """
     present = [m for m in MODALITIES if m in images]
     z = _tumour_slice(label, next(iter(images.values())).shape[0])
     rows = 2 if label is not None else 1

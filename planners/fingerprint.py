@@ -29,7 +29,7 @@ from mmseg_robust.data.case import Case
 from mmseg_robust.data.discovery import RawDataset
 from mmseg_robust.data.labels import REGIONS, LabelConvention, describe_resection_cavity
 from mmseg_robust.data.modalities import MODALITIES, sort_modalities
-from mmseg_robust.data.nifti_io import ImageGeometry, read_image
+from mmseg_robust.data.nifti_io import GEOMETRY_TOLERANCE, ImageGeometry, read_image
 from mmseg_robust.errors import MMRobustError
 
 logger = logging.getLogger(__name__)
@@ -42,8 +42,6 @@ DEFAULT_SAMPLES = 10000
 #: Percentiles kept for clipping-style normalisations.
 LOW_PERCENTILE = 0.5
 HIGH_PERCENTILE = 99.5
-#: Two spacings closer than this (mm, per axis) count as identical (the verify tolerance).
-SPACING_TOLERANCE = 1e-3
 
 
 class FingerprintError(MMRobustError):
@@ -282,7 +280,7 @@ def _median(rows: Sequence[Sequence[float]]) -> tuple[float, ...]:
 
 def _spacings_identical(spacings: Sequence[Sequence[float]]) -> bool:
     first = np.asarray(spacings[0], dtype=np.float64)
-    return all(np.allclose(s, first, rtol=0, atol=SPACING_TOLERANCE) for s in spacings)
+    return all(np.allclose(s, first, rtol=0, atol=GEOMETRY_TOLERANCE) for s in spacings)
 
 
 def extract_fingerprint(dataset: RawDataset, dataset_name: str, num_processes: int = 1, seed: int = 0,
@@ -291,6 +289,26 @@ def extract_fingerprint(dataset: RawDataset, dataset_name: str, num_processes: i
 
     Same input gives identical ``to_dict()`` (and saved bytes) whatever ``num_processes``: per-case
     work is independently seeded and results are pooled in the dataset's case order.
+
+    Args:
+        dataset: the raw dataset, best verified first
+            (:func:`~mmseg_robust.data.verify.verify_dataset`), with the label convention
+            verification decided.
+        dataset_name: the name recorded in the fingerprint (and later in the plans).
+        num_processes: cases read at a time, in worker processes when above 1.
+        seed: seed of the intensity samples (each case's and modality's own stream).
+        samples_per_case: at most this many brain voxels per case and modality feed the
+            intensity statistics (a case with fewer gives all of them); at least 1.
+        progress: show a progress bar.
+
+    Returns:
+        Per case its geometry, crop box, label and region voxel counts and intensity statistics;
+        per modality the pooled statistics; the dataset's medians. ``save`` writes it as JSON.
+
+    Raises:
+        FingerprintError: no case, ``samples_per_case`` below 1, a case whose images (or label)
+            lie on different grids, or a case without any nonzero voxel.
+        ImageReadError: an unreadable image or label file.
     """
     if not dataset.cases:
         raise FingerprintError(f"{dataset.root}: no case to fingerprint")

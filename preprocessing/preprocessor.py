@@ -34,15 +34,13 @@ from tqdm import tqdm
 from mmseg_robust.data.boxes import box_shape, nonzero_bounding_box, union_nonzero_mask
 from mmseg_robust.data.case import Case
 from mmseg_robust.data.labels import REGIONS, label_to_subregions, regions_to_subregions, subregions_to_regions
-from mmseg_robust.data.nifti_io import ImageGeometry, read_image
+from mmseg_robust.data.nifti_io import GEOMETRY_TOLERANCE, ImageGeometry, read_image
 from mmseg_robust.errors import MMRobustError
 
 logger = logging.getLogger(__name__)
 
 #: Key of the label file in ``properties.source_files``.
 LABEL_KEY = "label"
-#: Geometry tolerance between the files of one case (the same as verification's).
-GEOMETRY_TOLERANCE = 1e-3
 
 
 class PreprocessingError(MMRobustError):

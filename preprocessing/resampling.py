@@ -14,13 +14,13 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from mmseg_robust.data.nifti_io import GEOMETRY_TOLERANCE
+
 #: Spline order for images (cubic, as nnU-Net).
 IMAGE_ORDER = 3
 #: Masks are interpolated linearly, then thresholded (nnU-Net's per-class resampling).
 MASK_ORDER = 1
 MASK_THRESHOLD = 0.5
-#: Absolute tolerance (mm) under which two spacings count as equal (as in verification).
-SPACING_TOLERANCE = 1e-3
 #: Edge handling: repeat the border voxel rather than pad with zeros (no dark rim at the edges).
 BOUNDARY_MODE = "nearest"
 
@@ -37,7 +37,7 @@ def compute_new_shape(shape: Sequence[int], spacing: Sequence[float],
 
 
 def needs_resampling(spacing: Sequence[float], target_spacing: Sequence[float],
-                     tol: float = SPACING_TOLERANCE) -> bool:
+                     tol: float = GEOMETRY_TOLERANCE) -> bool:
     """True if any axis of ``spacing`` differs from ``target_spacing`` by more than ``tol``."""
     return any(abs(float(s) - float(t)) > tol for s, t in zip(spacing, target_spacing))
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 import SimpleITK as sitk
+from mmseg_robust.inference.inputs import InputError, find_input_cases
 
 from mmseg_robust.data.discovery import discover_dataset, find_label_files, list_nifti_files, read_channel_names
 from mmseg_robust.data.layouts import LAYOUT_NAMES, split_case_file_name
 from mmseg_robust.errors import DatasetError
 from mmseg_robust.evaluation.cases import find_references
-from mmseg_robust.inference.inputs import InputError, find_input_cases
 
 #: A channel order and spelling no nnU-Net BraTS conversion uses: aliases, mixed case, shuffled keys.
 UNUSUAL_CHANNELS = {"2": "FLAIR", "0": "t2w", "3": "T1Gd", "1": "t1n"}

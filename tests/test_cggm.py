@@ -6,12 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import (
     CGGMSettings,
     CGGMStrategy,
     GMDStrategy,
-    StrategyEnvironment,
     SubsetSampler,
 )
 from mmseg_robust.strategies.base import fused_subset_losses
@@ -24,11 +22,7 @@ from mmseg_robust.strategies.cggm_parts import (
     scale_modality_gradients,
 )
 
-from .test_gmd import MODALITIES, TASK, filled_buffer, tiny_batch, tiny_ds
-
-FULL_PRECISION = make_precision("off", torch.device("cpu"))
-CPU = StrategyEnvironment(torch.device("cpu"))
-
+from .helpers import CPU, FULL_PRECISION, MODALITIES, TASK, filled_buffer, tiny_batch, tiny_ds
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -286,7 +280,7 @@ RANK_SCRIPT = """
 import json, sys
 import torch, torch.distributed as dist
 sys.path.insert(0, sys.argv[3])
-from test_gmd import TASK, tiny_batch, tiny_ds
+from helpers import TASK, tiny_batch, tiny_ds
 from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import head_losses

@@ -18,8 +18,7 @@ from mmseg_robust.strategies import (
 from mmseg_robust.strategies.cggm import CGGMComponent
 from mmseg_robust.strategies.cggm_parts import direction_loss
 
-from .test_cggm import CPU, FULL_PRECISION
-from .test_gmd import MODALITIES, TASK, tiny_batch, tiny_ds
+from .helpers import CPU, FULL_PRECISION, MODALITIES, TASK, tiny_batch, tiny_ds
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

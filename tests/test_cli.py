@@ -16,8 +16,8 @@ def test_version_and_help(run_cli):
     commands = [line.split()[0] for line in help_text.split("Commands:")[1].strip().splitlines()]
     # Only commands that work exist: later stages arrive with their issues.
     assert commands == ["evaluate", "evaluate-folder", "extract_fingerprint", "make-synthetic", "plan",
-                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "sentiment", "splits", "train",
-                        "verify"]
+                        "plan_and_preprocess", "plot-gradients", "predict", "preprocess", "sentiment", "splits",
+                        "train", "verify"]
 
 
 def test_console_script_is_installed_and_runs(tmp_path):
@@ -50,3 +50,18 @@ def test_mistyped_choices_get_a_did_you_mean_in_the_cli_and_the_library(run_cli)
                               "did you mean 'gmd+cggm'?")
     else:
         raise AssertionError("an unknown strategy was accepted")
+
+
+def test_train_help_and_readme_name_the_run_folder_as_training_writes_it():
+    from click.testing import CliRunner
+
+    from mmseg_robust.cli.train_commands import train_command
+    from mmseg_robust.runs.paths import run_name
+
+    help_text = CliRunner().invoke(train_command, ["--help"]).output
+    default_run = run_name("3d_fullres")
+    assert f"{run_name('<configuration>', strategy='<strategy>', fusion='<fusion>')}/fold_<f>/" in help_text
+    assert default_run in help_text and run_name("<configuration>", model="early_fusion") in help_text
+    data_folders = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("## Data folders", 1)[1]
+    results_row = next(line for line in data_folders.splitlines() if line.startswith("| `MMROBUST_RESULTS`"))
+    assert f"`{default_run}`" in results_row

@@ -9,7 +9,7 @@ import torch
 
 from mmseg_robust.networks import DynamicSharingUNet, NetworkError, build_network
 
-from .test_networks import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds, plan
+from .helpers import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds, plan
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

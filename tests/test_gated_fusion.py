@@ -17,8 +17,7 @@ from mmseg_robust.segmentation_task import SegmentationTask
 from mmseg_robust.strategies import CGGMSettings, StrategyEnvironment, StrategyError, SubsetSampler, build_strategy
 from mmseg_robust.strategies.subset_ranking import nested_pairs, subset_ranking_loss
 
-from .test_gmd import tiny_batch
-from .test_networks import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds
+from .helpers import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds, tiny_batch
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -3,58 +3,18 @@ against autograd of each subset loss alone, the head scope against the full scop
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
 
-from mmseg_robust.networks import DynamicSharingUNet
 from mmseg_robust.precision import make_precision
-from mmseg_robust.segmentation_task import SegmentationTask
 from mmseg_robust.strategies import GMDStrategy, StrategyEnvironment, SubsetSampler
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.conflicts import GradientConflictResolver, random_orders, resolve_conflicts
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
-from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer
 
-MODALITIES = ("flair", "t1", "t1ce", "t2")
-ALL_SUBSETS = [s for k in range(1, 5) for s in itertools.combinations(range(4), k)]
-FULL_PRECISION = make_precision("off", torch.device("cpu"))
-TASK = SegmentationTask()
-
+from .helpers import FULL_PRECISION, MODALITIES, TASK, direct_pcgrad, filled_buffer, tiny_batch, tiny_ds
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
-
-
-def tiny_ds(seed: int = 0, deep_supervision: bool = True):
-    torch.manual_seed(seed)
-    net = DynamicSharingUNet(3, MODALITIES, features_per_stage=(3, 6), kernel_sizes=(3, 3), strides=(1, 2),
-                             deep_supervision=deep_supervision)
-    with torch.no_grad():  # modality-specific norms, so that a mix-up would show
-        for name, param in net.named_parameters():
-            if "norm" in name:
-                param.add_(0.3 * torch.randn_like(param))
-    return net
-
-
-def tiny_batch(seed: int = 1, available=((1, 1, 0, 1), (1, 0, 1, 1))) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    return {"inputs": torch.randn((2, 4, 8, 8, 8), generator=generator),
-            "available": torch.tensor(available, dtype=torch.bool),
-            "target": (torch.rand((2, 3, 8, 8, 8), generator=generator) > 0.6).float()}
-
-
-def direct_pcgrad(vectors: torch.Tensor, orders) -> torch.Tensor:
-    """PCGrad on materialised vectors (float64), the textbook way: the mean of the projected gradients."""
-    projected = []
-    for i, order in enumerate(orders):
-        g = vectors[i].clone()
-        for j in order:
-            dot = g @ vectors[j]
-            if dot < 0:
-                g = g - dot / (vectors[j] @ vectors[j]) * vectors[j]
-        projected.append(g)
-    return torch.stack(projected).mean(0)
 
 
 # --------------------------------------------------------------------------- conflict removal
@@ -120,16 +80,6 @@ def test_diagnostics_from_the_gram_matrix() -> None:
 
 
 # --------------------------------------------------------------------------- per-subset gradients
-def filled_buffer(net, batch, subsets) -> SubsetGradientBuffer:
-    """The per-subset gradients of ``subsets`` on ``batch`` (per-modality graphs), one row each."""
-    branches = net.forward_branches(batch["inputs"], batch["available"], batched=False)
-    losses = fused_subset_losses(net, branches.logits, batch["available"], batch["target"], subsets, TASK)
-    buffer = SubsetGradientBuffer(net, len(subsets))
-    for i, (loss, subset) in enumerate(zip(losses, subsets)):
-        buffer.fill(i, loss, subset)
-    return buffer
-
-
 def test_subset_gradients_equal_autograd_of_each_subset_loss_alone() -> None:
     net, batch = tiny_ds(), tiny_batch()
     owners = net.parameter_modalities()

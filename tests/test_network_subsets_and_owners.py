@@ -11,7 +11,7 @@ import torch
 
 from mmseg_robust.networks import EarlyFusionUNet, ModalityNorm, NetworkError
 
-from .test_networks import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds, make_net
+from .helpers import ALL_SUBSETS, MIXED, MODALITIES, images_for, make_ds, make_net
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

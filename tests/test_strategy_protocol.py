@@ -13,11 +13,9 @@ from torch import nn
 
 from mmseg_robust.choices import STRATEGIES
 from mmseg_robust.multimodal import SHARED, BranchOutput
-from mmseg_robust.precision import make_precision
 from mmseg_robust.strategies import (
     CGGMSettings,
     GMDStrategy,
-    StrategyEnvironment,
     StrategyError,
     SubsetSampler,
     build_strategy,
@@ -25,13 +23,11 @@ from mmseg_robust.strategies import (
 from mmseg_robust.strategies.base import fused_subset_losses
 from mmseg_robust.strategies.conflicts import GradientConflictResolver
 
-from .test_gmd import direct_pcgrad
+from .helpers import CPU, FULL_PRECISION, direct_pcgrad
 
 MODALITIES = ("l", "a", "v")
 WIDTHS = {"l": 5, "a": 3, "v": 4}
 HIDDEN = 6
-FULL_PRECISION = make_precision("off", torch.device("cpu"))
-CPU = StrategyEnvironment(torch.device("cpu"))
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -46,7 +46,8 @@ def test_invalid_settings_are_one_line_errors_naming_the_parameter(changes, mess
 
 def test_the_command_line_names_flags_for_what_passes_click_but_not_the_config(run_cli) -> None:
     """Refused before the data or torch are touched, so no dataset is needed."""
-    early_gmd = run_cli("train", "-d", "X", "--model", "early_fusion", "--strategy", "gmd", env={"MMROBUST_RESULTS": "r"})
+    early_gmd = run_cli("train", "-d", "X", "--model", "early_fusion", "--strategy", "gmd",
+                        env={"MMROBUST_RESULTS": "r"})
     assert early_gmd.returncode == 1 and early_gmd.stderr.strip() == (
         "Error: --model early_fusion trains with --strategy plain (random modality dropout), not gmd: GMD and CGGM "
         "need per-modality branches")

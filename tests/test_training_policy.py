@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mmseg_robust.plan_and_preprocess import DatasetLocation, run_plan
 from mmseg_robust.planners.experiment_planner import PlanningRequest
 from mmseg_robust.planners.plans import Plans
+
+from mmseg_robust.plan_and_preprocess import DatasetLocation, run_plan
 from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError
 from mmseg_robust.runs.resume import resume_config
 from mmseg_robust.training.memory_guard import (

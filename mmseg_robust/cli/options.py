@@ -86,9 +86,8 @@ def label_4_option(command):
 def model_options(command):
     """``-m RESULTS_DIR`` (repeatable) or ``-d NAME -c CONFIG -f FOLD --strategy/--model``, the
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
-    from mmseg_robust.choices import FUSIONS, MODEL_KINDS, STRATEGIES
+    from mmseg_robust.choices import DEFAULT_STRATEGY, FUSIONS, MODEL_KINDS, STRATEGIES
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.choices import DEFAULT_STRATEGY
     from mmseg_robust.runs.paths import DEFAULT_FUSION
 
     decorators = [

@@ -24,7 +24,7 @@ from mmseg_robust.choices import (
 from mmseg_robust.cli.options import Choice
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
 from mmseg_robust.runs.config import TrainingConfig
-from mmseg_robust.runs.paths import DEFAULT_FUSION
+from mmseg_robust.runs.paths import DEFAULT_FUSION, run_name
 
 #: CLI option name -> TrainingConfig field, for every option that sets one. It builds the config and
 #: names parameters by their flags in messages.
@@ -75,7 +75,23 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
         raise type(error)(_in_flags(str(error), command)) from None
 
 
-@click.command("train")
+#: ``mmrobust train --help``. The run folder's name comes from :func:`~mmseg_robust.runs.paths.run_name`
+#: itself (the rule training writes by), so the help cannot drift from it.
+TRAIN_HELP = f"""Train the DS U-Net (or the early-fusion baseline) on one fold.
+
+Results go to
+
+\b
+  $MMROBUST_RESULTS/<dataset>/{run_name("<configuration>", strategy="<strategy>", fusion="<fusion>")}/fold_<f>/
+
+({run_name("3d_fullres")} with the defaults; no fusion part with --fusion mean;
+{run_name("<configuration>", model="early_fusion")} for the baseline). With --resume,
+options not given are the stored run's; a larger --epochs extends it. Multi-GPU or
+multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
+"""
+
+
+@click.command("train", help=TRAIN_HELP)
 @click.option("-d", "--dataset", required=True, help="Dataset name (its folder under the preprocessed folder).")
 @click.option("-c", "--configuration", type=Choice(CONFIGURATION_NAMES), default="3d_fullres", show_default=True)
 @click.option("-f", "--fold", type=click.IntRange(min=0), default=0, show_default=True)
@@ -162,12 +178,7 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
               help="Train even when the plan's memory estimate exceeds the device's free memory (RAM on the CPU).")
 @click.pass_context
 def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memory_check, **options):
-    """Train the DS U-Net (or the early-fusion baseline) on one fold.
-
-    Results go to $MMROBUST_RESULTS/<dataset>/<configuration>__<strategy>/fold_<f>/. With --resume,
-    options not given are the stored run's; a larger --epochs extends it. Multi-GPU or
-    multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
-    """
+    """``mmrobust train``: its help is :data:`TRAIN_HELP`."""
     from mmseg_robust.data.modality_subsets import parse_subset_spec
     from mmseg_robust.paths import data_folder
     from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config

@@ -164,8 +164,23 @@ def discover_dataset(root: str | Path, label_4: str | None = None) -> RawDataset
     (:func:`~mmseg_robust.data.labels.state_label_4`); without it, a BraTS 2023+ dataset's meaning of
     4 is decided by verification, which reads the label values.
 
-    Raises DatasetError only when no layout can be recognised at all (missing or empty folder,
-    unreadable ``dataset.json``), or when ``label_4`` contradicts the layout.
+    Args:
+        root: the dataset folder, in any layout read natively (BraTS 2018/2019 ``HGG|LGG``,
+            BraTS 2020/2021, BraTS 2023+, nnU-Net raw); a folder that only wraps the official
+            download's folder (``MICCAI_BraTS_2018_Data_Training``) is entered.
+        label_4: ``et`` or ``rc``: what label 4 means; None: the layout's meaning, or verification's.
+
+    Returns:
+        The dataset: its root, layout, cases and the problems found while listing them (an
+        unnamed file, a second image of one modality, a case folder without images, ...), which
+        :func:`~mmseg_robust.data.verify.verify_dataset` reports with its own.
+
+    Raises:
+        DatasetError: no layout can be recognised at all: a missing or empty folder, or an nnU-Net
+            ``dataset.json`` that is missing or unusable (not JSON, a channel that is no modality,
+            labels that do not tell the tumour sub-regions apart).
+        LabelConventionError: ``label_4`` is neither ``et`` nor ``rc``, or contradicts the layout's
+            labels (a :class:`DatasetError` too).
     """
     root = Path(root)
     if not root.is_dir():

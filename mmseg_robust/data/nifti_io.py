@@ -22,6 +22,10 @@ from mmseg_robust.errors import MMRobustError
 
 #: File name endings recognised as NIfTI images.
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii.gz", ".nii")
+#: Absolute tolerance under which two geometries count as the same (mm for spacing and origin,
+#: unitless for direction cosines; docs/design.md §3): verification, fingerprinting, resampling and
+#: preprocessing all compare with this one value.
+GEOMETRY_TOLERANCE = 1e-3
 
 
 class ImageReadError(MMRobustError):
@@ -51,7 +55,7 @@ class ImageGeometry:
         """Spacing in the array's (z, y, x) axis order, the order of :attr:`array_shape`."""
         return tuple(reversed(self.spacing))
 
-    def mismatches(self, other: "ImageGeometry", tolerance: float = 1e-3) -> list[str]:
+    def mismatches(self, other: "ImageGeometry", tolerance: float = GEOMETRY_TOLERANCE) -> list[str]:
         """Describe every field in which ``other`` differs from this geometry (empty if none)."""
         problems = []
         if self.size != other.size:

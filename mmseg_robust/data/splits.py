@@ -306,6 +306,11 @@ def load_user_splits(paths: Sequence[str | Path], case_ids: Collection[str]) -> 
     Entries may be paths or file names; they are reduced to case IDs, which must all be in
     ``case_ids``.
 
+    Args:
+        paths: one JSON file, or list files whose names start with ``train``, ``val`` or
+            ``test``, paired into folds by what follows (``train3.txt`` with ``test3.txt``).
+        case_ids: the dataset's case IDs.
+
     Raises:
         SplitError: a missing, unreadable or misnamed file, an unknown case ID, or an inconsistent split.
     """

@@ -26,10 +26,7 @@ from mmseg_robust.data.labels import (
     describe_resection_cavity,
     resolve_label_4,
 )
-from mmseg_robust.data.nifti_io import ImageGeometry, ImageReadError, read_header, read_image
-
-#: Geometry tolerance (mm for spacing and origin, unitless for direction cosines), docs/design.md §3.
-GEOMETRY_TOLERANCE = 1e-3
+from mmseg_robust.data.nifti_io import GEOMETRY_TOLERANCE, ImageGeometry, ImageReadError, read_header, read_image
 
 
 @dataclass(frozen=True)
@@ -207,7 +204,22 @@ def verify_dataset(dataset: RawDataset, allow_incomplete: bool = False, require_
     """Verify every case of ``dataset`` (in ``num_processes`` worker processes); never writes.
 
     The report's dataset is ``dataset`` read with the convention its label values decide (BraTS
-    2023+ names whose maps hold 3 and 4: BraTS 2024 GLI, 4 the resection cavity).
+    2023+ names whose maps hold 3 and 4: BraTS 2024 GLI, 4 the resection cavity). Nothing is raised
+    for a problem of the data, unreadable files included: each is one line of the report, so that a
+    user sees all of them at once (``report.ok``, ``report.problems``, ``report.summary()``).
+
+    Args:
+        dataset: from :func:`~mmseg_robust.data.discovery.discover_dataset`; the problems its
+            discovery found are reported first.
+        allow_incomplete: a case that lacks a modality is no problem (it trains on the subsets of
+            what it has); without it, each missing image is one.
+        require_labels: a case without segmentation is a problem (False for unlabelled data).
+        num_processes: cases checked at a time, in worker processes when above 1.
+        progress: show a progress bar.
+
+    Returns:
+        Every problem, the dataset with the decided label convention, the number of files checked,
+        the incomplete cases (when allowed) and each resection cavity's volume.
     """
     check = partial(_scan_case, allow_incomplete=allow_incomplete, require_label=require_labels)
     bar = partial(tqdm, total=len(dataset.cases), desc="verify", unit="case", disable=not progress)

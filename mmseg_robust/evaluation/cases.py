@@ -73,6 +73,26 @@ def dataset_cases(raw_root: Path, splits_path: Path, fold: int, spec: str,
     ``spec`` is a file of case IDs. ``run_split``: the split a run recorded when it started,
     preferred to ``splits_path`` for ``val`` and a test list. ``trained_convention`` (the plans'):
     label 4 of the references is read as training read it (BraTS 2024's resection cavity).
+
+    Args:
+        raw_root: the raw dataset folder, in any layout read natively.
+        splits_path: the dataset's ``splits.json`` (read unless ``run_split`` answers ``spec``).
+        fold: the fold whose validation cases ``val`` means.
+        spec: ``val``, ``test``, or the path of a file of case IDs (one a line, ``#`` comments, or
+            a JSON list).
+        trained_convention: the label convention the run was trained with; None: the layout's.
+        run_split: the split the run recorded when it started
+            (:func:`~mmseg_robust.runs.config.load_run_split`); None: ``splits_path`` alone.
+
+    Returns:
+        The labelled cases in the order given (sorted for held-out cases), and a description of
+        them for the report (``validation cases of fold 0``).
+
+    Raises:
+        DatasetError: no layout can be recognised in ``raw_root``.
+        SplitError: ``splits.json`` is missing or unreadable, or has no such fold.
+        CaseSelectionError: an unreadable or empty case list, a case not in the raw dataset or
+            without segmentation, or ``test`` with no held-out case.
     """
     dataset = discover_dataset(raw_root)
     if trained_convention is not None:

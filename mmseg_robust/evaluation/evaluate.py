@@ -51,7 +51,50 @@ def evaluate_model(predictor: Predictor, cases: Sequence[EvaluationCase], output
                    description: str = "", processes: int | None = 0, progress: bool = True) -> EvaluationReport:
     """Predict every case under every subset (reusing label maps on disk), score, write the report.
     ``processes`` > 0 scores in that many worker processes, overlapping the next case's prediction;
-    None: :func:`default_scoring_processes`."""
+    None: :func:`default_scoring_processes`.
+
+    Label maps are kept under ``<output_dir>/predictions/<subset>/<case>.nii.gz`` (without ET
+    post-processing) with the settings that made them, so a rerun only scores, and an interrupted
+    one resumes. A case that lacks a modality of a subset is left out of that subset's column.
+
+    Args:
+        predictor: the model: one run, or several folds averaged (:meth:`Predictor.from_results`).
+        cases: labelled cases (:func:`~mmseg_robust.evaluation.cases.dataset_cases`).
+        output_dir: the report's folder: ``per_case.csv``, ``summary.json``, ``summary.md``,
+            ``robustness.png``, and the ``predictions`` folder.
+        subsets: the columns, in the grammar of ``--subsets``: ``all`` (every subset of the
+            model's sequences: 15 for four), ``full``, ``missing-K``, or ``;``-separated table
+            names or modality lists (``"Full;~T1;t1+flair"``).
+        settings: the sliding window's stride, windows per pass and mirroring; recorded, and label
+            maps on disk are reused only when they were made with the same.
+        protocol: ``shared`` (each case cropped and z-scored once from all its sequences, a subset
+            leaving the others out of the fusion: the papers' protocol, one pass per modality for
+            the DS model) or ``per-subset`` (each subset prepared from its own files, as
+            ``predict --modalities`` does).
+        options: the ET post-processing threshold, the HD95 penalty for one empty mask and the
+            lesion-wise convention.
+        overwrite: predict again instead of reusing label maps; with other settings than those
+            on disk, their label maps are deleted first.
+        description: how the cases were chosen, written into the report (``dataset_cases`` gives
+            it).
+        processes: worker processes that score while the next case is predicted; 0: in this
+            process; None: :func:`default_scoring_processes`.
+        progress: show progress bars.
+
+    Returns:
+        The summary (``report.summary.table("dice").value("ET", "T1,Fl.")``), every case's region
+        scores, and the paths of the report files.
+
+    Raises:
+        SubsetSpecError: ``subsets`` that the grammar or the model's sequences do not allow.
+        EvaluationError: an unknown ``protocol``; label maps on disk made with other settings and
+            ``overwrite`` is False (or their settings file is unreadable); a label map on another
+            grid than its reference, or label values outside the convention.
+        ImageReadError: an unreadable image or reference.
+        PreprocessingError: an image that is not 3D, has non-finite voxels or lies on another grid
+            than the case's first image.
+        DiskFullError: no space left for a label map or a report file.
+    """
     if processes is None:
         processes = default_scoring_processes(predictor.device)
     chosen = evaluation_subsets(subsets, predictor.modalities)

@@ -68,7 +68,37 @@ def evaluate_folder(prediction_dir: Path, reference_dir: Path, output_dir: Path,
                     single_subset: str = "Full", options: ScoringOptions = ScoringOptions(),
                     processes: int = 0, progress: bool = True) -> EvaluationReport:
     """Score every ``<case>.nii.gz`` of each subset folder against the reference of that case
-    (``processes`` > 0: in that many worker processes)."""
+    (``processes`` > 0: in that many worker processes).
+
+    The same report as :func:`~mmseg_robust.evaluation.evaluate.evaluate_model`, for label maps
+    made by anything: another toolkit, earlier ``mmrobust predict`` runs.
+
+    Args:
+        prediction_dir: ``<case>.nii.gz`` label maps (one column, named ``single_subset``), or
+            sub-folders of them named by modality lists (``t1_flair``, ``t1+flair``, ``full``), as
+            ``evaluate``'s ``predictions`` folder holds them.
+        reference_dir: reference label maps: ``<case>.nii.gz`` (also in ``labelsTr``), or
+            ``<case>_seg.nii.gz`` at any depth (BraTS case folders).
+        output_dir: the report's folder.
+        labels: the label convention of both folders (``brats2018``, ``brats2023``,
+            ``brats2024-gli``, ``nnunet``); ``auto``: 4 and 3 in the references is BraTS 2024
+            post-treatment (4 the resection cavity, scored as region ``RC``), 4 alone BraTS
+            2018-2021, else BraTS 2023.
+        single_subset: the column's name when ``prediction_dir`` holds the label maps directly.
+        options: the ET post-processing threshold, the HD95 penalty for one empty mask and the
+            lesion-wise convention.
+        processes: worker processes that score; 0: in this process.
+        progress: show a progress bar.
+
+    Raises:
+        EvaluationError: no prediction folder or no label map in it, a sub-folder name that is no
+            modality list, an unknown ``labels``, a predicted case without reference, a subset
+            folder that lacks a case others have, a label map on another grid than its
+            reference, or label values outside the convention.
+        CaseSelectionError: no reference folder, or no label map in it.
+        ImageReadError: an unreadable label map.
+        DiskFullError: no space left for a report file.
+    """
     subsets = prediction_folder_subsets(prediction_dir, single_subset)
     references = find_references(reference_dir)
     if labels != "auto" and labels not in LABEL_CONVENTIONS:

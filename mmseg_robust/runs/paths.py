@@ -55,7 +55,23 @@ def run_name(configuration: str, model: str = "ds", strategy: str | None = None,
 def run_folder(results_root: str | os.PathLike[str], dataset: str, configuration: str, fold: int,
                model: str = "ds", strategy: str | None = None, fusion: str | None = None,
                modalities: Sequence[str] | None = None) -> Path:
-    """The fold folder of a run: ``<results_root>/<dataset>/<run_name(...)>/fold_<fold>``."""
+    """The fold folder of a run: ``<results_root>/<dataset>/<run_name(...)>/fold_<fold>``.
+
+    The one rule by which training names the folder it writes and prediction and evaluation find
+    it. A pure path computation: nothing is checked, nothing raised, and the folder need not exist.
+
+    Args:
+        results_root: the results base folder (``$MMROBUST_RESULTS`` for the command line).
+        dataset: the dataset's name (``BraTS2018``).
+        configuration: the plans' configuration (``3d_fullres``, ``2d``).
+        fold: the fold of ``splits.json``.
+        model: ``ds`` (the Dynamic-Sharing U-Net) or ``early_fusion`` (the baseline).
+        strategy: the DS model's gradient strategy; None: the default (``plain``).
+        fusion: the DS model's fusion; None: the model's default (learned ``weighted``; the
+            early-fusion baseline has none). ``mean`` adds nothing to the name.
+        modalities: a dedicated model's sequences, in canonical order (``__only-flair+t1``);
+            None: all the plans' sequences.
+    """
     return Path(results_root) / dataset / run_name(configuration, model, strategy, fusion, modalities) / f"fold_{fold}"
 
 
@@ -69,6 +85,11 @@ def resolve_run_folders(model_dirs: Sequence[str | os.PathLike[str]] | None, dat
         model_dirs: run fold folders; excludes ``dataset``.
         dataset: names the run with ``configuration``, ``folds`` (default: fold 0), ``model``,
             ``strategy`` and ``fusion``, under ``results``.
+        configuration: the plans' configuration of the named run (``3d_fullres``, ``2d``).
+        folds: the named run's folds, one folder each; empty: fold 0.
+        model: ``ds`` or ``early_fusion``, as in :func:`run_folder`.
+        strategy: the DS model's strategy; None: the default.
+        fusion: the DS model's fusion; None: the default.
         results: the results base folder (default: ``$MMROBUST_RESULTS``).
 
     Raises:

@@ -59,6 +59,10 @@ def resume_config(stored: RunConfig, changes: Mapping[str, Any]) -> RunConfig:
     """The stored run's config with ``changes`` (the settings the caller gave; the rest are the
     stored ones), checked by :func:`check_resume`.
 
+    Args:
+        stored: the config the run was trained with, as in :func:`check_resume`.
+        changes: field name -> new value, e.g. ``{"device": "cuda", "epochs": 2000}``.
+
     Raises:
         TrainingConfigError: a change :func:`check_resume` refuses, a name that is no field, or a
             value the config refuses.

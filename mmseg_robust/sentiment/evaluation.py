@@ -19,14 +19,13 @@ import numpy as np
 import torch
 
 from mmseg_robust.devices import resolve_device
-from mmseg_robust.errors import MMRobustError
 from mmseg_robust.precision import Precision, make_precision
 from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.sentiment.config import SentimentRunConfig, load_sentiment_run_config
 from mmseg_robust.sentiment.dataset import SentimentSplit
 from mmseg_robust.sentiment.formats import read_sentiment_data
 from mmseg_robust.sentiment.loader import iterate_batches, ordered_batches
-from mmseg_robust.sentiment.metrics import score_predictions
+from mmseg_robust.sentiment.metrics import SentimentEvaluationError, score_predictions
 from mmseg_robust.sentiment.model import (
     SentimentModel,
     SentimentModelConfig,
@@ -52,10 +51,6 @@ CPU_THREADS = 1
 REPORT_FOLDER_PREFIX = "evaluation_"
 
 
-class SentimentEvaluateError(MMRobustError):
-    """Run folders that cannot be evaluated together, or no place to write the report."""
-
-
 def limit_cpu_threads(device: torch.device) -> None:
     """On the CPU, run torch with :data:`CPU_THREADS` threads (process-wide, as the segmentation
     trainer sets its own)."""
@@ -70,14 +65,14 @@ def predict_subsets(model: SentimentModel, split: SentimentSplit, subsets: Seque
     each with only that subset's modalities (the model is left in eval mode).
 
     Raises:
-        SentimentEvaluateError: a subset with a modality the model has no branch for.
+        SentimentEvaluationError: a subset with a modality the model has no branch for.
     """
     model.eval()
     for name in subsets:
         missing = [m for m in subset_modalities(name) if m not in model.modalities]
         if missing:
-            raise SentimentEvaluateError(f"subset {name}: the model has no {', '.join(missing)} (it was trained on "
-                                         f"{','.join(model.modalities)} only)")
+            raise SentimentEvaluationError(f"subset {name}: the model has no {', '.join(missing)} (it was trained "
+                                           f"on {','.join(model.modalities)} only)")
     # One call for every subset: the DS model runs each branch once and fuses per subset; a
     # modality no subset asks for never runs.
     members = [tuple(model.modalities.index(m) for m in subset_modalities(name)) for name in subsets]
@@ -138,11 +133,11 @@ def default_report_dir(run_dirs: Sequence[Path], split: str) -> Path:
     """``<common parent>/evaluation_<split>`` for runs in one folder (the seeds of one setting).
 
     Raises:
-        SentimentEvaluateError: runs in different folders (then an output folder must be given).
+        SentimentEvaluationError: runs in different folders (then an output folder must be given).
     """
     parents = {Path(d).resolve().parent for d in run_dirs}
     if len(parents) != 1:
-        raise SentimentEvaluateError(f"the runs are in {len(parents)} different folders; give output_dir")
+        raise SentimentEvaluationError(f"the runs are in {len(parents)} different folders; give output_dir")
     return parents.pop() / f"{REPORT_FOLDER_PREFIX}{split}"
 
 
@@ -167,14 +162,18 @@ def evaluate_sentiment_runs(run_dirs: Sequence[str | os.PathLike[str]], data_pat
         amp: autocast mode (:func:`~mmseg_robust.precision.make_precision`).
 
     Raises:
-        SentimentEvaluateError: no run, or runs in different folders without ``output_dir``.
+        SentimentEvaluationError: no run, runs in different folders without ``output_dir``, a run
+            given twice, runs of different modalities (a dedicated model beside a full one), or
+            non-finite predictions.
         SentimentDataError: an unreadable data file or no such split.
+        DeviceError: a ``device`` this machine cannot give.
+        PrecisionError: an unknown ``amp``, or ``fp16`` without CUDA.
         SentimentModelError: a run trained on other feature sizes.
         TrainingConfigError, CheckpointError: a folder that holds no trained sentiment run.
     """
     folders = [Path(d) for d in run_dirs]
     if not folders:
-        raise SentimentEvaluateError("no run folder to evaluate")
+        raise SentimentEvaluationError("no run folder to evaluate")
     target = Path(output_dir) if output_dir is not None else default_report_dir(folders, split)
     data = read_sentiment_data(data_path)
     scored = data.split(split)

@@ -38,8 +38,9 @@ ACC5_BOUND = 2.0
 
 
 class SentimentEvaluationError(MMRobustError):
-    """Predictions that cannot be scored, runs that cannot be reported together, or a sentiment
-    summary that cannot be read (one line naming the run, subset or file)."""
+    """Predictions that cannot be scored, runs that cannot be evaluated or reported together (or
+    no place to write their report), a subset the model has no branch for, or a sentiment summary
+    that cannot be read (one line naming the run, subset or file)."""
 
 
 @dataclass(frozen=True)

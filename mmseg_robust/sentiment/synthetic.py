@@ -108,6 +108,19 @@ SIGNAL_MODELS: dict[str, SignalModel] = {
 class SyntheticSentimentSpec:
     """What to generate; validated on creation.
 
+    Args:
+        file_format: ``mmsa`` (MMSA's ``aligned_50.pkl``/``unaligned_50.pkl``: BERT text features,
+            end-padded, with lengths) or ``mult`` (MulT/GMC's ``mosi_data.pkl``: GloVe text
+            features, padding frames of zeros at the start).
+        dataset: ``mosi`` or ``mosei``: the corpus whose feature sizes, lengths and label grid the
+            file has.
+        aligned: audio and vision aligned to the words (one frame per word); False: each at its
+            own rate, as the ``unaligned`` files.
+        samples: the (train, valid, test) sample counts, each at least 1.
+        seed: a non-negative seed; the same spec gives the same bytes.
+        signal: ``graded`` (a latent every modality sees, plus parts only audio and only vision
+            see) or ``shared`` (every modality sees the same latent; the earlier generator).
+
     Raises:
         ConfigurationError: an unknown ``file_format``, ``dataset`` or ``signal``, a sample count
             below 1 or a negative ``seed``.
@@ -181,8 +194,17 @@ class SyntheticSentimentSpec:
 def make_synthetic_sentiment(output: str | Path, spec: SyntheticSentimentSpec, overwrite: bool = False) -> Path:
     """Write the pickle ``output`` atomically and return its path.
 
+    The file records ``spec`` (its first key), so that ``verify`` can name its generator and the
+    ideal linear predictor's scores per subset.
+
+    Args:
+        output: the pickle file to write (its folder is created if needed).
+        spec: what to generate.
+        overwrite: replace an existing ``output``.
+
     Raises:
         ConfigurationError: ``output`` exists and ``overwrite`` is False.
+        DiskFullError: no space left for the file (nothing partial is kept).
     """
     output = Path(output)
     if output.exists() and not overwrite:

@@ -35,6 +35,14 @@ _HEAD_OPS = 3
 def verify_sentiment_file(path: str | Path) -> tuple[SentimentDataset, str]:
     """Read and check ``path``; return the dataset and its multi-line summary.
 
+    The summary gives the split sizes against the published ones, the feature sizes, the real
+    lengths and the ``-inf`` audio values set to 0; for a file of ``make-synthetic``, also its
+    generator and the ideal linear predictor's scores per subset.
+
+    Args:
+        path: a sentiment pickle: MMSA's (``aligned_50.pkl``, ``unaligned_50.pkl``) or MulT/GMC's
+            (``mosi_data.pkl``, ``mosei_senti_data.pkl``), told apart by their keys.
+
     Raises:
         SentimentDataError: the first problem found, as one line naming the file, split and key.
     """

@@ -133,6 +133,10 @@ def run_epochs(loop: EpochLoop, hooks: EpochHooks, epochs: int, progress: bool =
         hooks: the application's batches, validation, record and checkpoint fields.
         epochs: the run's total number of epochs.
         progress: show progress bars.
+
+    Raises:
+        DiskFullError: the disk filled while an epoch's outputs were written (none is left partial,
+            and the run resumes from the last complete epoch).
     """
     last = None
     bar = tqdm(range(loop.start_epoch, epochs), desc="epochs", unit="epoch", initial=loop.start_epoch,

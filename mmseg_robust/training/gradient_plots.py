@@ -128,7 +128,21 @@ def plot_cggm_balance(records: Sequence[dict[str, Any]], modalities: Sequence[st
 
 def plot_gradients(results_dir: Path, output_dir: Path | None = None,
                    modalities: Sequence[str] = ("flair", "t1", "t1ce", "t2")) -> GradientPlots:
-    """Draw every figure the run's gradient log supports into ``output_dir`` (default: the run)."""
+    """Draw every figure the run's gradient log supports: the subset-gradient conflicts (GMD's
+    Figure 3), each subset's effective weight (its Figure 4) when logged, and CGGM's B per modality.
+
+    Args:
+        results_dir: a training run's folder (segmentation or sentiment) with a ``gradient_log/``.
+        output_dir: where the PNGs go (default: ``results_dir``).
+        modalities: the run's modalities, in its branch order (names of CGGM's curves).
+
+    Returns:
+        The number of logged steps and the paths of the figures written.
+
+    Raises:
+        GradientLogError: the run has no step records (it trained without ``gmd``/``gmd+cggm`` and
+            without ``--diagnostics``).
+    """
     results_dir = Path(results_dir)
     records = list(read_step_log(results_dir))
     if not records:

@@ -35,7 +35,6 @@ from mmseg_robust.training.progress import (
 )
 from mmseg_robust.training.step_log import write_step_log
 
-
 logger = logging.getLogger(__name__)
 
 

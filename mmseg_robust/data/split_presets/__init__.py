@@ -203,6 +203,7 @@ def write_preset_split(split: PresetSplit, output: str | Path, overwrite: bool =
     Raises:
         SplitPresetError: a file with other content exists and ``overwrite`` is False (nothing is
             written then), or ``output`` is not a folder.
+        DiskFullError: no space left to write a list file.
     """
     output = Path(output)
     if output.exists() and not output.is_dir():

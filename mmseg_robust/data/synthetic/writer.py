@@ -58,7 +58,35 @@ class SyntheticDatasetError(MMRobustError):
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    """Everything that determines a synthetic dataset's bytes. Shape and spacing are (D, H, W)."""
+    """Everything that determines a synthetic dataset's bytes, checked on creation.
+
+    Shape and spacing are in array order (D, H, W), i.e. (z, y, x): BraTS's 240x240x155 grid is
+    ``shape=(155, 240, 240)``. The spec is recorded in the dataset folder, which is how
+    :func:`make_synthetic_dataset` recognises a folder it made and whether it made it with this spec.
+
+    Args:
+        layout: the raw layout to write: ``brats2018``, ``brats2021``, ``brats2023`` or ``nnunet``.
+        n_cases: number of cases, at least 1; every fourth case is low grade (no enhancing tumour).
+        shape: voxels per axis, (D, H, W), each at least 16.
+        spacing: voxel size in mm, (D, H, W); ``shape`` x ``spacing`` must span at least 32 mm per
+            axis, room for a brain with a tumour.
+        seed: the same seed gives the same bytes; a case's content does not depend on ``n_cases``.
+        incomplete_fraction: fraction of the cases, in [0, 1], that lack one randomly chosen
+            sequence (``round(fraction * n_cases)`` cases).
+        core_contrast: ``all-sequences`` (realistic contrasts, the default), ``t1ce-only`` (only
+            T1ce shows the tumour core) or ``graded`` (FLAIR, T2 and T1 show it at a fraction beta
+            of T1ce's contrast-to-noise ratio).
+        core_beta: ``graded``'s beta in [0, 1] per weak sequence (``flair``, ``t2``, ``t1``); None:
+            the defaults, filled in so that the folder records them. Only with ``graded``.
+        post_treatment: BraTS 2024 GLI post-treatment labels: a resection cavity (label 4, ET 3)
+            beside each tumour; needs ``layout`` ``brats2023`` or ``nnunet``.
+        generator_version: the generator that wrote the data; leave the default, the current one.
+
+    Raises:
+        SyntheticDatasetError: an unknown layout or core contrast, fewer than one case, a shape or
+            spacing too small, a beta or incomplete fraction out of range, a beta without
+            ``graded``, or ``post_treatment`` with a layout whose label 4 is enhancing tumour.
+    """
 
     layout: str
     n_cases: int
@@ -204,6 +232,23 @@ def make_synthetic_dataset(output: str | Path, spec: SyntheticSpec, overwrite: b
     The dataset is built in a hidden sibling folder and renamed into place, so ``output`` holds
     either nothing, the previous dataset, or the complete new one. Rerunning with the same spec is a
     no-op; a folder not made by this function is never overwritten.
+
+    Args:
+        output: the dataset folder; created with its parents, or replaced as a whole.
+        spec: what to generate.
+        overwrite: replace a dataset this function made with another spec (without it, that is an
+            error); a folder it did not make is never written to either way.
+        num_processes: cases written at a time, in worker processes when above 1; the bytes do not
+            depend on it.
+        progress: show a progress bar.
+
+    Returns:
+        ``output`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        SyntheticDatasetError: ``output`` is a file, a non-empty folder this function did not make,
+            or a dataset of another spec and ``overwrite`` is False.
+        DiskFullError: the disk filled up; ``output`` is left as it was.
     """
     output = Path(output)
     if _check_output(output, spec, overwrite):
