@@ -45,7 +45,21 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
 
 
-class MaskSurface:
+class SurfacePoints:
+    """Points of a surface (mm, ``points``: one row each) with a k-d tree of them built on first use:
+    the nearest-point queries both HD95s are made of."""
+
+    points: np.ndarray
+    _tree: cKDTree | None = None
+
+    @property
+    def tree(self) -> cKDTree:
+        if self._tree is None:
+            self._tree = cKDTree(self.points)
+        return self._tree
+
+
+class MaskSurface(SurfacePoints):
     """A mask's surface voxels as points (mm), with a k-d tree of them built on first use.
 
     Built once per reference region and reused for every modality subset scored against it. A
@@ -62,13 +76,6 @@ class MaskSurface:
         shift = np.zeros(surface.ndim) if offset is None else np.asarray(offset, dtype=float)
         self.points = (np.argwhere(surface) + shift) * scale
         self.empty = len(self.points) == 0
-        self._tree: cKDTree | None = None
-
-    @property
-    def tree(self) -> cKDTree:
-        if self._tree is None:
-            self._tree = cKDTree(self.points)
-        return self._tree
 
 
 def surface_hd95(prediction: MaskSurface, reference: MaskSurface, empty_penalty: float) -> float:

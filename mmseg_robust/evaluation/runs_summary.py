@@ -12,7 +12,13 @@ from typing import Any, Sequence
 
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_bytes_atomic, write_json_atomic
-from mmseg_robust.evaluation.summary import METRIC_DISPLAY, EvaluationSummary, ResultTable, SummaryError
+from mmseg_robust.evaluation.summary import (
+    METRIC_DISPLAY,
+    EvaluationSummary,
+    ResultTable,
+    SummaryError,
+    find_table,
+)
 
 RUNS_SUMMARY_SCHEMA_VERSION = 1
 RUNS_SUMMARY_JSON, RUNS_SUMMARY_MD = "runs_summary.json", "runs_summary.md"
@@ -47,10 +53,7 @@ class RunsSummary:
     schema_version: int = RUNS_SUMMARY_SCHEMA_VERSION
 
     def table(self, metric: str, et_min_voxels: int = 0) -> RunsTable:
-        for table in self.tables:
-            if (table.metric, table.et_min_voxels) == (metric, et_min_voxels):
-                return table
-        raise KeyError(f"no {metric} table with et_min_voxels={et_min_voxels}")
+        return find_table(self.tables, metric, et_min_voxels)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

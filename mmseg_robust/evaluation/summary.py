@@ -60,6 +60,18 @@ class ResultTable:
         return f"{name}, ET post-processing (predicted ET under {self.et_min_voxels} voxels -> NCR)"
 
 
+def find_table(tables: Sequence[Any], metric: str, et_min_voxels: int = 0) -> Any:
+    """The table of ``metric`` at ``et_min_voxels`` among ``tables`` (a report's or a runs summary's).
+
+    Raises:
+        KeyError: there is none.
+    """
+    for table in tables:
+        if (table.metric, table.et_min_voxels) == (metric, et_min_voxels):
+            return table
+    raise KeyError(f"no {metric} table with et_min_voxels={et_min_voxels}")
+
+
 @dataclass
 class EvaluationSummary:
     """What ``summary.json`` holds. ``timing`` in seconds; ``settings`` the evaluation's options."""
@@ -74,10 +86,7 @@ class EvaluationSummary:
     schema_version: int = SUMMARY_SCHEMA_VERSION
 
     def table(self, metric: str, et_min_voxels: int = 0) -> ResultTable:
-        for table in self.tables:
-            if (table.metric, table.et_min_voxels) == (metric, et_min_voxels):
-                return table
-        raise KeyError(f"no {metric} table with et_min_voxels={et_min_voxels}")
+        return find_table(self.tables, metric, et_min_voxels)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -21,9 +21,9 @@ import functools
 from typing import Sequence
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from mmseg_robust.data.boxes import bounding_box, box_slices
+from mmseg_robust.evaluation.metrics import SurfacePoints
 
 #: Bit of each corner of a 2x2x2 neighbourhood, in the package's order (its table is indexed so).
 _CORNER_BITS = np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
@@ -54,7 +54,7 @@ def _robust_distance(distances: np.ndarray, areas: np.ndarray, percent: float) -
     return float(distances[order][index])
 
 
-class SurfaceElements:
+class SurfaceElements(SurfacePoints):
     """A non-empty 3D mask's surface elements as points (mm; corners with a mixed neighbourhood,
     each with its area), with a k-d tree of them built on first use. Built once per reference
     lesion and reused for every prediction compared with it. ``offset``: as for
@@ -70,13 +70,6 @@ class SurfaceElements:
         shift = np.zeros(3) if offset is None else np.asarray(offset, dtype=float)
         self.points = (np.argwhere(surface) + shift) * np.asarray(self.spacing)
         self.areas = _area_table(self.spacing)[codes[surface]]
-        self._tree: cKDTree | None = None
-
-    @property
-    def tree(self) -> cKDTree:
-        if self._tree is None:
-            self._tree = cKDTree(self.points)
-        return self._tree
 
 
 def robust_hausdorff(reference: SurfaceElements, prediction: SurfaceElements, percent: float = 95.0) -> float:
