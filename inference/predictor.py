@@ -41,10 +41,11 @@ from mmseg_robust.preprocessing.preprocessor import PreparedImages, prepare_imag
 from tqdm import tqdm
 
 from mmseg_robust.devices import resolve_device
+from mmseg_robust.engine import checkpoint as ckpt
 from mmseg_robust.errors import MMRobustError
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
-from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.checkpoint import check_plan_signature, plan_signature
 from mmseg_robust.runs.config import TrainingConfig, load_run_config
 from mmseg_robust.visualization import save_case_overview
 
@@ -141,7 +142,7 @@ def load_model(results_dir: Path, checkpoint: str = "best", device: torch.device
     plan = plans.configuration(config.configuration)
     path = results_dir / CHECKPOINTS[checkpoint]
     state = ckpt.load_checkpoint(path, device)
-    ckpt.check_plan_signature(state, ckpt.plan_signature(plans, plan), path)
+    check_plan_signature(state, plan_signature(plans, plan), path)
     network = build_network(config.model, plan, config.network_modalities(plans),
                             deep_supervision=config.deep_supervision, fusion=config.fusion)
     network.load_state_dict(state["model"])

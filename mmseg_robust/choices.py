@@ -25,7 +25,7 @@ CGGM_BALANCES: tuple[str, ...] = ("smoothed", "raw")
 #: share of the shared weights too) or ``modality`` (the paper's Eq. 8 and the released code: the
 #: gradients of the parameters modality m owns only).
 CGGM_MAGNITUDE_SCOPES: tuple[str, ...] = ("branch", "modality")
-#: How the DS network fuses its branch logits (``mmseg_robust.networks.fusion``).
+#: How the DS network fuses its branch logits (``mmseg_robust.multimodal.fusion``).
 FUSIONS: tuple[str, ...] = ("mean", "weighted", "gated")
 
 

@@ -16,5 +16,13 @@ class ConfigurationError(MMRobustError):
     """A required setting (environment variable, flag) is missing or invalid."""
 
 
+class TrainingConfigError(MMRobustError):
+    """An inconsistent training setting or results folder (either application's)."""
+
+
+class NetworkError(MMRobustError, ValueError):
+    """A network (or fusion) that cannot be built from the given configuration, or inputs it cannot take."""
+
+
 class StrategyError(MMRobustError, ValueError):
     """A strategy that cannot be built as asked, or a model it cannot train."""

@@ -56,7 +56,7 @@ def test_train_help_and_readme_name_the_run_folder_as_training_writes_it():
     from click.testing import CliRunner
 
     from mmseg_robust.cli.train_commands import train_command
-    from mmseg_robust.runs.paths import run_name
+    from mmseg_robust.engine.run_folder import run_name
 
     help_text = CliRunner().invoke(train_command, ["--help"]).output
     default_run = run_name("3d_fullres")

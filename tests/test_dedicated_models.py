@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mmseg_robust.data.modality_subsets import subset_name
+from mmseg_robust.engine.run_folder import run_name
 from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config, run_modalities
-from mmseg_robust.runs.paths import run_name
 
 DATASET = "DedicatedTiny"
 FAST = ("-c", "2d", "--epochs", "1", "--iters-per-epoch", "2", "--num-workers", "0", "--device", "cpu",

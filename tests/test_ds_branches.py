@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 import torch
 
-from mmseg_robust.networks import BranchOutput, DynamicSharingUNet
+from mmseg_robust.multimodal.protocol import BranchOutput
+from mmseg_robust.networks import DynamicSharingUNet
 
 from .helpers import ALL_SUBSETS, MIXED, MODALITIES, assert_close, images_for, make_ds, topology
 

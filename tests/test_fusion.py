@@ -68,6 +68,6 @@ def test_weighted_fusion_scores_belong_to_their_modality() -> None:
 
 def test_fusion_names_match_the_choices() -> None:
     from mmseg_robust.choices import FUSIONS
-    from mmseg_robust.networks import FUSION_CLASSES
+    from mmseg_robust.multimodal.fusion import FUSION_CLASSES
 
     assert tuple(FUSION_CLASSES) == FUSIONS

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_FOLDERS = ("planners", "preprocessing", "inference")
@@ -90,15 +93,17 @@ def test_no_two_packages_import_each_other() -> None:
 
 
 #: Which packages (and top-level modules) each may import; anything else fails the test. The
-#: layers, bottom up: the foundation (errors, atomic writes, artifacts, vocabularies, paths,
-#: devices, precision, random streams, the Dice, the strategy settings); the task-agnostic core
-#: (``multimodal``: the model/task protocol and row assembly; ``strategies``: only the foundation
-#: and the core, plus the subset vocabulary of ``data.modality_subsets``); the engine
-#: (``training.engine``/``loop``/``progress``, in ``training`` with the segmentation trainer
-#: until the core moves into one package); the segmentation stages; the two applications'
-#: entry points (``sentiment``, ``cli``). Edges still to go when the core becomes one package
-#: (issue 24, point 3): sentiment -> networks (the fusions), strategies -> data (subset specs),
-#: sentiment -> training (the engine alone).
+#: layers, bottom up:
+#:
+#: 1. the foundation: errors, atomic writes, artifacts, vocabularies (``choices``), data folders
+#:    (``paths``), devices, precision, random streams, the Dice, the strategy settings;
+#: 2. the task-agnostic core, ``multimodal``: the model/task protocol, row assembly, fusions,
+#:    modality subsets and the ``--subsets`` grammar;
+#: 3. ``strategies`` (the core and the foundation only);
+#: 4. the training ``engine``: epochs, steps, checkpoints, resume rules, run folder and lock;
+#: 5. the segmentation stages (data, planners, preprocessing, networks, runs, training, inference,
+#:    evaluation) and the sentiment application (the core, the engine and the foundation only);
+#: 6. the command line.
 ALLOWED_IMPORTS: dict[str, set[str]] = {
     "__main__": {"cli"},
     "artifacts": {"atomic", "errors"},
@@ -111,9 +116,10 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "precision": {"choices", "errors"},
     "random_streams": set(),
     "strategy_config": {"choices", "errors"},
-    "multimodal": set(),
-    "strategies": {"choices", "data", "errors", "multimodal", "precision", "random_streams", "strategy_config"},
-    "data": {"artifacts", "atomic", "choices", "errors"},
+    "multimodal": {"choices", "errors"},
+    "strategies": {"choices", "errors", "multimodal", "precision", "random_streams", "strategy_config"},
+    "engine": {"atomic", "choices", "errors", "multimodal", "precision", "strategies", "strategy_config"},
+    "data": {"artifacts", "atomic", "choices", "errors", "multimodal"},
     "planners": {"artifacts", "choices", "data", "errors"},
     "preprocessing": {"artifacts", "atomic", "data", "errors", "planners"},
     "plan_and_preprocess": {"data", "errors", "paths", "planners", "preprocessing"},
@@ -121,18 +127,18 @@ ALLOWED_IMPORTS: dict[str, set[str]] = {
     "losses": set(),
     "segmentation_task": {"data", "dice", "losses"},
     "visualization": {"atomic", "data"},
-    "runs": {"mmseg_robust", "artifacts", "atomic", "choices", "data", "errors", "paths", "planners",
+    "runs": {"mmseg_robust", "artifacts", "atomic", "choices", "data", "engine", "errors", "paths", "planners",
              "strategy_config"},
-    "training": {"atomic", "data", "devices", "dice", "errors", "multimodal", "networks", "planners", "precision",
-                 "preprocessing", "runs", "segmentation_task", "strategies", "strategy_config"},
-    "inference": {"atomic", "data", "devices", "errors", "networks", "planners", "precision", "preprocessing",
-                  "runs", "visualization"},
+    "training": {"atomic", "data", "devices", "dice", "engine", "errors", "multimodal", "networks", "planners",
+                 "precision", "preprocessing", "runs", "segmentation_task"},
+    "inference": {"atomic", "data", "devices", "engine", "errors", "networks", "planners", "precision",
+                  "preprocessing", "runs", "visualization"},
     "evaluation": {"artifacts", "atomic", "data", "dice", "errors", "inference", "paths", "runs"},
     "run_statistics": set(),
-    "sentiment": {"mmseg_robust", "artifacts", "atomic", "choices", "devices", "errors", "multimodal", "networks",
-                  "paths", "precision", "runs", "strategy_config", "training"},
-    "cli": {"mmseg_robust", "choices", "data", "errors", "evaluation", "inference", "paths", "plan_and_preprocess",
-            "planners", "runs", "sentiment", "training", "visualization"},
+    "sentiment": {"mmseg_robust", "artifacts", "atomic", "choices", "devices", "engine", "errors", "multimodal",
+                  "paths", "precision", "strategies", "strategy_config"},
+    "cli": {"mmseg_robust", "choices", "data", "engine", "errors", "evaluation", "inference", "paths",
+            "plan_and_preprocess", "planners", "runs", "sentiment", "training", "visualization"},
 }
 
 
@@ -184,10 +190,22 @@ def test_a_planted_forbidden_import_is_caught() -> None:
     graph = package_graph()
     planted = {source: dict(targets) for source, targets in graph.items()}
     planted[f"{PACKAGE}.strategies"][f"{PACKAGE}.networks"] = {"mmseg_robust/strategies/plain.py"}
-    planted.setdefault(f"{PACKAGE}.multimodal", {})[f"{PACKAGE}.training"] = {"mmseg_robust/multimodal.py"}
+    planted.setdefault(f"{PACKAGE}.multimodal", {})[f"{PACKAGE}.training"] = {"mmseg_robust/multimodal/fusion.py"}
+    planted[f"{PACKAGE}.sentiment"][f"{PACKAGE}.networks"] = {"mmseg_robust/sentiment/model.py"}
     assert sorted(forbidden_imports(planted)) == [
-        "multimodal -> training: ['mmseg_robust/multimodal.py']",
+        "multimodal -> training: ['mmseg_robust/multimodal/fusion.py']",
+        "sentiment -> networks: ['mmseg_robust/sentiment/model.py']",
         "strategies -> networks: ['mmseg_robust/strategies/plain.py']"]
+
+
+def test_the_layer_table_has_no_cycle() -> None:
+    # A graph that keeps to an acyclic table is acyclic, however many packages a cycle would pass
+    # through; the pairwise test above only sees cycles of two.
+    order = list(TopologicalSorter(ALLOWED_IMPORTS).static_order())
+    assert set(order) >= set(ALLOWED_IMPORTS)
+    planted = {**ALLOWED_IMPORTS, "multimodal": ALLOWED_IMPORTS["multimodal"] | {"engine"}}
+    with pytest.raises(CycleError):
+        list(TopologicalSorter(planted).static_order())
 
 
 def test_no_package_imports_a_private_name_of_another(tmp_path) -> None:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mmseg_robust.runs.run_lock import LOCK_FILE, RunFolderBusyError, hold_run_folder
+from mmseg_robust.engine.run_lock import LOCK_FILE, RunFolderBusyError, hold_run_folder
 from mmseg_robust.sentiment.synthetic import SyntheticSentimentSpec, make_synthetic_sentiment
 
-HOLD_SCRIPT = ("import sys, time; from mmseg_robust.runs.run_lock import hold_run_folder\n"
+HOLD_SCRIPT = ("import sys, time; from mmseg_robust.engine.run_lock import hold_run_folder\n"
                "with hold_run_folder(sys.argv[1]):\n    print('held', flush=True); time.sleep(600)\n")
 
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from mmseg_robust.choices import FUSIONS
-from mmseg_robust.multimodal import SHARED
-from mmseg_robust.networks.fusion import FUSION_CLASSES
+from mmseg_robust.multimodal.fusion import FUSION_CLASSES
+from mmseg_robust.multimodal.protocol import SHARED
 from mmseg_robust.precision import make_precision
 from mmseg_robust.sentiment.config import SentimentTrainingConfig
 from mmseg_robust.sentiment.evaluation import load_sentiment_run, predict_subsets

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mmseg_robust.choices import STRATEGIES
-from mmseg_robust.multimodal import SHARED
+from mmseg_robust.multimodal.protocol import SHARED
 from mmseg_robust.precision import make_precision
 from mmseg_robust.sentiment.dataset import ModalitySequences, SentimentSplit
 from mmseg_robust.sentiment.layers import masked_mean

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from mmseg_robust import strategies
+from mmseg_robust.engine.epochs import make_optimizer, make_strategy
 from mmseg_robust.precision import make_precision
 from mmseg_robust.runs.config import TrainingConfigError
 from mmseg_robust.sentiment.config import SentimentTrainingConfig, resolve_sentiment_run
@@ -27,7 +28,6 @@ from mmseg_robust.sentiment.model import SentimentModelConfig, build_sentiment_m
 from mmseg_robust.sentiment.synthetic import SyntheticSentimentSpec, make_synthetic_sentiment
 from mmseg_robust.sentiment.task import SentimentTask
 from mmseg_robust.sentiment.training import train_sentiment
-from mmseg_robust.training.engine import make_optimizer, make_strategy
 
 SAMPLES = (16, 8, 8)
 FAST = ("--epochs", "2", "--batch-size", "8", "--device", "cpu")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mmseg_robust.choices import STRATEGIES
-from mmseg_robust.multimodal import SHARED, BranchOutput
+from mmseg_robust.multimodal.protocol import SHARED, BranchOutput
 from mmseg_robust.strategies import (
     CGGMSettings,
     GMDStrategy,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mmseg_robust.choices import CGGM_BALANCES, FUSIONS, GMD_CGGM_COMPOSITIONS
+from mmseg_robust.engine.run_folder import run_name
 from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError
-from mmseg_robust.runs.paths import run_name
 from mmseg_robust.training.trainer import TrainingError, _check_resumable
 
 

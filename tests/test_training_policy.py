@@ -14,16 +14,16 @@ import torch
 from mmseg_robust.planners.experiment_planner import PlanningRequest
 from mmseg_robust.planners.plans import Plans
 
+from mmseg_robust.engine.progress import PlotSchedule, schedule_changes
+from mmseg_robust.engine.resume import resume_config
 from mmseg_robust.plan_and_preprocess import DatasetLocation, run_plan
 from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError
-from mmseg_robust.runs.resume import resume_config
 from mmseg_robust.training.memory_guard import (
     CPU_MEMORY_FACTOR,
     MemoryBudgetError,
     available_memory_bytes,
     check_training_memory,
 )
-from mmseg_robust.training.progress import PlotSchedule, schedule_changes
 from mmseg_robust.training.trainer import train
 
 DATASET = "Policy"

@@ -13,9 +13,9 @@ import torch
 from mmseg_robust import run_statistics as rs
 from mmseg_robust.data.modalities import MODALITIES
 from mmseg_robust.data.modality_subsets import subset_name, table_subsets
-from mmseg_robust.networks.fusion import weighted_fusion_weights
-from mmseg_robust.training.progress import LOG_FILE, read_log
-from mmseg_robust.training.step_log import read_step_log
+from mmseg_robust.engine.progress import LOG_FILE, read_log
+from mmseg_robust.engine.step_log import read_step_log
+from mmseg_robust.multimodal.fusion import weighted_fusion_weights
 
 #: B counts as "at a bound" within this distance of 0 or of rho (M - 1).
 BOUND_TOLERANCE = 1e-9

@@ -43,7 +43,7 @@ from sentiment_plan import (
     verdict_arms,
 )
 
-from mmseg_robust.training.progress import LOG_FILE, read_log
+from mmseg_robust.engine.progress import LOG_FILE, read_log
 
 #: MOSEI's published split sizes, for ``--time-mosei`` (MulT's 300-d GloVe text: the format's size
 #: changes only the input projection, and the MMSA 768-d file would need 3.5 GB of memory).

@@ -21,8 +21,8 @@ import numpy as np
 from sentiment_plan import DOMINANT, MODALITIES, WEAK, Arm, StudyRun
 
 from mmseg_robust import run_statistics as rs
-from mmseg_robust.training.progress import LOG_FILE, read_log
-from mmseg_robust.training.step_log import read_step_log
+from mmseg_robust.engine.progress import LOG_FILE, read_log
+from mmseg_robust.engine.step_log import read_step_log
 
 MARGIN = 2.0
 ALPHA = 0.05
@@ -163,7 +163,7 @@ def fusion_weights(folders: Sequence[Path]) -> list[float] | None:
     each run's best checkpoint), mean over the runs; None for another fusion."""
     import torch
 
-    from mmseg_robust.networks.fusion import weighted_fusion_weights
+    from mmseg_robust.multimodal.fusion import weighted_fusion_weights
 
     found = [weighted_fusion_weights(torch.load(folder / "checkpoint_best.pt", map_location="cpu",
                                                 weights_only=False)["model"], MODALITIES) for folder in folders]

@@ -87,8 +87,8 @@ def model_options(command):
     """``-m RESULTS_DIR`` (repeatable) or ``-d NAME -c CONFIG -f FOLD --strategy/--model``, the
     checkpoint and the results base: how ``predict`` and ``evaluate`` find their model."""
     from mmseg_robust.choices import DEFAULT_STRATEGY, FUSIONS, MODEL_KINDS, STRATEGIES
+    from mmseg_robust.engine.run_folder import DEFAULT_FUSION
     from mmseg_robust.planners.plans import CONFIGURATION_NAMES
-    from mmseg_robust.runs.paths import DEFAULT_FUSION
 
     decorators = [
         click.option("-m", "--model-dir", "model_dirs", multiple=True, type=click.Path(file_okay=False),

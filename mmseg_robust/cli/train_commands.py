@@ -22,9 +22,9 @@ from mmseg_robust.choices import (
     STRATEGIES,
 )
 from mmseg_robust.cli.options import Choice
+from mmseg_robust.engine.run_folder import DEFAULT_FUSION, run_name
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES
 from mmseg_robust.runs.config import TrainingConfig
-from mmseg_robust.runs.paths import DEFAULT_FUSION, run_name
 
 #: CLI option name -> TrainingConfig field, for every option that sets one. It builds the config and
 #: names parameters by their flags in messages.
@@ -75,7 +75,7 @@ def _naming_flags(command: click.Command, *errors: type[Exception]) -> Iterator[
         raise type(error)(_in_flags(str(error), command)) from None
 
 
-#: ``mmrobust train --help``. The run folder's name comes from :func:`~mmseg_robust.runs.paths.run_name`
+#: ``mmrobust train --help``. The run folder's name comes from :func:`~mmseg_robust.engine.run_folder.run_name`
 #: itself (the rule training writes by), so the help cannot drift from it.
 TRAIN_HELP = f"""Train the DS U-Net (or the early-fusion baseline) on one fold.
 
@@ -180,10 +180,10 @@ multi-process: torchrun --nproc-per-node N -m mmseg_robust train ...
 def train_command(ctx: click.Context, resume, preprocessed, results, ignore_memory_check, **options):
     """``mmrobust train``: its help is :data:`TRAIN_HELP`."""
     from mmseg_robust.data.modality_subsets import parse_subset_spec
+    from mmseg_robust.engine.resume import RUNTIME_FIELDS, resume_config
     from mmseg_robust.paths import data_folder
     from mmseg_robust.runs.config import TrainingConfig, TrainingConfigError, load_run_config
     from mmseg_robust.runs.preflight import check_training_inputs
-    from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
 
     values = {OPTION_FIELDS[option]: value for option, value in options.items()}
     values["subsets"] = parse_subset_spec(values["subsets"], name="--subsets").text

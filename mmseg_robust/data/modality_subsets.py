@@ -1,48 +1,19 @@
-"""Modality subsets by name (docs/design.md §6.1, §9): every non-empty subset, its name in GMD's
-Table 2 (``Fl.``, ``T1,Fl.``, ``~T1``, ``Full``), the table's column order, and the one grammar of
-``--subsets`` that training and evaluation share. Torch-free, so scoring workers and the command
-line load it fast.
-
-``--subsets`` grammar (:func:`parse_subset_spec`), for M modalities:
-
-* ``all``: every non-empty subset (2^M - 1);
-* ``full``: the set of all M;
-* ``missing-K``: the subsets lacking exactly K modalities (GMD's Table 5), 1 <= K <= M - 1; any
-  other K is an error (``missing-0`` is ``full``; K >= M leaves no subset);
-* training only, ``k=N`` (N >= 1): N subsets drawn per step from ``all`` (the paper's complexity fix);
-* evaluation only, a ``;``-separated list of table names (``~T1``, ``T1,Fl.``, ``Full``) or
-  modality lists (``t1+flair``, ``t1,flair``).
+"""Modality subsets by name (docs/design.md §6.1, §9): a subset's name in GMD's Table 2 (``Fl.``,
+``T1,Fl.``, ``~T1``, ``Full``), the table's column order, and the evaluation's lists of subsets
+(``;``-separated table names such as ``~T1`` and ``T1,Fl.``, or modality lists such as
+``t1+flair``). The grammar itself (``all``, ``full``, ``missing-K``, ``k=N``) is the core's
+(:mod:`mmseg_robust.multimodal.subsets`); :func:`parse_subset_spec` here is it with the names
+resolved. Torch-free, so scoring workers and the command line load it fast.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from itertools import combinations
 from typing import Sequence
 
-from mmseg_robust.choices import closest_choice
 from mmseg_robust.data.modalities import MODALITIES, MODALITY_SHORT_NAMES, parse_modality_list
 from mmseg_robust.errors import MMRobustError
-
-#: What a ``--subsets`` value is parsed for: a training step's family, or the evaluation's list.
-TRAINING = "training"
-EVALUATION = "evaluation"
-_MISSING = re.compile(r"missing-(.*)")
-_SAMPLED = re.compile(r"k=(\d+)")
-#: K of ``missing-K`` offered as "did you mean" when the number of modalities is not known yet.
-_MISSING_HINTS = 3
-
-
-class SubsetSpecError(MMRobustError):
-    """A ``--subsets`` value that the grammar or the modalities do not allow."""
-
-
-def nonempty_subsets(indices: Sequence[int]) -> list[tuple[int, ...]]:
-    """Every non-empty subset of ``indices``, smallest first, each in ascending order."""
-    items = sorted(indices)
-    return [c for size in range(1, len(items) + 1) for c in combinations(items, size)]
-
+from mmseg_robust.multimodal import subsets as core
+from mmseg_robust.multimodal.subsets import EVALUATION, TRAINING, SubsetSpec, SubsetSpecError, nonempty_subsets
 
 #: Order of the modalities inside a subset's name and of the table's columns, as GMD's Table 2
 #: writes them (``T1,Fl.``, ``T1c,T2``); modalities it does not know go last.
@@ -84,25 +55,6 @@ def table_subsets(modalities: Sequence[str]) -> list[tuple[int, ...]]:
     return sorted(nonempty_subsets(range(len(modalities))), key=key)
 
 
-def _missing_count(spec: str, count: str, n_modalities: int | None, name: str) -> int:
-    """K of ``missing-K``, checked against the number of modalities when it is known."""
-    if not (count.isascii() and count.isdigit()):
-        raise SubsetSpecError(f"{name} {spec!r}: K of missing-K must be a whole number")
-    _check_missing(spec, int(count), n_modalities, name)
-    return int(count)
-
-
-def _check_missing(spec: str, count: int, n_modalities: int | None, name: str) -> None:
-    if n_modalities is None:
-        if count < 1:
-            raise SubsetSpecError(f"{name} {spec!r}: K of missing-K must be at least 1 ('full' misses none)")
-        return
-    if not 1 <= count <= n_modalities - 1:
-        allowed = (f"missing-1 to missing-{n_modalities - 1}" if n_modalities > 2 else
-                   "only missing-1" if n_modalities == 2 else "no missing-K")
-        raise SubsetSpecError(f"{name} {spec!r}: {n_modalities} modalities allow {allowed}")
-
-
 def _resolve_list(spec: str, modalities: Sequence[str], name: str) -> tuple[tuple[int, ...], ...]:
     everything = nonempty_subsets(range(len(modalities)))
     by_name = {subset_name(s, modalities).lower(): s for s in everything}
@@ -128,33 +80,10 @@ def _resolve_list(spec: str, modalities: Sequence[str], name: str) -> tuple[tupl
     return tuple(s for s in everything if s in wanted)
 
 
-@dataclass(frozen=True)
-class SubsetSpec:
-    """A parsed ``--subsets`` value: ``form`` is ``all``, ``full``, ``missing`` (``count`` = K),
-    ``sampled`` (``k=N``, ``count`` = N) or ``listed`` (``listed``: the subsets, resolved)."""
-
-    text: str
-    form: str
-    count: int = 0
-    listed: tuple[tuple[int, ...], ...] = ()
-
-    def family(self, n_modalities: int) -> list[tuple[int, ...]]:
-        """The subsets of modalities ``0 .. n_modalities - 1`` the value names, smallest first
-        (``sampled``: all of them, which a training step draws from)."""
-        everything = nonempty_subsets(range(n_modalities))
-        if self.form in ("all", "sampled"):
-            return everything
-        if self.form == "full":
-            return [everything[-1]]
-        if self.form == "missing":
-            return [s for s in everything if len(s) == n_modalities - self.count]
-        return list(self.listed)
-
-
 def parse_subset_spec(spec: str, modalities: Sequence[str] | None = None, use: str = TRAINING,
                       name: str = "subsets") -> SubsetSpec:
-    """Parse a ``--subsets`` value (the module docstring's grammar) for ``use`` (``training``:
-    ``k=N`` allowed; ``evaluation``: ``;``-lists allowed); the shared words parse identically.
+    """Parse a ``--subsets`` value for ``use`` (``training``: ``k=N`` allowed; ``evaluation``:
+    ``;``-lists of table names or modality lists allowed); the shared words parse identically.
 
     Args:
         spec: the value.
@@ -166,30 +95,7 @@ def parse_subset_spec(spec: str, modalities: Sequence[str] | None = None, use: s
     Raises:
         SubsetSpecError: a value the grammar or the modalities do not allow (one line).
     """
-    text = spec.strip()
-    n_modalities = None if modalities is None else len(modalities)
-    if text in ("all", "full"):
-        return SubsetSpec(text, text)
-    missing = _MISSING.fullmatch(text)
-    if missing:
-        return SubsetSpec(text, "missing", _missing_count(text, missing.group(1), n_modalities, name))
-    sampled = _SAMPLED.fullmatch(text)
-    if use == TRAINING:
-        if sampled:
-            if int(sampled.group(1)) < 1:
-                raise SubsetSpecError(f"{name} {text!r}: N of k=N must be at least 1")
-            return SubsetSpec(text, "sampled", int(sampled.group(1)))
-        highest = n_modalities - 1 if n_modalities is not None else _MISSING_HINTS
-        near = closest_choice(text, ["all", "full"] + [f"missing-{k}" for k in range(1, highest + 1)])
-        hint = f"; did you mean {near!r}?" if near is not None else ""
-        raise SubsetSpecError(f"{name} {text!r}: training takes all, full, missing-K or k=N "
-                              f"(lists of subsets are for evaluation){hint}")
-    if sampled:
-        raise SubsetSpecError(f"{name} {text!r}: k=N draws subsets per training step; evaluation takes all, "
-                              f"full, missing-K or a ';'-separated list of subsets")
-    if modalities is None:
-        raise ValueError("a list of subsets is resolved against the model's modalities; none given")
-    return SubsetSpec(text, "listed", listed=_resolve_list(text, tuple(modalities), name))
+    return core.parse_subset_spec(spec, modalities, use, name, resolve_list=_resolve_list)
 
 
 def select_subsets(spec: str, modalities: Sequence[str], name: str = "subsets") -> list[tuple[int, ...]]:

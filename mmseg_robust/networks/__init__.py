@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import Sequence
 
 from mmseg_robust.choices import MODEL_KINDS, check_choice
-from mmseg_robust.multimodal import BranchOutput
+from mmseg_robust.errors import NetworkError
 
 from .base import NetworkTopology, RegionNetwork
-from .blocks import ConvNormAct, ModalityNorm, NetworkError, UNetBackbone
+from .blocks import ConvNormAct, ModalityNorm, UNetBackbone
 from .classifier_heads import ConvClassifierHeads
 from .ds_unet import DynamicSharingUNet
 from .early_fusion import EarlyFusionUNet
-from .fusion import FUSION_CLASSES, BranchFusion, make_fusion
 
 #: ``kind`` -> network class (the names of :data:`~mmseg_robust.choices.MODEL_KINDS`).
 NETWORKS: dict[str, type[RegionNetwork]] = {"ds": DynamicSharingUNet, "early_fusion": EarlyFusionUNet}
@@ -49,6 +48,5 @@ def build_network(kind: str, config: NetworkTopology, modalities: Sequence[str],
     return NETWORKS[kind].from_plan(config, modalities, n_regions=n_regions, deep_supervision=deep_supervision)
 
 
-__all__ = ["FUSION_CLASSES", "NETWORKS", "BranchFusion", "BranchOutput", "ConvClassifierHeads", "ConvNormAct",
-           "DynamicSharingUNet", "EarlyFusionUNet", "ModalityNorm", "NetworkError", "NetworkTopology",
-           "RegionNetwork", "UNetBackbone", "build_network", "make_fusion"]
+__all__ = ["NETWORKS", "ConvClassifierHeads", "ConvNormAct", "DynamicSharingUNet", "EarlyFusionUNet", "ModalityNorm",
+           "NetworkError", "NetworkTopology", "RegionNetwork", "UNetBackbone", "build_network"]

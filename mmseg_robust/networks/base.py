@@ -10,8 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.data.modalities import parse_modality_list
+from mmseg_robust.errors import NetworkError
 
-from .blocks import NetworkError, as_tuple, check_spatial_shape, cumulative_strides
+from .blocks import as_tuple, check_spatial_shape, cumulative_strides
 
 #: A kernel size or stride: one int for every axis, or one per axis.
 AxisSizes = int | Sequence[int]

@@ -17,23 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Sequence, Union
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmseg_robust.errors import MMRobustError
-
-#: Which modality the rows of a tensor belong to: one index for all rows, or one per row.
-RowModality = Union[int, Tensor, None]
+from mmseg_robust.errors import NetworkError
+from mmseg_robust.multimodal.protocol import RowModality
 
 NEGATIVE_SLOPE = 0.01
 NORM_EPS = 1e-5
-
-
-class NetworkError(MMRobustError, ValueError):
-    """A network that cannot be built from the given configuration, or inputs it cannot take."""
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ instance norm, LeakyReLU) maps that modality's single channel to ``F0`` features
 backbone** ``T`` processes every available modality's features separately; all its conv weights are
 shared, all its norms are :class:`~mmseg_robust.networks.blocks.ModalityNorm` (per-modality affine).
 The branch logits ``z_m = T(f_m(x_m))`` are fused over the available modalities of a subset by
-the network's :mod:`~mmseg_robust.networks.fusion` (a mean, learned per-region weights, or per-voxel
+the network's :mod:`~mmseg_robust.multimodal.fusion` (a mean, learned per-region weights, or per-voxel
 gates from each branch's features); an
 absent modality is never zero-filled and its branch is never run.
 
@@ -32,24 +32,18 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from mmseg_robust.multimodal import SHARED, AssembleRows, BranchOutput
+from mmseg_robust.errors import NetworkError
+from mmseg_robust.multimodal.fusion import BranchFusion, make_fusion
+from mmseg_robust.multimodal.protocol import SHARED, AssembleRows, BranchOutput, RowModality
 
 from .base import AxisSizes, RegionNetwork, _check_available
-from .blocks import (
-    ConvNormAct,
-    ModalityNorm,
-    NetworkError,
-    RowModality,
-    UNetBackbone,
-    init_weights,
-)
+from .blocks import ConvNormAct, ModalityNorm, UNetBackbone, init_weights
 from .classifier_heads import ConvClassifierHeads
-from .fusion import BranchFusion, make_fusion
 
 
 class DynamicSharingUNet(RegionNetwork):
     """DS U-Net: per-modality stems, shared backbone with per-modality norms, fusion of the branch
-    logits (``fusion``: ``mean``, ``weighted`` or ``gated``, :mod:`~mmseg_robust.networks.fusion`). The other
+    logits (``fusion``: ``mean``, ``weighted`` or ``gated``, :mod:`~mmseg_robust.multimodal.fusion`). The other
     arguments are :class:`~mmseg_robust.networks.base.RegionNetwork`'s; ``from_plan`` reads them
     from a plan. Offers the branch model protocol of :mod:`mmseg_robust.multimodal`.
 

@@ -12,11 +12,11 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from mmseg_robust.multimodal import SHARED
+from mmseg_robust.multimodal.fusion import check_subset
+from mmseg_robust.multimodal.protocol import SHARED
 
 from .base import AxisSizes, RegionNetwork
 from .blocks import UNetBackbone, init_weights
-from .fusion import check_subset
 
 
 class EarlyFusionUNet(RegionNetwork):

@@ -11,13 +11,13 @@ from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
 from mmseg_robust.choices import AMP_MODES, FUSIONS, MODEL_KINDS, OPTIMIZERS, check_choice
 from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
-from mmseg_robust.errors import MMRobustError
+from mmseg_robust.engine.run_folder import CONFIG_FILE, default_fusion, run_name
+from mmseg_robust.errors import TrainingConfigError
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, Plans
-from mmseg_robust.runs.paths import default_fusion, run_folder, run_name
+from mmseg_robust.runs.paths import run_folder
 from mmseg_robust.strategy_config import StrategyConfig
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
-CONFIG_FILE = "config.json"
 #: Values of fields added after schema version 1 for config files that predate them: what those
 #: runs did. Before ``cggm_balance`` existed, CGGM divided the change of an EMA of the utilisation;
 #: no rule of today reproduces it, so such runs cannot be resumed (``training.trainer``).
@@ -36,16 +36,53 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-class TrainingConfigError(MMRobustError):
-    """An inconsistent training setting or results folder."""
-
-
 @dataclass(frozen=True)
 class TrainingConfig(StrategyConfig):
-    """Every hyper-parameter of a run; defaults follow docs/design.md §7 (nnU-Net's) and, for the fusion
-    and the strategy, the robustness study. ``fusion`` None: ``weighted`` for the DS network,
-    ``mean`` (the only one) for early fusion. The strategy's fields (keyword-only) and their checks
-    are :class:`~mmseg_robust.strategies.config.StrategyConfig`'s, with CGGM's BraTS defaults."""
+    """Every hyper-parameter of a segmentation run; defaults follow docs/design.md §7 (nnU-Net's)
+    and, for the fusion and the strategy, the robustness study. The strategy's fields
+    (keyword-only: ``strategy``, ``subsets``, ``gmd_scope``, ``cggm_*``, ...) and their checks are
+    :class:`~mmseg_robust.strategy_config.StrategyConfig`'s, with CGGM's BraTS defaults.
+
+    Args:
+        dataset: the dataset's name (``BraTS2018``), as under ``$MMROBUST_PREPROCESSED``.
+        configuration: the plans' configuration (``3d_fullres``, ``2d``).
+        fold: the fold of ``splits.json``.
+        model: ``ds`` (the Dynamic-Sharing U-Net) or ``early_fusion`` (the baseline).
+        modalities: the sequences the network has a branch for; None: every one of the plans.
+        fusion: ``mean``, ``weighted`` or ``gated``; None: ``weighted`` for the DS network,
+            ``mean`` (the only one) for early fusion.
+        epochs: epochs to train (a resumed run may raise it).
+        iters_per_epoch: optimiser steps per epoch.
+        optimizer: ``sgd`` (Nesterov) or ``adam``.
+        learning_rate: the initial learning rate of the poly schedule.
+        momentum: SGD's momentum.
+        weight_decay: L2 weight decay.
+        poly_exponent: the poly schedule's exponent.
+        grad_clip: the gradient-norm clip.
+        amp: ``auto``, ``bf16``, ``fp16`` or ``off``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (a runtime setting).
+        compile: ``torch.compile`` the network (a runtime setting).
+        deep_supervision: losses at the coarser decoder stages too.
+        num_workers: data-loading processes (a runtime setting).
+        seed: of every random draw of the run.
+        oversample_foreground: the share of patches centred on the tumour.
+        val_patches_per_case: validation patches per case each epoch.
+        ema_momentum: smoothing of the validation Dice that picks the best checkpoint.
+        schema_version: the file format (written, never set by hand).
+        strategy: ``plain``, ``gmd``, ``cggm`` or ``gmd+cggm``; None: the default (``plain``).
+        subsets: the subsets a step trains (``all``, ``full``, ``missing-K``, ``k=N``).
+        gmd_scope: the parameters GMD measures conflicts on (``full``, ``head``, ``output``).
+        gmd_cggm_composition: how ``gmd+cggm`` combines the two.
+        cggm_rho, cggm_lambda, cggm_balance, cggm_ema, cggm_direction, cggm_magnitude_scope:
+            CGGM's settings (:class:`~mmseg_robust.strategy_config.CGGMSettings`; rho 1.2,
+            lambda 0.1 for BraTS).
+        diagnostics_every: log per-subset gradients every N steps (0: never).
+        subset_ranking_weight: ``plain``'s "more sequences must not hurt" term (0: off).
+
+    Raises:
+        TrainingConfigError: a word outside its vocabulary (with a did-you-mean), a number out of
+            range, an unknown sequence, a fusion or strategy early fusion cannot use.
+    """
 
     dataset: str
     configuration: str
@@ -96,7 +133,7 @@ class TrainingConfig(StrategyConfig):
 
     @property
     def run_name(self) -> str:
-        """The results folder's name, :func:`mmseg_robust.runs.paths.run_name`."""
+        """The results folder's name, :func:`mmseg_robust.engine.run_folder.run_name`."""
         return run_name(self.configuration, self.model, self.strategy, self.fusion, self.modalities)
 
     def output_dir(self, results: Path) -> Path:

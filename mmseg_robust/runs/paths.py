@@ -1,7 +1,8 @@
 """Where a training run lives: ``<results>/<dataset>/<run name>/fold_<f>``.
 
-The one rule for the run name and its folder, used by training (where it writes), prediction and
-evaluation (where they read). Torch-free, so the command line resolves folders before heavy imports.
+The one rule for a segmentation run's folder (its name is the engine's
+:func:`~mmseg_robust.engine.run_folder.run_name`), used by training (where it writes), prediction
+and evaluation (where they read). Torch-free, so the command line resolves folders before heavy imports.
 """
 
 from __future__ import annotations
@@ -10,18 +11,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from mmseg_robust.choices import DEFAULT_STRATEGY
+from mmseg_robust.engine.run_folder import run_name
 from mmseg_robust.errors import ConfigurationError
 from mmseg_robust.paths import data_folder
 
-DEFAULT_FUSION = "weighted"
-#: The fusion of the early-fusion baseline: it has no branches, so nothing else is possible.
-EARLY_FUSION_FUSION = "mean"
-#: What a dedicated model's run name adds before its sequences (``2d__plain__only-flair+t1``).
-DEDICATED_PREFIX = "__only-"
-#: A run folder's checkpoints: the last finished epoch's, and the best epoch's (docs/design.md §7.7).
-LATEST_CHECKPOINT = "checkpoint_latest.pt"
-BEST_CHECKPOINT = "checkpoint_best.pt"
 #: Fold used when a run is named without one.
 DEFAULT_FOLD = 0
 #: How :class:`RunFolderError` names the two ways of pointing at runs.
@@ -31,25 +24,6 @@ RUN_IDENTITY_PARAMETERS = "dataset/configuration/folds"
 
 class RunFolderError(ConfigurationError):
     """Run folders asked for both ways at once, or in neither way."""
-
-
-def default_fusion(model: str) -> str:
-    """The fusion a run of ``model`` uses when none is given."""
-    return DEFAULT_FUSION if model == "ds" else EARLY_FUSION_FUSION
-
-
-def run_name(configuration: str, model: str = "ds", strategy: str | None = None, fusion: str | None = None,
-             modalities: Sequence[str] | None = None) -> str:
-    """``<config>__<strategy>`` for the DS model, with ``__<fusion>fusion`` unless the fusion is
-    the mean; ``<config>__<model>`` for the early-fusion baseline; then ``__only-<m1>+<m2>`` for a
-    model of those sequences only (``modalities``; None: all of the plans'). ``strategy``/``fusion``
-    None: the defaults (:data:`DEFAULT_STRATEGY`, :func:`default_fusion`)."""
-    only = "" if modalities is None else f"{DEDICATED_PREFIX}{'+'.join(modalities)}"
-    if model != "ds":
-        return f"{configuration}__{model}{only}"
-    strategy = DEFAULT_STRATEGY if strategy is None else strategy
-    fusion = default_fusion(model) if fusion is None else fusion
-    return f"{configuration}__{strategy}" + ("" if fusion == "mean" else f"__{fusion}fusion") + only
 
 
 def run_folder(results_root: str | os.PathLike[str], dataset: str, configuration: str, fold: int,

@@ -11,34 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmseg_robust.data.splits import Splits
-from mmseg_robust.errors import MMRobustError
+from mmseg_robust.engine.run_folder import RunStartError, check_run_folder
 from mmseg_robust.planners.plans import ConfigurationPlan, Plans
 from mmseg_robust.runs.config import RunSplit, TrainingConfig
-from mmseg_robust.runs.paths import LATEST_CHECKPOINT
-
-
-class RunStartError(MMRobustError):
-    """A run that cannot start or continue: its folder holds a run and ``resume`` was not asked
-    for, or there is nothing to resume."""
 
 
 class TrainingError(RunStartError):
     """A segmentation run that cannot start or continue (missing data, existing results without
     --resume, a checkpoint that cannot be resumed exactly)."""
-
-
-def check_run_folder(output_dir: Path, resume: bool) -> Path:
-    """The run's latest checkpoint path, after checking the folder suits ``resume``.
-
-    Raises:
-        RunStartError: a checkpoint exists and ``resume`` is False, or none exists and it is True.
-    """
-    latest = Path(output_dir) / LATEST_CHECKPOINT
-    if latest.exists() and not resume:
-        raise RunStartError(f"{output_dir}: holds a run already; pass --resume to continue it")
-    if resume and not latest.exists():
-        raise RunStartError(f"{latest}: nothing to resume")
-    return latest
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ format and corpus: enough to rebuild the model, to resume the run, and for
 ``mmrobust plot-gradients`` to name the modalities. Torch-free.
 
 Default folder: ``$MMROBUST_RESULTS/sentiment/<data file stem>__<model>__<strategy>/seed_<seed>``, with
-the segmentation runs' suffixes (:func:`mmseg_robust.runs.paths.run_name`): ``__<fusion>fusion`` unless
+the segmentation runs' suffixes (:func:`mmseg_robust.engine.run_folder.run_name`): ``__<fusion>fusion`` unless
 the fusion is the mean, ``__only-<m1>+<m2>`` for a dedicated model.
 """
 
@@ -26,11 +26,11 @@ from mmseg_robust.choices import (
     MODEL_KINDS,
     check_choice,
 )
+from mmseg_robust.engine.resume import RUNTIME_FIELDS, resume_config
+from mmseg_robust.engine.run_folder import CONFIG_FILE, default_fusion
+from mmseg_robust.engine.run_folder import run_name as engine_run_name
+from mmseg_robust.errors import TrainingConfigError
 from mmseg_robust.paths import data_folder
-from mmseg_robust.runs.config import CONFIG_FILE, TrainingConfigError
-from mmseg_robust.runs.paths import default_fusion
-from mmseg_robust.runs.paths import run_name as segmentation_run_name
-from mmseg_robust.runs.resume import RUNTIME_FIELDS, resume_config
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
 from mmseg_robust.strategy_config import StrategyConfig, strategy_default
@@ -145,7 +145,7 @@ class SentimentTrainingConfig(StrategyConfig):
 
 def run_name(data_path: str | os.PathLike[str], config: SentimentTrainingConfig) -> str:
     """``<data file stem>__<model>__<strategy>`` and the segmentation runs' fusion and dedicated suffixes."""
-    return segmentation_run_name(f"{Path(data_path).stem}__{config.model}", "ds", config.strategy, config.fusion,
+    return engine_run_name(f"{Path(data_path).stem}__{config.model}", "ds", config.strategy, config.fusion,
                                  config.modalities)
 
 
@@ -208,7 +208,7 @@ def resolve_sentiment_run(changes: Mapping[str, Any], data_path: str | os.PathLi
     Raises:
         ConfigurationError: no ``output_dir`` and no results folder.
         TrainingConfigError: a setting the config refuses; with ``resume``, no run in the folder or
-            a change the run cannot take (:func:`mmseg_robust.runs.resume.resume_config`).
+            a change the run cannot take (:func:`mmseg_robust.engine.resume.resume_config`).
     """
     config = SentimentTrainingConfig(**changes)
     folder = Path(output_dir) if output_dir is not None else default_run_dir(data_path, config, results)

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from mmseg_robust.devices import resolve_device
+from mmseg_robust.engine import checkpoint as ckpt
 from mmseg_robust.precision import Precision, make_precision
-from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.sentiment.config import SentimentRunConfig, load_sentiment_run_config
 from mmseg_robust.sentiment.dataset import SentimentSplit
 from mmseg_robust.sentiment.formats import read_sentiment_data

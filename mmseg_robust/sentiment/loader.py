@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from mmseg_robust.multimodal import MultimodalBatch
+from mmseg_robust.multimodal.protocol import MultimodalBatch
 from mmseg_robust.sentiment.dataset import MODALITIES, SentimentSplit
 from mmseg_robust.sentiment.model import ModalityInput
 

@@ -13,7 +13,7 @@ early-fusion baseline, both behind the protocol of :mod:`mmseg_robust.multimodal
 4. the shared regression head (linear + GELU) and the shared ``output_layer`` (CGGM's ``W_F``),
    one value per branch: ``(B, M, 1)``.
 
-Fusion (``fusion``): the segmentation network's classes (:mod:`mmseg_robust.networks.fusion`)
+Fusion (``fusion``): the segmentation network's classes (:mod:`mmseg_robust.multimodal.fusion`)
 with one region, the score: the mean of the branch values over the modalities of a subset that a
 sample has, learned per-modality weights (``weighted``), or per-sample weights from each branch's
 own pooled features (``gated``: the pooled vector is read as a 1x1 map by the gate's 1x1
@@ -43,8 +43,8 @@ from torch import Tensor, nn
 
 from mmseg_robust.choices import FUSIONS, MODEL_KINDS, check_choice
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.multimodal import SHARED, AssembleRows, BranchOutput
-from mmseg_robust.networks.fusion import BranchFusion, make_fusion
+from mmseg_robust.multimodal.fusion import BranchFusion, make_fusion
+from mmseg_robust.multimodal.protocol import SHARED, AssembleRows, BranchOutput
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
 from mmseg_robust.sentiment.layers import (

@@ -1,6 +1,6 @@
 """Training a sentiment model (docs/design.md §10): ``mmrobust sentiment train``'s Python API.
 
-The epoch loop is the segmentation trainer's (:mod:`mmseg_robust.training.engine`); the
+The epoch loop is the segmentation trainer's (:mod:`mmseg_robust.engine.epochs`); the
 strategies, precision, checkpoints and resume rules are the same objects too. What is the
 sentiment's own: the data (one pickle, a shuffled order per epoch from (seed, epoch)), Adam, and
 validation: every epoch scores the 7 subsets on the ``valid`` split, and the best checkpoint is
@@ -20,11 +20,14 @@ import numpy as np
 import torch
 
 from mmseg_robust.devices import resolve_device
+from mmseg_robust.engine import checkpoint as ckpt
+from mmseg_robust.engine.epochs import EpochLoop, EpochValidation, make_optimizer, make_strategy, run_epochs
+from mmseg_robust.engine.loop import BestEpoch, restore_training_state, seed_everything
+from mmseg_robust.engine.progress import ValidationCurves
+from mmseg_robust.engine.resume import check_resume, schedule_change
+from mmseg_robust.engine.run_folder import check_run_folder
+from mmseg_robust.engine.run_lock import hold_run_folder
 from mmseg_robust.precision import make_precision
-from mmseg_robust.runs import checkpoint as ckpt
-from mmseg_robust.runs.preflight import check_run_folder
-from mmseg_robust.runs.resume import check_resume, schedule_change
-from mmseg_robust.runs.run_lock import hold_run_folder
 from mmseg_robust.sentiment.config import (
     SentimentRunConfig,
     SentimentTrainingConfig,
@@ -36,9 +39,6 @@ from mmseg_robust.sentiment.formats import read_sentiment_data
 from mmseg_robust.sentiment.loader import iterate_batches, shuffled_batches
 from mmseg_robust.sentiment.model import SentimentModelConfig, build_sentiment_model, check_feature_dims
 from mmseg_robust.sentiment.task import SentimentTask
-from mmseg_robust.training.engine import EpochLoop, EpochValidation, make_optimizer, make_strategy, run_epochs
-from mmseg_robust.training.loop import BestEpoch, restore_training_state, seed_everything
-from mmseg_robust.training.progress import ValidationCurves
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def train_sentiment(config: SentimentTrainingConfig, data_path: str | os.PathLik
 
     Args:
         config: the run's settings. On resume they must be the stored run's except ``device``
-            and a larger ``epochs`` (which extends the run; :mod:`mmseg_robust.runs.resume`).
+            and a larger ``epochs`` (which extends the run; :mod:`mmseg_robust.engine.resume`).
         data_path: an MMSA or MulT/GMC pickle (read safely).
         output_dir: the run's folder; default
             :func:`~mmseg_robust.sentiment.config.default_run_dir` under ``results``.

@@ -6,7 +6,7 @@ gradients in ``.grad``. Strategies work with any model and task that offer the p
 """
 
 from mmseg_robust.choices import STRATEGIES, check_choice
-from mmseg_robust.multimodal import MultimodalTask
+from mmseg_robust.multimodal.protocol import MultimodalTask
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, StrategyEnvironment, StrategyError
 from mmseg_robust.strategies.cggm import CGGMSettings, CGGMStrategy
 from mmseg_robust.strategies.gmd import GMDStrategy

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.errors import StrategyError
-from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
+from mmseg_robust.multimodal.protocol import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.diagnostics import gradient_diagnostics
 from mmseg_robust.strategies.subset_gradients import SubsetGradientBuffer

@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from mmseg_robust.multimodal import (
+from mmseg_robust.multimodal.protocol import (
     SHARED,
     BranchOutput,
     ClassifierHeads,

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmseg_robust.multimodal import ClassifierHeads, MultimodalTask
+from mmseg_robust.multimodal.protocol import ClassifierHeads, MultimodalTask
 
 #: Eq. 7's ratio is noise when the trends cancel: |sum d_k| below this fraction of sum |d_k|.
 DEGENERATE_FRACTION = 0.25
@@ -65,7 +65,7 @@ def balance_factors(delta: Sequence[float | None], previous: Sequence[float], rh
 
 class ModalityBalancer:
     """The improvement of each modality's utilisation and the factors B (state is checkpointed).
-    ``rule`` and ``smoothing`` as :class:`~mmseg_robust.strategies.cggm.CGGMSettings` checked them."""
+    ``rule`` and ``smoothing`` as :class:`~mmseg_robust.strategy_config.CGGMSettings` checked them."""
 
     def __init__(self, n_modalities: int, rho: float, rule: str = "smoothed", smoothing: float = 0.98) -> None:
         self.rho, self.rule, self.smoothing = rho, rule, smoothing

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from mmseg_robust.choices import GMD_CGGM_COMPOSITIONS, GMD_SCOPES, check_choice
-from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
+from mmseg_robust.multimodal.protocol import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.strategies.base import (
     GradientStrategy,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
+from mmseg_robust.multimodal.protocol import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
 from mmseg_robust.random_streams import MODALITY_DROPOUT, step_generator
 from mmseg_robust.strategies.base import GradientStrategy, StepOutcome, measure_subset_gradients

@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from mmseg_robust.multimodal import SHARED, MultimodalModel
+from mmseg_robust.multimodal.protocol import SHARED, MultimodalModel
 
 
 class SubsetGradientBuffer:

@@ -1,6 +1,6 @@
 """Which modality subsets a training step uses (docs/design.md §6.1), and the modality dropout that
 ``plain`` trains a model without branches with. The ``--subsets`` grammar is
-:mod:`mmseg_robust.data.modality_subsets`'s, shared with the evaluation."""
+:mod:`mmseg_robust.multimodal.subsets`'s, shared with the evaluation."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from mmseg_robust.data.modality_subsets import TRAINING, nonempty_subsets, parse_subset_spec
+from mmseg_robust.multimodal.subsets import TRAINING, nonempty_subsets, parse_subset_spec
 
 
 class SubsetSampler:

@@ -1,1 +1,2 @@
-"""Training: data loading, subsets, precision, checkpoints, validation, the training loop."""
+"""Segmentation training (docs/design.md §7): the trainer (the engine's hooks for the DS U-Net),
+patch loading and augmentation, validation, the memory guard, and the gradient-log figures."""

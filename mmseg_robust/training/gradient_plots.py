@@ -20,8 +20,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from mmseg_robust.atomic import atomic_output
+from mmseg_robust.engine.step_log import STEP_LOG_DIR, read_step_log
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.training.step_log import STEP_LOG_DIR, read_step_log
 
 logger = logging.getLogger(__name__)
 

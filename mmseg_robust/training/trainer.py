@@ -1,6 +1,6 @@
 """Segmentation training (docs/design.md §7): ``mmrobust train``'s Python API.
 
-The epoch loop is the engine's (:mod:`mmseg_robust.training.engine`, shared with the sentiment
+The epoch loop is the engine's (:mod:`mmseg_robust.engine.epochs`, shared with the sentiment
 trainer); what is the segmentation's own is here: the plans and the preprocessed cases, the patch
 loader, distributed ranks, validation Dice on fixed patches, and the best epoch by its moving
 average.
@@ -18,15 +18,26 @@ from typing import Any, Iterable
 
 import torch
 
-from mmseg_robust.data.modality_subsets import nonempty_subsets
 from mmseg_robust.devices import resolve_device
+from mmseg_robust.engine import checkpoint as ckpt
+from mmseg_robust.engine.epochs import (
+    EpochLoop,
+    EpochValidation,
+    OptimizerFactory,
+    make_optimizer,
+    make_strategy,
+    run_epochs,
+)
+from mmseg_robust.engine.loop import BestEpoch, restore_training_state, seed_everything
+from mmseg_robust.engine.progress import DICE_CURVES, ValidationCurves
+from mmseg_robust.engine.resume import check_resume, schedule_change
+from mmseg_robust.engine.run_lock import hold_run_folder
+from mmseg_robust.multimodal.subsets import nonempty_subsets
 from mmseg_robust.networks import build_network
 from mmseg_robust.precision import make_precision
-from mmseg_robust.runs import checkpoint as ckpt
+from mmseg_robust.runs.checkpoint import check_plan_signature, plan_signature
 from mmseg_robust.runs.config import RESUME_REQUIRES, TrainingConfig, load_run_config, save_run_config
 from mmseg_robust.runs.preflight import TrainingError, check_training_inputs
-from mmseg_robust.runs.resume import check_resume, schedule_change
-from mmseg_robust.runs.run_lock import hold_run_folder
 from mmseg_robust.segmentation_task import SegmentationTask
 from mmseg_robust.training.cpu_allocator import keep_allocations_on_heap
 from mmseg_robust.training.data_loading import LoaderSettings, make_training_loader, make_validation_batches
@@ -37,17 +48,7 @@ from mmseg_robust.training.distributed import (
     init_distributed,
     shutdown,
 )
-from mmseg_robust.training.engine import (
-    EpochLoop,
-    EpochValidation,
-    OptimizerFactory,
-    make_optimizer,
-    make_strategy,
-    run_epochs,
-)
-from mmseg_robust.training.loop import BestEpoch, restore_training_state, seed_everything
 from mmseg_robust.training.memory_guard import branch_count, check_training_memory
-from mmseg_robust.training.progress import DICE_CURVES, ValidationCurves
 from mmseg_robust.training.validation import mean_dice, validate
 
 logger = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def train(config: TrainingConfig, preprocessed: Path, results: Path, resume: boo
 
     Args:
         config: the run's hyper-parameters. On resume they must be the stored run's (see
-            :func:`mmseg_robust.runs.resume.resume_config`), except runtime settings and a larger
+            :func:`mmseg_robust.engine.resume.resume_config`), except runtime settings and a larger
             ``epochs``, which extends the run.
         preprocessed: the dataset's preprocessed folder (plans, splits, cases).
         results: the results base folder; the run goes to ``config.output_dir(results)``.
@@ -181,11 +182,11 @@ def _train(config: TrainingConfig, preprocessed: Path, results: Path, resume: bo
     check_training_memory(plan, plans.dataset_name, branch_count(config.model, modalities), device,
                           half_precision=precision.dtype is not None,
                           processes=context.world_size if device.type == "cpu" else 1, ignore=ignore_memory_check)
-    signature = ckpt.plan_signature(plans, plan)
+    signature = plan_signature(plans, plan)
     state, extension = None, None
     if resume:
         state = ckpt.load_checkpoint(latest, device)
-        ckpt.check_plan_signature(state, signature, latest)
+        check_plan_signature(state, signature, latest)
         _check_resumable(state.get("config", {}), config, latest)
         stored = _stored_config(state, output_dir)
         check_resume(stored, config, epochs_done=state["epoch"])

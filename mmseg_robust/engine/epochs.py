@@ -22,13 +22,13 @@ from typing import Any, Callable, Iterable, Protocol
 import torch
 from tqdm import tqdm
 
-from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel, MultimodalTask
+from mmseg_robust.engine import checkpoint as ckpt
+from mmseg_robust.engine.loop import BestEpoch, poly_learning_rate, save_epoch, set_learning_rate, train_steps
+from mmseg_robust.engine.progress import SCHEDULE_CHANGE, PlotSchedule, ValidationCurves
+from mmseg_robust.multimodal.protocol import MultimodalBatch, MultimodalModel, MultimodalTask
 from mmseg_robust.precision import Precision
-from mmseg_robust.runs import checkpoint as ckpt
 from mmseg_robust.strategies import GradientStrategy, StrategyEnvironment, SubsetSampler, build_strategy
 from mmseg_robust.strategy_config import StrategyConfig
-from mmseg_robust.training.loop import BestEpoch, poly_learning_rate, save_epoch, set_learning_rate, train_steps
-from mmseg_robust.training.progress import SCHEDULE_CHANGE, PlotSchedule, ValidationCurves
 
 logger = logging.getLogger(__name__)
 

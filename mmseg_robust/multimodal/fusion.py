@@ -12,7 +12,7 @@ non-empty subset works, and a subset of one modality gives that branch's logits 
   fusion starts as the mean. The weights do not depend on the voxel, so the fused logits stay a
   linear function of the branch logits, and the evaluation can still fuse accumulated
   sliding-window maps (one branch pass per modality gives every subset).
-* ``gated`` (:mod:`~mmseg_robust.networks.gated_fusion`): per-voxel weights from each branch's own
+* ``gated`` (:mod:`~mmseg_robust.multimodal.gated_fusion`): per-voxel weights from each branch's own
   features, softmax over the members present.
 """
 
@@ -24,9 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.choices import FUSIONS, check_choice
-from mmseg_robust.multimodal import SHARED
-
-from .blocks import NetworkError
+from mmseg_robust.errors import NetworkError
+from mmseg_robust.multimodal.protocol import SHARED
 
 
 def check_subset(subset: Sequence[int], n_modalities: int) -> list[int]:
@@ -39,7 +38,7 @@ def check_subset(subset: Sequence[int], n_modalities: int) -> list[int]:
     return indices
 
 
-def _broadcast(weights: Tensor, target_dims: int) -> Tensor:
+def broadcast_weights(weights: Tensor, target_dims: int) -> Tensor:
     """(B, R) -> (B, R, 1, ...) for logits with ``target_dims`` axes."""
     return weights.reshape(weights.shape + (1,) * (target_dims - weights.dim()))
 
@@ -81,7 +80,7 @@ class BranchFusion(nn.Module):
         weights = self.subset_weights(member_available, indices).to(branch_logits.dtype)
         fused = None
         for j, m in enumerate(indices):
-            term = branch_logits[:, m] * _broadcast(weights[:, j], branch_logits.dim() - 1)
+            term = branch_logits[:, m] * broadcast_weights(weights[:, j], branch_logits.dim() - 1)
             fused = term if fused is None else fused + term
         return fused, member_available.any(1)
 
@@ -94,7 +93,7 @@ class BranchFusion(nn.Module):
             raise NetworkError(f"{len(maps)} logit maps for a subset of {len(indices)} modalities")
         present = torch.ones((1, len(indices)), dtype=torch.bool, device=maps[0].device)
         weights = self.subset_weights(present, indices)[0].to(maps[0].dtype)  # (k, R)
-        return sum(map_ * _broadcast(w, map_.dim()) for map_, w in zip(maps, weights))
+        return sum(map_ * broadcast_weights(w, map_.dim()) for map_, w in zip(maps, weights))
 
     def maps_to_logits(self, maps: Tensor) -> Tensor:
         """Accumulated sliding-window maps -> logits: the same for a fusion linear in the logits."""
@@ -132,7 +131,7 @@ class WeightedFusion(BranchFusion):
         return torch.softmax(scores, dim=1) * valid
 
 
-from .gated_fusion import GatedFusion  # noqa: E402  (builds on BranchFusion above)
+from mmseg_robust.multimodal.gated_fusion import GatedFusion  # noqa: E402  (builds on BranchFusion above)
 
 #: One class per name of :data:`~mmseg_robust.choices.FUSIONS` (a test checks they agree).
 FUSION_CLASSES: dict[str, type[BranchFusion]] = {"mean": MeanFusion, "weighted": WeightedFusion,

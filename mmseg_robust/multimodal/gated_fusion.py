@@ -34,8 +34,13 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .blocks import NetworkError, RowModality, conv_ops
-from .fusion import BranchFusion, _broadcast, check_subset
+from mmseg_robust.errors import NetworkError
+from mmseg_robust.multimodal.fusion import BranchFusion, broadcast_weights, check_subset
+from mmseg_robust.multimodal.protocol import RowModality
+
+#: The gate's 1x1 convolution per number of spatial axes (a sequence model's pooled vector is read
+#: as a 1x1 image).
+POINTWISE_CONVS: dict[int, type[nn.Module]] = {2: nn.Conv2d, 3: nn.Conv3d}
 
 #: ``c``: gate scores lie in ``(-c, c)``.
 GATE_BOUND = 4.0
@@ -51,7 +56,9 @@ class GateHead(nn.Module):
         super().__init__()
         # Built without a random init (zeros follow): the choice of fusion leaves the rest of a
         # seeded network's initialisation as it is.
-        self.conv = nn.utils.skip_init(conv_ops(spatial_dims).conv, channels, n_regions, 1, bias=False)
+        if spatial_dims not in POINTWISE_CONVS:
+            raise NetworkError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        self.conv = nn.utils.skip_init(POINTWISE_CONVS[spatial_dims], channels, n_regions, 1, bias=False)
         nn.init.zeros_(self.conv.weight)
         self.bias = nn.ParameterDict({m: nn.Parameter(torch.zeros(n_regions)) for m in modalities})
         self.bound = bound
@@ -126,7 +133,7 @@ class GatedFusion(BranchFusion):
         valid = available[:, indices].any(1)
         if len(indices) == 1:  # that branch's logits exactly (0 where the sample lacks it)
             own = branch_outputs[:, indices[0], :regions]
-            return own * _broadcast(valid.to(own.dtype), own.dim()), valid
+            return own * broadcast_weights(valid.to(own.dtype), own.dim()), valid
         exps, total = self._exponentials(branch_outputs, available, indices)
         numerator = None
         for e, m in zip(exps, indices):
@@ -141,7 +148,7 @@ class GatedFusion(BranchFusion):
         self._check_channels(branch_outputs.shape[2])
         regions = self.n_regions
         logits = branch_outputs[:, :, :regions].float()
-        weights = branch_outputs[:, :, regions:].float() * _broadcast(available, logits.dim())
+        weights = branch_outputs[:, :, regions:].float() * broadcast_weights(available, logits.dim())
         return torch.cat([(weights * logits).sum(1), weights.sum(1)], 1)
 
     def maps_to_logits(self, maps: Tensor) -> Tensor:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from mmseg_robust.runs.preflight import RunStartError
+from mmseg_robust.engine.run_folder import RunStartError
 
 try:
     import fcntl

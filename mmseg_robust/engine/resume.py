@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any, Mapping, TypeVar
 
-from mmseg_robust.runs.config import TrainingConfigError
+from mmseg_robust.errors import TrainingConfigError
 
 #: A run's settings: the segmentation's ``TrainingConfig`` or another frozen dataclass with ``epochs``.
 RunConfig = TypeVar("RunConfig")

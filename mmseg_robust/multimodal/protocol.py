@@ -18,13 +18,17 @@ loss and utilisation metric, and the names of subsets in logs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence, TypedDict
+from typing import Any, Iterator, Protocol, Sequence, TypedDict, Union
 
 import torch
 from torch import Tensor, nn
 
 #: Owner of a parameter that every modality's branch uses (``parameter_modalities``).
 SHARED = "shared"
+
+#: Which modality the rows of a tensor belong to: one index for all rows, or one per row (a
+#: branch model runs the rows of several modalities through shared layers in one batch).
+RowModality = Union[int, Tensor, None]
 
 
 class MultimodalBatch(TypedDict):

@@ -20,11 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mmseg_robust.multimodal import MultimodalBatch, MultimodalModel
-from mmseg_robust.precision import Precision
-from mmseg_robust.runs import checkpoint as ckpt
-from mmseg_robust.strategies import GradientStrategy
-from mmseg_robust.training.progress import (
+from mmseg_robust.engine import checkpoint as ckpt
+from mmseg_robust.engine.progress import (
     DICE_CURVES,
     LOG_FILE,
     PLOT_FILE,
@@ -33,7 +30,10 @@ from mmseg_robust.training.progress import (
     read_log,
     write_log,
 )
-from mmseg_robust.training.step_log import write_step_log
+from mmseg_robust.engine.step_log import write_step_log
+from mmseg_robust.multimodal.protocol import MultimodalBatch, MultimodalModel
+from mmseg_robust.precision import Precision
+from mmseg_robust.strategies import GradientStrategy
 
 logger = logging.getLogger(__name__)
 
