@@ -12,7 +12,7 @@ the papers differ (CGGM's rho and lambda: 1.2 / 0.1 on BraTS, 1.3 / 0.2 on MOSI)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from mmseg_robust.choices import (
     CGGM_BALANCES,
@@ -30,14 +30,32 @@ from mmseg_robust.errors import StrategyError
 STRATEGY_CHOICES: dict[str, tuple[str, ...]] = {
     "strategy": STRATEGIES, "gmd_scope": GMD_SCOPES, "gmd_cggm_composition": GMD_CGGM_COMPOSITIONS,
     "cggm_direction": CGGM_DIRECTIONS, "cggm_balance": CGGM_BALANCES, "cggm_magnitude_scope": CGGM_MAGNITUDE_SCOPES}
-#: Numeric strategy fields: the test a value must pass and the rule it states ({name}: the field).
-STRATEGY_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+#: A numeric field's test and the rule it states (``{name}``: the field).
+RangeRule = tuple[Callable[[Any], bool], str]
+#: Numeric strategy fields: the test a value must pass and the rule it states.
+STRATEGY_RANGES: dict[str, RangeRule] = {
     "cggm_rho": (lambda v: v > 0, "need {name} > 0"),
     "cggm_lambda": (lambda v: v >= 0, "need {name} >= 0"),
     "cggm_ema": (lambda v: 0 <= v < 1, "need 0 <= {name} < 1"),
     "diagnostics_every": (lambda v: v >= 0, "need {name} >= 0"),
     "subset_ranking_weight": (lambda v: v >= 0, "need {name} >= 0"),
 }
+
+
+def check_fields(config: Any, choices: Mapping[str, tuple[str, ...]], ranges: Mapping[str, RangeRule],
+                 error: type[Exception]) -> None:
+    """Check a config's fields against its tables: each field named in ``choices`` holds one of
+    its words, each named in ``ranges`` passes its test (both applications' configs and the
+    strategy fields use it).
+
+    Raises:
+        error: the first field that fails, with a did-you-mean for a word or the rule for a number.
+    """
+    for name, words in choices.items():
+        check_choice(getattr(config, name), words, name, error)
+    for name, (allowed, rule) in ranges.items():
+        if not allowed(getattr(config, name)):
+            raise error(f"{name} {getattr(config, name)}: {rule.format(name=name)}")
 
 
 @dataclass(frozen=True)
@@ -109,13 +127,22 @@ class StrategyConfig:
         """
         if self.strategy is None:
             object.__setattr__(self, "strategy", DEFAULT_STRATEGY)
-        for name, choices in STRATEGY_CHOICES.items():
-            check_choice(getattr(self, name), choices, name, error)
-        for name, (allowed, rule) in STRATEGY_RANGES.items():
-            if not allowed(getattr(self, name)):
-                raise error(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
+        check_fields(self, STRATEGY_CHOICES, STRATEGY_RANGES, error)
         if self.subset_ranking_weight and self.strategy != "plain":
             raise error(f"subset_ranking_weight is for strategy plain only, not {self.strategy}")
+
+    def check_model_strategy(self, model: str, fusion: str, error: type[Exception], network: str = "model") -> None:
+        """A model without branches (``early_fusion``) has nothing to fuse and trains with
+        ``plain`` only (random modality dropout); ``network`` is how messages name a DS model.
+
+        Raises:
+            error: a fusion other than ``mean``, or a strategy other than ``plain``, for early fusion.
+        """
+        if model == "early_fusion" and fusion != "mean":
+            raise error(f"fusion {fusion} needs the DS {network}'s branches (model ds)")
+        if model == "early_fusion" and self.strategy != "plain":
+            raise error(f"model early_fusion trains with strategy plain (random modality dropout), "
+                        f"not {self.strategy}: GMD and CGGM need per-modality branches")
 
     def cggm_settings(self) -> CGGMSettings:
         """CGGM's settings from these fields (used by ``cggm`` and ``gmd+cggm``)."""

@@ -141,6 +141,11 @@ def _preprocess_and_split(api, location, data, configurations, num_processes, ov
     click.echo(f"{location.splits_path}: {splits.n_folds} fold(s){held_out}")
 
 
+#: What preprocess and plan_and_preprocess both read: the dataset, its folders and configurations,
+#: the verification's options and the worker count.
+preprocessing_inputs = _stack([dataset_option, raw_option, preprocessed_option, configurations_option, _verifying,
+                               num_processes_option])
+
 with_split_options = _stack([
     click.option("--split-file", "split_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
                  help="User split: a JSON file, or list files such as RFNet's train3.txt and test3.txt (repeat)."),
@@ -152,12 +157,7 @@ with_split_options = _stack([
 
 
 @click.command("preprocess")
-@dataset_option
-@raw_option
-@preprocessed_option
-@configurations_option
-@_verifying
-@num_processes_option
+@preprocessing_inputs
 @click.option("--overwrite", is_flag=True, help="Preprocess finished cases again.")
 @with_split_options
 def preprocess_command(dataset, raw, preprocessed, configurations, allow_incomplete, label_4, num_processes, overwrite,
@@ -173,12 +173,7 @@ def preprocess_command(dataset, raw, preprocessed, configurations, allow_incompl
 
 
 @click.command("plan_and_preprocess")
-@dataset_option
-@raw_option
-@preprocessed_option
-@configurations_option
-@_verifying
-@num_processes_option
+@preprocessing_inputs
 @planning_options
 @click.option("--overwrite", is_flag=True,
               help=f"Recompute the fingerprint, {overwrite_plan_help}, and preprocess finished cases again.")

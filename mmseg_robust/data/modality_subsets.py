@@ -82,15 +82,8 @@ def _resolve_list(spec: str, modalities: Sequence[str], name: str) -> tuple[tupl
 
 def parse_subset_spec(spec: str, modalities: Sequence[str] | None = None, use: str = TRAINING,
                       name: str = "subsets") -> SubsetSpec:
-    """Parse a ``--subsets`` value for ``use`` (``training``: ``k=N`` allowed; ``evaluation``:
-    ``;``-lists of table names or modality lists allowed); the shared words parse identically.
-
-    Args:
-        spec: the value.
-        modalities: the model's modalities; None checks what can be checked without them
-            (training's command line, before the plans are read).
-        use: :data:`TRAINING` or :data:`EVALUATION`.
-        name: how errors name the value (a parameter; the command line passes its flag).
+    """:func:`mmseg_robust.multimodal.subsets.parse_subset_spec` (same arguments) with evaluation
+    lists of table names (``~T1``, ``T1,Fl.``) or modality lists (``t1+flair``) resolved.
 
     Raises:
         SubsetSpecError: a value the grammar or the modalities do not allow (one line).

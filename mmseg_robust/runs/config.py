@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
 from mmseg_robust.atomic import write_json_atomic
-from mmseg_robust.choices import AMP_MODES, FUSIONS, MODEL_KINDS, OPTIMIZERS, check_choice
+from mmseg_robust.choices import AMP_MODES, FUSIONS, MODEL_KINDS, OPTIMIZERS
 from mmseg_robust.data.modalities import UnknownModalityError, parse_modality_list
 from mmseg_robust.engine.run_folder import CONFIG_FILE, default_fusion, run_name
 from mmseg_robust.errors import TrainingConfigError
 from mmseg_robust.planners.plans import CONFIGURATION_NAMES, Plans
 from mmseg_robust.runs.paths import run_folder
-from mmseg_robust.strategy_config import StrategyConfig
+from mmseg_robust.strategy_config import RangeRule, StrategyConfig, check_fields
 
 TRAINING_CONFIG_SCHEMA_VERSION = 1
 #: Values of fields added after schema version 1 for config files that predate them: what those
@@ -30,7 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "configuration": CONFIGURATION_NAMES, "model": MODEL_KINDS, "optimizer": OPTIMIZERS, "fusion": FUSIONS,
     "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+_RANGES: dict[str, RangeRule] = {
     "epochs": (lambda v: v >= 1, "need {name} >= 1"),
     "iters_per_epoch": (lambda v: v >= 1, "need {name} >= 1"),
 }
@@ -120,16 +120,8 @@ class TrainingConfig(StrategyConfig):
         if self.fusion is None:
             object.__setattr__(self, "fusion", default_fusion(self.model))
         self.check_strategy(TrainingConfigError)
-        for name, choices in _CHOICES.items():
-            check_choice(getattr(self, name), choices, name, TrainingConfigError)
-        if self.model == "early_fusion" and self.fusion != "mean":
-            raise TrainingConfigError(f"fusion {self.fusion} needs the DS network's branches (model ds)")
-        if self.model == "early_fusion" and self.strategy != "plain":
-            raise TrainingConfigError(f"model early_fusion trains with strategy plain (random modality dropout), "
-                                      f"not {self.strategy}: GMD and CGGM need per-modality branches")
-        for name, (allowed, rule) in _RANGES.items():
-            if not allowed(getattr(self, name)):
-                raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
+        check_fields(self, _CHOICES, _RANGES, TrainingConfigError)
+        self.check_model_strategy(self.model, self.fusion, TrainingConfigError, network="network")
 
     @property
     def run_name(self) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from mmseg_robust import __version__
 from mmseg_robust.artifacts import read_json_artifact, require_schema_version
@@ -24,7 +24,6 @@ from mmseg_robust.choices import (
     AMP_MODES,
     FUSIONS,
     MODEL_KINDS,
-    check_choice,
 )
 from mmseg_robust.engine.resume import RUNTIME_FIELDS, resume_config
 from mmseg_robust.engine.run_folder import CONFIG_FILE, default_fusion
@@ -33,7 +32,7 @@ from mmseg_robust.errors import TrainingConfigError
 from mmseg_robust.paths import data_folder
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
-from mmseg_robust.strategy_config import StrategyConfig, strategy_default
+from mmseg_robust.strategy_config import RangeRule, StrategyConfig, check_fields, strategy_default
 
 SENTIMENT_CONFIG_SCHEMA_VERSION = 1
 #: The kind of run a ``config.json`` describes (segmentation runs have none).
@@ -43,7 +42,7 @@ RESULTS_SUBFOLDER = "sentiment"
 #: The fields that take one of a vocabulary's words.
 _CHOICES: dict[str, tuple[str, ...]] = {"model": MODEL_KINDS, "fusion": FUSIONS, "amp": AMP_MODES}
 #: Numeric fields: the test a value must pass and the rule it states ({name}: the field).
-_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+_RANGES: dict[str, RangeRule] = {
     "epochs": (lambda v: v >= 1, "need {name} >= 1"),
     "batch_size": (lambda v: v >= 1, "need {name} >= 1"),
     "learning_rate": (lambda v: v > 0, "need {name} > 0"),
@@ -102,16 +101,8 @@ class SentimentTrainingConfig(StrategyConfig):
             except SentimentDataError as error:
                 raise TrainingConfigError(str(error)) from None
         self.check_strategy(TrainingConfigError)
-        for name, choices in _CHOICES.items():
-            check_choice(getattr(self, name), choices, name, TrainingConfigError)
-        if self.model == "early_fusion" and self.fusion != "mean":
-            raise TrainingConfigError(f"fusion {self.fusion} needs the DS model's branches (model ds)")
-        if self.model == "early_fusion" and self.strategy != "plain":
-            raise TrainingConfigError(f"model early_fusion trains with strategy plain (random modality dropout), "
-                                      f"not {self.strategy}: GMD and CGGM need per-modality branches")
-        for name, (allowed, rule) in _RANGES.items():
-            if not allowed(getattr(self, name)):
-                raise TrainingConfigError(f"{name} {getattr(self, name)}: {rule.format(name=name)}")
+        check_fields(self, _CHOICES, _RANGES, TrainingConfigError)
+        self.check_model_strategy(self.model, self.fusion, TrainingConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
