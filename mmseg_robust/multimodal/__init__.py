@@ -4,7 +4,8 @@
 * :mod:`~mmseg_robust.multimodal.protocol`: the model/task protocol (``MultimodalModel``,
   ``MultimodalTask``, ``MultimodalBatch``, ``BranchOutput``) and the row assembly
   (``AssembleRows``) of branch outputs;
-* :mod:`~mmseg_robust.multimodal.fusion` and :mod:`~mmseg_robust.multimodal.gated_fusion`: how a
+* :mod:`~mmseg_robust.multimodal.fusion` (``make_fusion``), with
+  :mod:`~mmseg_robust.multimodal.branch_fusion` and :mod:`~mmseg_robust.multimodal.gated_fusion`: how a
   subset's branch outputs are fused (``mean``, ``weighted``, ``gated``);
 * :mod:`~mmseg_robust.multimodal.subsets`: modality subsets by index and the ``--subsets`` grammar
   (torch-free).

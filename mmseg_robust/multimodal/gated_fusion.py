@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.errors import NetworkError
-from mmseg_robust.multimodal.fusion import BranchFusion, broadcast_weights, check_subset
+from mmseg_robust.multimodal.branch_fusion import BranchFusion, broadcast_weights, check_subset
 from mmseg_robust.multimodal.protocol import RowModality
 
 #: The gate's 1x1 convolution per number of spatial axes (a sequence model's pooled vector is read

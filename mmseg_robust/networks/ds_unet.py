@@ -33,7 +33,8 @@ import torch
 from torch import Tensor, nn
 
 from mmseg_robust.errors import NetworkError
-from mmseg_robust.multimodal.fusion import BranchFusion, make_fusion
+from mmseg_robust.multimodal.branch_fusion import BranchFusion
+from mmseg_robust.multimodal.fusion import make_fusion
 from mmseg_robust.multimodal.protocol import SHARED, AssembleRows, BranchOutput, RowModality
 
 from .base import AxisSizes, RegionNetwork, _check_available

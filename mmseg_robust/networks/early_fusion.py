@@ -12,7 +12,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from mmseg_robust.multimodal.fusion import check_subset
+from mmseg_robust.multimodal.branch_fusion import check_subset
 from mmseg_robust.multimodal.protocol import SHARED
 
 from .base import AxisSizes, RegionNetwork

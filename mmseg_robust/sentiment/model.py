@@ -43,7 +43,8 @@ from torch import Tensor, nn
 
 from mmseg_robust.choices import FUSIONS, MODEL_KINDS, check_choice
 from mmseg_robust.errors import MMRobustError
-from mmseg_robust.multimodal.fusion import BranchFusion, make_fusion
+from mmseg_robust.multimodal.branch_fusion import BranchFusion
+from mmseg_robust.multimodal.fusion import make_fusion
 from mmseg_robust.multimodal.protocol import SHARED, AssembleRows, BranchOutput
 from mmseg_robust.sentiment.dataset import MODALITIES, parse_sentiment_modalities
 from mmseg_robust.sentiment.errors import SentimentDataError
