@@ -159,7 +159,8 @@ SPREAD_MODULES = frozenset({"test_training.py"})
 
 #: The slowest modules (``pytest --durations=0``, summed per module), longest first: they are handed
 #: out first so that the two workers finish together instead of one waiting on a late long module.
-SLOWEST_FIRST = ("test_training.py", "test_robustness_study.py", "test_sentiment_study.py", "test_evaluate_model.py",
+SLOWEST_FIRST = ("test_training.py", "test_robustness_study.py", "test_sentiment_study.py", "test_gpu_check.py",
+                 "test_evaluate_model.py",
                  "test_inference.py", "test_sentiment_fusion_and_dedicated.py", "test_sentiment_training.py",
                  "test_training_policy.py", "test_networks.py", "test_planning.py", "test_plan_and_preprocess.py",
                  "test_split_presets.py")

@@ -95,6 +95,8 @@ def test_compile_blocks_covers_the_training_path_and_keeps_results_and_names() -
     keys = list(compiled.state_dict())
     compiled.compile_blocks(backend="aot_eager")
     assert list(compiled.state_dict()) == keys
+    # The fusion stays eager: compiled, its subset argument recompiled it per subset past dynamo's limit.
+    assert compiled.fusion._compiled_call_impl is None and compiled.backbone._compiled_call_impl is not None
     images, subsets = images_for(2), [(0,), (0, 2, 3), (1, 2)]
     results = []
     for net in (eager, compiled):

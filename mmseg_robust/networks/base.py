@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from mmseg_robust.data.modalities import parse_modality_list
 from mmseg_robust.errors import NetworkError
+from mmseg_robust.multimodal.branch_fusion import BranchFusion
 
 from .blocks import as_tuple, check_spatial_shape, cumulative_strides
 
@@ -121,8 +122,12 @@ class RegionNetwork(nn.Module):
         the stems) in place, so that every entry point (``forward``, ``subset_logits``,
         ``forward_branches``) runs compiled code; parameter names and the state dict are unchanged.
         Compiling ``forward`` alone would leave the training path, which enters through
-        ``subset_logits``, eager."""
+        ``subset_logits``, eager. The fusion stays eager: it is a weighted sum, and its ``subset``
+        argument would recompile it for every subset (15 > dynamo's limit of 8, after which the rest
+        ran eager anyway, warning)."""
         for module in self.children():
+            if isinstance(module, BranchFusion):
+                continue
             if isinstance(module, nn.ModuleDict):
                 for child in module.values():
                     child.compile(backend=backend, dynamic=dynamic)
