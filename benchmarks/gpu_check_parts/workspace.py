@@ -42,7 +42,7 @@ class CheckSizes:
 
 
 GPU_SIZES = CheckSizes("gpu", (128, 128, 128), 5, (), warmup_steps=2, timed_steps=6, checkpoint_iterations=5,
-                       predict_shape=(155, 240, 240), compile_backend="inductor", study_iterations=5)
+                       predict_shape=(155, 240, 240), compile_backend="inductor", study_iterations=2)
 #: ``eager`` compiles through dynamo without generating code: inductor's C++ build alone takes
 #: minutes on a CPU.
 TINY_SIZES = CheckSizes("tiny", (32, 32, 32), 5, ("--patch-size", "16,16,16", "--batch-size", "2",
@@ -51,8 +51,8 @@ TINY_SIZES = CheckSizes("tiny", (32, 32, 32), 5, ("--patch-size", "16,16,16", "-
                         compile_backend="eager", study_iterations=1)
 
 #: Each part's share of ``--minutes`` (the data preparation takes what it needs first).
-TIME_SHARES: dict[str, float] = {"environment": 0.02, "training": 0.40, "compile": 0.12, "inference": 0.22,
-                                 "distributed": 0.10, "study": 0.14}
+TIME_SHARES: dict[str, float] = {"environment": 0.02, "training": 0.36, "compile": 0.12, "inference": 0.22,
+                                 "distributed": 0.10, "study": 0.18}
 
 
 class Deadline:
