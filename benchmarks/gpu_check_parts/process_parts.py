@@ -28,41 +28,54 @@ def _case_folder(raw: Path, case_id: str) -> Path:
 def inference_part(workspace: Workspace, deadline: Deadline) -> PartResult:
     """A 3D model trained for a few iterations, then ``predict`` of one BraTS-size case (240x240x155
     at ``gpu`` sizes, four sequences) with and without mirroring; ``evaluate`` of one of the check's
-    own cases under all 15 subsets beside a full-modality ``predict`` of that case (``evaluate``
-    reads the cases of its run's dataset)."""
+    own cases under all 15 subsets beside a full-modality ``predict`` of that case with evaluate's
+    mirroring (``evaluate`` reads the cases of its run's dataset). At ``tiny`` sizes the check's own
+    case stands in for the BraTS-size one, and its predict is the one evaluate is held against."""
     part = PartResult("inference", "4. Inference: predict (TTA on and off) and evaluate under 15 subsets")
-    sizes, device = workspace.sizes, workspace.device
-    big = workspace.root / "bratscase"
+    device = workspace.device
+    # evaluate mirrors by default on CUDA only, as predict does.
+    evaluate_tta = "--tta" if device.startswith("cuda") else "--no-tta"
     try:
         run_dir = workspace.train_checkpoint(deadline.left())
-        if not big.is_dir():
-            workspace.mmrobust("make-synthetic", "-o", str(big), "--cases", "1", "--seed", "7", "--shape",
-                               ",".join(str(s) for s in sizes.predict_shape), log="make-synthetic-bratscase")
-        case = next(p for p in big.iterdir() if p.is_dir())
-        for tta in ("--tta", "--no-tta"):
-            seconds = workspace.mmrobust("predict", "-i", str(case), "-o", str(workspace.root / f"predict{tta}"),
-                                         "-m", str(run_dir), "--checkpoint", "latest", "--device", device, tta,
-                                         "--overwrite", timeout=deadline.left(), log=f"predict{tta}")
-            part.rows.append({"command": f"predict {tta}", "case": f"{'x'.join(map(str, sizes.predict_shape))}",
-                              "seconds": seconds})
         val_case = _validation_case(workspace)
+        val_folder = _case_folder(workspace.root / "raw" / DATASET, val_case)
+        case, label = _brats_size_case(workspace) if workspace.sizes.predict_shape else (val_folder, val_case)
+        seconds = {}
+        for tta in ("--tta", "--no-tta"):
+            seconds[tta] = _predict(workspace, run_dir, case, tta, deadline, f"predict{tta}")
+            part.rows.append({"command": f"predict {tta}", "case": label, "seconds": seconds[tta]})
+        one = seconds[evaluate_tta]
+        if case != val_folder:
+            one = _predict(workspace, run_dir, val_folder, evaluate_tta, deadline, "predict-val")
+            part.rows.append({"command": f"predict {evaluate_tta} (full modalities)", "case": val_case, "seconds": one})
         cases_file = workspace.root / "evaluate_case.txt"
         cases_file.write_text(val_case + "\n")
-        one = workspace.mmrobust("predict", "-i", str(_case_folder(workspace.root / "raw" / DATASET, val_case)),
-                                 "-o", str(workspace.root / "predict_val"), "-m", str(run_dir), "--checkpoint",
-                                 "latest", "--device", device, "--overwrite", timeout=deadline.left(),
-                                 log="predict-val")
-        part.rows.append({"command": "predict (full modalities)", "case": val_case, "seconds": one})
         every = workspace.mmrobust("evaluate", "-m", str(run_dir), "--checkpoint", "latest", "--cases",
                                    str(cases_file), "--subsets", "all", "-o", str(workspace.root / "evaluation"),
                                    "-np", "0", "--device", device, timeout=deadline.left(), log="evaluate")
         part.rows.append({"command": "evaluate --subsets all (15)", "case": val_case, "seconds": every})
-        part.notes.append(f"evaluate of 15 subsets / one full-modality predict of the same case: {every / one:.2f}")
+        part.notes.append(f"evaluate of 15 subsets / one full-modality predict {evaluate_tta} of the same case: "
+                          f"{every / one:.2f}")
     except subprocess.TimeoutExpired as error:
         return _stopped(part, " ".join(str(a) for a in error.cmd[2:4]))
     except CheckStepError as error:
         part.status, part.reason = FAILED, str(error)
     return part
+
+
+def _brats_size_case(workspace: Workspace) -> tuple[Path, str]:
+    shape = workspace.sizes.predict_shape
+    folder = workspace.root / "bratscase"
+    if not folder.is_dir():
+        workspace.mmrobust("make-synthetic", "-o", str(folder), "--cases", "1", "--seed", "7", "--shape",
+                           ",".join(str(s) for s in shape), log="make-synthetic-bratscase")
+    return next(p for p in folder.iterdir() if p.is_dir()), "x".join(str(s) for s in shape)
+
+
+def _predict(workspace: Workspace, run_dir: Path, case: Path, tta: str, deadline: Deadline, log: str) -> float:
+    return workspace.mmrobust("predict", "-i", str(case), "-o", str(workspace.root / log), "-m", str(run_dir),
+                              "--checkpoint", "latest", "--device", workspace.device, tta, "--overwrite",
+                              timeout=deadline.left(), log=log)
 
 
 def _validation_case(workspace: Workspace) -> str:

@@ -32,7 +32,8 @@ class CheckSizes:
     warmup_steps: int
     timed_steps: int
     checkpoint_iterations: int
-    predict_shape: tuple[int, int, int]
+    #: The BraTS-size case predict runs on; None: one of the check's own cases.
+    predict_shape: tuple[int, int, int] | None
     compile_backend: str
     study_iterations: int
 
