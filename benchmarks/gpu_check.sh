@@ -3,7 +3,7 @@
 # private folder, then run benchmarks/gpu_check.py with the arguments given.
 #
 #   bash benchmarks/gpu_check.sh --fetch-wheels          here, with the package registry: wheels -> .whl/
-#   bash benchmarks/gpu_check.sh --device cuda -o "$OUT" on the device, .whl/ carried (device tool: carry .whl)
+#   bash benchmarks/gpu_check.sh --device cuda -o OUT   on the GPU machine, with .whl/ copied along
 #
 # Environment: PYTHON (default python3), MMROBUST_WHEELS (default .whl), MMROBUST_SITE (default
 # /tmp/mmrobust_site, emptied first).
