@@ -11,7 +11,7 @@ from pathlib import Path
 from mmseg_robust.data.splits import Splits
 
 from .report import FAILED, PARTIAL, PartResult
-from .workspace import DATASET, CheckStepError, Deadline, Workspace
+from .workspace import DATASET, CheckStepError, Deadline, Workspace, first_match
 
 ROBUSTNESS_STUDY = Path(__file__).resolve().parents[1] / "robustness"
 
@@ -22,7 +22,7 @@ def _stopped(part: PartResult, what: str) -> PartResult:
 
 
 def _case_folder(raw: Path, case_id: str) -> Path:
-    return next(p for p in raw.rglob(case_id) if p.is_dir())
+    return first_match((p for p in raw.rglob(case_id) if p.is_dir()), f"case folder {case_id} under {raw}")
 
 
 def inference_part(workspace: Workspace, deadline: Deadline) -> PartResult:
@@ -69,7 +69,8 @@ def _brats_size_case(workspace: Workspace) -> tuple[Path, str]:
     if not folder.is_dir():
         workspace.mmrobust("make-synthetic", "-o", str(folder), "--cases", "1", "--seed", "7", "--shape",
                            ",".join(str(s) for s in shape), log="make-synthetic-bratscase")
-    return next(p for p in folder.iterdir() if p.is_dir()), "x".join(str(s) for s in shape)
+    case = first_match((p for p in folder.iterdir() if p.is_dir()), f"case folder in {folder}")
+    return case, "x".join(str(s) for s in shape)
 
 
 def _predict(workspace: Workspace, run_dir: Path, case: Path, tta: str, deadline: Deadline, log: str) -> float:

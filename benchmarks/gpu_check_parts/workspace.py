@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 DATASET = "GPUCheck"
 #: Lines of a failed command's output that an error quotes.
@@ -54,6 +55,17 @@ TINY_SIZES = CheckSizes("tiny", (32, 32, 32), 5, ("--patch-size", "16,16,16", "-
 #: Each part's share of ``--minutes`` (the data preparation takes what it needs first).
 TIME_SHARES: dict[str, float] = {"environment": 0.02, "training": 0.36, "compile": 0.12, "inference": 0.22,
                                  "distributed": 0.10, "study": 0.18}
+
+
+def first_match(paths: Iterable[Path], what: str) -> Path:
+    """The first of ``paths``.
+
+    Raises:
+        CheckStepError: there is none (a step did not write what the next one reads).
+    """
+    for path in paths:
+        return path
+    raise CheckStepError(f"no {what}")
 
 
 class Deadline:
@@ -130,4 +142,4 @@ class Workspace:
         self.mmrobust("train", "-d", DATASET, "-c", "3d_fullres", "-f", "0", "--epochs", "1", "--iters-per-epoch",
                       str(self.sizes.checkpoint_iterations), "--val-patches-per-case", "1", "--num-workers", "0",
                       "--device", self.device, timeout=timeout, log="train")
-        return next(self.results.glob(f"{DATASET}/3d_fullres__*/fold_0"))
+        return first_match(self.results.glob(f"{DATASET}/3d_fullres__*/fold_0"), f"run folder under {self.results}")
